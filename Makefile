@@ -1,0 +1,30 @@
+# tuner: two commands do everything on a fresh Debian 12 machine (as root):
+#   make demo   install what is missing, then run the main job
+#   make test   install what is missing, then pass the whole test suite
+VENV   := .venv
+TUNER  := $(VENV)/bin/tuner
+PYTEST := $(VENV)/bin/pytest
+
+.PHONY: setup demo test lint clean help
+
+help:
+	@echo "make demo   set up (idempotent) and run the main job"
+	@echo "make test   set up (idempotent) and run the test suite"
+	@echo "make lint   ruff over the code"
+	@echo "make clean  remove the virtual environment and caches"
+
+setup:
+	@scripts/setup.sh
+
+demo: setup
+	$(TUNER) doctor
+
+test: setup
+	$(PYTEST) -q
+
+lint: setup
+	$(VENV)/bin/ruff check tuner tests
+	$(VENV)/bin/ruff format --check tuner tests
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,126 @@
+"""How tuner uses BCC: import it, compile a BPF program, load one function, with clear errors.
+
+BCC prints compiler errors and verifier logs straight to file descriptor 2. The helpers here
+capture them and turn failures into a :class:`~tuner.errors.TunerError` that carries the
+useful line, so that tuner's output stays one clean line per problem.
+
+>>> from tuner.bcc_runtime import first_error_line
+>>> first_error_line("In file x.c\\n/virtual/main.c:3:5: error: use of undeclared 'y'\\n")
+"/virtual/main.c:3:5: error: use of undeclared 'y'"
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import TunerError
+
+SETUP_FIX = "run `make setup` as root (installs python3-bpfcc, kernel headers, mounts tracefs)"
+
+
+def import_bcc() -> Any:
+    """Return the ``bcc`` module, or raise TunerError saying how to install it."""
+    try:
+        import bcc  # noqa: PLC0415  (imported late: it is slow and needs tracefs)
+    except ImportError as e:
+        raise TunerError(f"BCC's Python bindings are not importable ({e})", SETUP_FIX) from None
+    return bcc
+
+
+def bpf_dir() -> Path:
+    """Return the folder that holds tuner's BPF C sources (``bpf/`` beside ``tuner/``).
+
+    >>> (bpf_dir() / "common.h").is_file()
+    True
+    """
+    path = Path(__file__).resolve().parent.parent / "bpf"
+    if not path.is_dir():
+        raise TunerError(f"BPF sources not found at {path}", "install tuner from its source tree")
+    return path
+
+
+class Captured:
+    """Text written to file descriptor 2 inside :func:`captured_stderr`."""
+
+    text: str = ""
+
+
+@contextmanager
+def captured_stderr() -> Iterator[Captured]:
+    """Redirect file descriptor 2 (not only ``sys.stderr``) into a buffer while active."""
+    out = Captured()
+    with tempfile.TemporaryFile() as tmp:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.text = tmp.read().decode(errors="replace")
+
+
+def first_error_line(log: str) -> str:
+    """Return the most telling line of a compiler or verifier log.
+
+    >>> first_error_line("0: (b7) r0 = 0\\nR1 invalid mem access 'scalar'\\nprocessed 3 insns\\n")
+    "R1 invalid mem access 'scalar'"
+    """
+    lines = [ln.strip() for ln in log.splitlines() if ln.strip()]
+    for ln in lines:
+        if "error:" in ln:
+            return ln
+    for ln in reversed(lines):
+        if not ln.startswith(("processed ", "verification time", "stack depth", "HINT:")):
+            return ln
+    return lines[-1] if lines else "no log"
+
+
+def compile_program(
+    text: str | None = None, src_file: Path | None = None, cflags: Sequence[str] = ()
+) -> Any:
+    """Compile BPF C with BCC and return the ``bcc.BPF`` object (tracepoints auto-attach).
+
+    Raises TunerError with the compiler's first error line when it fails.
+    """
+    bcc = import_bcc()
+    flags = [f"-I{bpf_dir()}", *cflags]
+    kwargs: dict[str, Any] = {"cflags": flags}
+    if src_file is not None:
+        kwargs["src_file"] = str(src_file)
+    else:
+        kwargs["text"] = (text or "").encode()
+    with captured_stderr() as err:
+        try:
+            return bcc.BPF(**kwargs)
+        except Exception as e:  # BCC raises plain Exception
+            failure = e
+    where = src_file.name if src_file else "BPF program"
+    raise TunerError(
+        f"cannot compile {where}: {first_error_line(err.text or str(failure))}",
+        "check kernel headers with `tuner doctor`",
+    )
+
+
+def load_function(bpf: Any, name: str, prog_type: int) -> Any:
+    """Load function ``name`` of a compiled program as ``prog_type``; return BCC's handle.
+
+    Raises TunerError with the verifier's telling line when the kernel refuses it.
+    """
+    with captured_stderr() as err:
+        try:
+            return bpf.load_func(name.encode(), prog_type)
+        except Exception as e:
+            failure = e
+    raise TunerError(
+        f"kernel refused BPF program {name}: {first_error_line(err.text or str(failure))}",
+        "see `tuner doctor` for what this kernel supports",
+    )

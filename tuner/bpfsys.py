@@ -1,0 +1,114 @@
+"""The few bpf(2) commands tuner issues directly, without BCC.
+
+BCC compiles and loads programs; this module covers what BCC 0.26 does not wrap: creating a
+map of a given type to check that the kernel supports it, and ``BPF_PROG_TEST_RUN``.
+
+>>> from tuner.bpfsys import MapType, ProgType
+>>> int(MapType.RINGBUF), int(ProgType.SK_REUSEPORT)
+(27, 21)
+"""
+
+from __future__ import annotations
+
+import ctypes
+import enum
+import os
+import platform
+import struct
+from dataclasses import dataclass
+
+_NR_BPF = {"x86_64": 321, "aarch64": 280}
+
+# bpf(2) commands (include/uapi/linux/bpf.h)
+BPF_MAP_CREATE = 0
+BPF_PROG_TEST_RUN = 10
+
+_ATTR_SIZE = 128
+
+
+class MapType(enum.IntEnum):
+    """BPF map types tuner uses (``enum bpf_map_type``)."""
+
+    HASH = 1
+    ARRAY = 2
+    PERCPU_ARRAY = 6
+    LRU_HASH = 9
+    DEVMAP = 14
+    SOCKMAP = 15
+    CPUMAP = 16
+    SOCKHASH = 18
+    RINGBUF = 27
+
+
+class ProgType(enum.IntEnum):
+    """BPF program types tuner uses (``enum bpf_prog_type``)."""
+
+    TRACEPOINT = 5
+    XDP = 6
+    RAW_TRACEPOINT = 17
+    SK_REUSEPORT = 21
+
+
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def bpf(cmd: int, attr: bytearray) -> int:
+    """Issue one bpf(2) command with ``attr`` (a mutable buffer) and return its result.
+
+    Raises :class:`OSError` with the kernel's errno on failure.
+    """
+    nr = _NR_BPF.get(platform.machine())
+    if nr is None:
+        raise OSError(f"bpf(2) syscall number unknown for {platform.machine()}")
+    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+    ret = _libc().syscall(nr, cmd, buf, len(attr))
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def map_create(
+    map_type: int, key_size: int, value_size: int, max_entries: int, flags: int = 0, name: str = ""
+) -> int:
+    """Create a map and return its file descriptor (the caller closes it).
+
+    Example (needs root, so not run here)::
+
+        fd = map_create(MapType.RINGBUF, 0, 0, 4096)
+        os.close(fd)
+    """
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
+    struct.pack_into("16s", attr, 28, name.encode()[:15])
+    return bpf(BPF_MAP_CREATE, attr)
+
+
+@dataclass(frozen=True)
+class TestRun:
+    """Result of :func:`prog_test_run`: the program's return value and mean ns per run."""
+
+    retval: int
+    duration_ns: int
+    data_out: bytes
+
+
+def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, out_size: int = 0) -> TestRun:
+    """Run a loaded program on ``data`` in the kernel (``BPF_PROG_TEST_RUN``).
+
+    ``duration_ns`` is the kernel's mean time per run over ``repeat`` runs. With ``out_size``
+    the packet as the program left it is returned in ``data_out``.
+    """
+    data_in = ctypes.create_string_buffer(data, len(data))
+    out = ctypes.create_string_buffer(out_size) if out_size else None
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("IIII", attr, 0, prog_fd, 0, len(data), out_size)
+    struct.pack_into(
+        "QQ", attr, 16, ctypes.addressof(data_in), ctypes.addressof(out) if out is not None else 0
+    )
+    struct.pack_into("I", attr, 32, max(1, repeat))
+    bpf(BPF_PROG_TEST_RUN, attr)
+    retval, _, size_out = struct.unpack_from("III", attr, 4)
+    (duration,) = struct.unpack_from("I", attr, 36)
+    return TestRun(retval, duration, out.raw[:size_out] if out is not None else b"")

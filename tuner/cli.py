@@ -1,0 +1,100 @@
+"""The ``tuner`` command line: one subcommand per job, errors as one line, ``--debug`` for more.
+
+Each subcommand is registered by a ``_add_<name>`` function here and implemented in the
+module that owns the concept; this module only parses arguments and reports errors.
+
+>>> from tuner.cli import build_parser
+>>> build_parser().parse_args(["doctor", "--json"]).json
+True
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+from collections.abc import Sequence
+
+from tuner import __version__
+from tuner.errors import TunerError
+
+DESCRIPTION = """\
+tuner watches a running workload through eBPF, learns online where its hotspots will be,
+and steers the kernel away from them (XDP redirection, SO_REUSEPORT socket placement).
+It needs root. Start with `tuner doctor` to see whether this machine can run it."""
+
+
+def _formatter(prog: str) -> argparse.HelpFormatter:
+    return argparse.RawDescriptionHelpFormatter(prog, max_help_position=30, width=80)
+
+
+def _add_doctor(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "doctor",
+        formatter_class=_formatter,
+        help="check that this machine can run the tuner, and say how to fix what is missing",
+        description="Check every requirement of the tuner by trying it (root, kernel, tracefs,\n"
+        "bpffs, BCC, each BPF program and map type used, network namespaces).\n"
+        "Exit status 0 when all required checks pass, 1 otherwise.",
+        epilog="examples:\n  tuner doctor\n  tuner doctor --json | jq .ok",
+    )
+    p.add_argument(
+        "--json", action="store_true", help='print one JSON object {"ok": bool, "checks": [...]}'
+    )
+    p.add_argument(
+        "--tracefs",
+        default="/sys/kernel/tracing",
+        metavar="PATH",
+        help="where tracefs is mounted (default: %(default)s)",
+    )
+    p.add_argument(
+        "--bpffs",
+        default="/sys/fs/bpf",
+        metavar="PATH",
+        help="where the BPF file system is mounted (default: %(default)s)",
+    )
+    p.set_defaults(func=_run_doctor)
+
+
+def _run_doctor(args: argparse.Namespace) -> int:
+    from tuner.doctor import Doctor
+
+    report = Doctor(tracefs=args.tracefs, bpffs=args.bpffs).run()
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.render())
+    return 0 if report.ok else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Return the argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(
+        prog="tuner",
+        description=DESCRIPTION,
+        formatter_class=_formatter,
+        epilog="examples:\n  tuner doctor\n  tuner <command> --help",
+    )
+    parser.add_argument("--version", action="version", version=f"tuner {__version__}")
+    parser.add_argument("--debug", action="store_true", help="on error, print the full traceback")
+    sub = parser.add_subparsers(title="commands", metavar="<command>")
+    for add in (_add_doctor,):
+        add(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line and return its exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "func"):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except TunerError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"tuner: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("tuner: interrupted", file=sys.stderr)
+        return 130

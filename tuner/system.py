@@ -1,0 +1,90 @@
+"""Facts about the running system: privileges, kernel version, mounted file systems.
+
+Everything here reads ``/proc`` or ``os`` and changes nothing.
+
+>>> from tuner.system import parse_kernel_version
+>>> parse_kernel_version("6.18.44-fc-v595")
+(6, 18, 44)
+>>> parse_kernel_version("5.10.0")
+(5, 10, 0)
+"""
+
+from __future__ import annotations
+
+import os
+import re
+
+#: Capability bits (linux/capability.h) the tuner needs, by name.
+CAPABILITIES: dict[str, int] = {
+    "CAP_NET_ADMIN": 12,
+    "CAP_SYS_ADMIN": 21,
+    "CAP_PERFMON": 38,
+    "CAP_BPF": 39,
+}
+
+
+def parse_kernel_version(release: str) -> tuple[int, int, int]:
+    """Return ``(major, minor, patch)`` from a kernel release string such as ``uname -r``.
+
+    >>> parse_kernel_version("6.1")
+    (6, 1, 0)
+    """
+    m = re.match(r"(\d+)\.(\d+)(?:\.(\d+))?", release)
+    if not m:
+        raise ValueError(f"not a kernel release: {release!r}")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+
+
+def kernel_release() -> str:
+    """Return the running kernel's release (``uname -r``).
+
+    >>> isinstance(kernel_release(), str)
+    True
+    """
+    return os.uname().release
+
+
+def effective_capabilities(status_path: str = "/proc/self/status") -> int:
+    """Return this process's effective capability mask (``CapEff`` in ``/proc/self/status``).
+
+    >>> effective_capabilities() >= 0
+    True
+    """
+    with open(status_path) as f:
+        for line in f:
+            if line.startswith("CapEff:"):
+                return int(line.split()[1], 16)
+    return 0
+
+
+def missing_capabilities(mask: int | None = None) -> list[str]:
+    """Return the names of the capabilities in :data:`CAPABILITIES` that ``mask`` lacks.
+
+    >>> missing_capabilities(0)
+    ['CAP_NET_ADMIN', 'CAP_SYS_ADMIN', 'CAP_PERFMON', 'CAP_BPF']
+    >>> missing_capabilities((1 << 40) - 1)
+    []
+    """
+    if mask is None:
+        mask = effective_capabilities()
+    return [name for name, bit in CAPABILITIES.items() if not mask >> bit & 1]
+
+
+def mount_type(path: str, mounts_path: str = "/proc/self/mounts") -> str | None:
+    """Return the file-system type mounted exactly at ``path``, or None when nothing is.
+
+    When several are stacked on one path the last (visible) one wins.
+
+    >>> mount_type("/proc")
+    'proc'
+    >>> mount_type("/no/such/dir") is None
+    True
+    """
+    path = os.path.realpath(path)
+    found = None
+    with open(mounts_path) as f:
+        for line in f:
+            fields = line.split()
+            if len(fields) >= 3 and fields[1] == path:
+                found = fields[2]
+    return found
