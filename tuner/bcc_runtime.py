@@ -85,11 +85,15 @@ def first_error_line(log: str) -> str:
 
 
 def compile_program(
-    text: str | None = None, src_file: Path | None = None, cflags: Sequence[str] = ()
+    text: str | None = None,
+    src_file: Path | None = None,
+    cflags: Sequence[str] = (),
+    where: str = "",
 ) -> Any:
     """Compile BPF C with BCC and return the ``bcc.BPF`` object (tracepoints auto-attach).
 
-    Raises TunerError with the compiler's first error line when it fails.
+    Raises TunerError with the compiler's first error line when it fails; ``where`` names
+    the program in that message.
     """
     bcc = import_bcc()
     flags = [f"-I{bpf_dir()}", *cflags]
@@ -103,7 +107,7 @@ def compile_program(
             return bcc.BPF(**kwargs)
         except Exception as e:  # BCC raises plain Exception
             failure = e
-    where = src_file.name if src_file else "BPF program"
+    where = where or (src_file.name if src_file else "BPF program")
     raise TunerError(
         f"cannot compile {where}: {first_error_line(err.text or str(failure))}",
         "check kernel headers with `tuner doctor`",

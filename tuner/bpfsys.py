@@ -94,20 +94,29 @@ class TestRun:
     data_out: bytes
 
 
-def prog_test_run(prog_fd: int, data: bytes, repeat: int = 1, out_size: int = 0) -> TestRun:
-    """Run a loaded program on ``data`` in the kernel (``BPF_PROG_TEST_RUN``).
+def prog_test_run(
+    prog_fd: int, data: bytes = b"", repeat: int = 1, out_size: int = 0, ctx: bytes = b""
+) -> TestRun:
+    """Run a loaded program in the kernel (``BPF_PROG_TEST_RUN``).
 
-    ``duration_ns`` is the kernel's mean time per run over ``repeat`` runs. With ``out_size``
-    the packet as the program left it is returned in ``data_out``.
+    Packet programs (XDP) take ``data``: ``duration_ns`` is the kernel's mean time per run over
+    ``repeat`` runs, and with ``out_size`` the packet as the program left it is returned in
+    ``data_out``. Raw tracepoint programs take ``ctx`` (their u64 arguments) and no data; they
+    run once.
     """
-    data_in = ctypes.create_string_buffer(data, len(data))
+    data_in = ctypes.create_string_buffer(data, len(data)) if data else None
+    ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
     out = ctypes.create_string_buffer(out_size) if out_size else None
     attr = bytearray(_ATTR_SIZE)
+
+    def addr(buf: ctypes.Array | None) -> int:
+        return ctypes.addressof(buf) if buf is not None else 0
+
     struct.pack_into("IIII", attr, 0, prog_fd, 0, len(data), out_size)
-    struct.pack_into(
-        "QQ", attr, 16, ctypes.addressof(data_in), ctypes.addressof(out) if out is not None else 0
-    )
-    struct.pack_into("I", attr, 32, max(1, repeat))
+    struct.pack_into("QQ", attr, 16, addr(data_in), addr(out))
+    struct.pack_into("I", attr, 32, max(1, repeat) if data else 0)
+    struct.pack_into("II", attr, 40, len(ctx), 0)
+    struct.pack_into("Q", attr, 48, addr(ctx_in))
     bpf(BPF_PROG_TEST_RUN, attr)
     retval, _, size_out = struct.unpack_from("III", attr, 4)
     (duration,) = struct.unpack_from("I", attr, 36)

@@ -1,0 +1,84 @@
+/* Maps and helpers shared by tuner's probes: the process filter, slot allocation and the
+ * window flush that emits one summary record per active entity per window. The loader
+ * (tuner/probes/base.py) compiles this text in front of each probe's own source. */
+#include "common.h"
+
+BPF_ARRAY(control, struct tuner_control, 1);
+BPF_PERCPU_ARRAY(events, u64, 1);           /* raw events seen, per CPU */
+BPF_HASH(filter_pids, u32, u8, 1024);
+BPF_HASH(filter_cgroups, u64, u8, 64);
+BPF_RINGBUF_OUTPUT(records, RINGBUF_PAGES);
+
+static __always_inline void tuner_count_event(void)
+{
+    int zero = 0;
+    u64 *n = events.lookup(&zero);
+    if (n)
+        (*n)++;
+}
+
+/* Does the current task belong to an observed process? Called once per new task. */
+static __always_inline int tuner_wanted(u32 tgid)
+{
+#if defined(FILTER_PIDS) || defined(FILTER_CGROUP) || defined(FILTER_COMM)
+#ifdef FILTER_PIDS
+    if (filter_pids.lookup(&tgid))
+        return 1;
+#endif
+#ifdef FILTER_CGROUP
+    u64 cg = bpf_get_current_cgroup_id();
+    if (filter_cgroups.lookup(&cg))
+        return 1;
+#endif
+#ifdef FILTER_COMM
+    char want[16] = FILTER_COMM;
+    char comm[16] = {};
+    bpf_get_current_comm(comm, sizeof(comm));
+    int same = 1;
+#pragma unroll
+    for (int i = 0; i < 16; i++) {
+        if (comm[i] != want[i]) { same = 0; break; }
+        if (!want[i]) break;
+    }
+    if (same)
+        return 1;
+#endif
+    return 0;
+#else
+    return 1;
+#endif
+}
+
+/* Hand out the next entity slot, or SLOT_EXCLUDED when all are taken. */
+static __always_inline int tuner_alloc_slot(void)
+{
+    int zero = 0;
+    struct tuner_control *c = control.lookup(&zero);
+    if (!c)
+        return SLOT_EXCLUDED;
+    u64 slot = __sync_fetch_and_add(&c->nslots, 1);
+    if (slot >= MAX_ENTITIES) {
+        __sync_fetch_and_add(&c->overflow, 1);
+        return SLOT_EXCLUDED;
+    }
+    return (int)slot;
+}
+
+/* When the current window has ended, claim the flush (one CPU wins) and return the window's
+ * end; otherwise return 0. The caller then emits its records for [end - WINDOW_NS, end). */
+static __always_inline u64 tuner_window_closed(u64 now, struct tuner_control **cp)
+{
+    int zero = 0;
+    struct tuner_control *c = control.lookup(&zero);
+    if (!c)
+        return 0;
+    u64 due = c->next_flush;
+    if (now < due)
+        return 0;
+    u64 next = (now / WINDOW_NS + 1) * WINDOW_NS;
+    if (!__sync_bool_compare_and_swap(&c->next_flush, due, next) || !due)
+        return 0;  /* another CPU flushes, or this is the first event: just start the clock */
+    __sync_fetch_and_add(&c->flushes, 1);
+    *cp = c;
+    return due;
+}

@@ -1,0 +1,223 @@
+/* Scheduler probe: per task and per CPU, on-CPU time, run-queue wait, voluntary and involuntary
+ * context switches, migrations. Tracepoints sched:sched_switch, sched_wakeup, sched_wakeup_new
+ * and sched_migrate_task; their arguments come from the running kernel's tracefs, so no struct
+ * layout from the (older) headers is used. One record per active entity per window. */
+#include "common.h"
+#include "sched.h"
+/* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
+
+struct task_state {
+    int slot;          /* SLOT_EXCLUDED when the task is not observed */
+    u32 reserved;
+    u64 wakeup_ts;     /* when it was last woken, 0 once it has run */
+};
+
+struct cpu_current {   /* what runs on this CPU, since when */
+    u64 since;
+    u32 tid;
+    int slot;          /* slot of the running task; -2 = not decided yet */
+};
+
+BPF_TABLE("lru_hash", u32, struct task_state, tasks, MAX_ENTITIES * 16);
+BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
+BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
+BPF_PERCPU_ARRAY(current_task, struct cpu_current, 1);
+BPF_ARRAY(layout, struct sched_record, 1);  /* never written: lets the loader check the layout */
+
+#define UNDECIDED (-2)
+
+/* The current task's slot, deciding (filter + slot) the first time it is seen. */
+static __always_inline int current_slot(u32 tid)
+{
+    struct task_state *t = tasks.lookup(&tid);
+    if (t)
+        return t->slot;
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    struct task_state n = {.slot = SLOT_EXCLUDED};
+    if (tuner_wanted(tgid)) {
+        n.slot = tuner_alloc_slot();
+        if (n.slot >= 0) {
+            u32 k = n.slot;
+            struct sched_acc *a = task_acc.lookup(&k);
+            if (a) {
+                a->tgid = tgid;
+                a->tid = tid;
+                bpf_get_current_comm(a->comm, sizeof(a->comm));
+            }
+        }
+    }
+    tasks.update(&tid, &n);
+    return n.slot;
+}
+
+static __always_inline void emit(u64 start, u64 end, u32 kind, u32 id, struct sched_acc *a,
+                                 struct tuner_control *c)
+{
+    if (!a->oncpu_ns && !a->switches_vol && !a->switches_invol && !a->wakeups &&
+        !a->runq_waits && !a->migrations)
+        return;  /* idle in this window: no record */
+    struct sched_record *r = records.ringbuf_reserve(sizeof(*r));
+    if (!r) {
+        __sync_fetch_and_add(&c->lost, 1);
+        return;
+    }
+    r->window_start = start;
+    r->window_end = end;
+    r->kind = kind;
+    r->id = id;
+    r->tgid = a->tgid;
+    r->reserved = 0;
+    __builtin_memcpy(r->comm, a->comm, sizeof(r->comm));
+    r->oncpu_ns = TAKE(a->oncpu_ns);
+    r->runq_wait_ns = TAKE(a->runq_wait_ns);
+    r->runq_waits = TAKE(a->runq_waits);
+    r->switches_vol = TAKE(a->switches_vol);
+    r->switches_invol = TAKE(a->switches_invol);
+    r->migrations = TAKE(a->migrations);
+    r->wakeups = TAKE(a->wakeups);
+    records.ringbuf_submit(r, 0);
+    __sync_fetch_and_add(&c->records, 1);
+}
+
+static __always_inline void flush(u64 now)
+{
+    struct tuner_control *c = 0;
+    u64 end = tuner_window_closed(now, &c);
+    if (!end || !c)
+        return;
+    u64 start = end - WINDOW_NS;
+    u64 n = c->nslots;
+    for (u32 i = 0; i < MAX_ENTITIES; i++) {
+        if (i >= n)
+            break;
+        u32 k = i;
+        struct sched_acc *a = task_acc.lookup(&k);
+        if (a)
+            emit(start, end, SCHED_KIND_TASK, a->tid, a, c);
+    }
+    for (u32 i = 0; i < MAX_CPUS; i++) {
+        u32 k = i;
+        struct sched_acc *a = cpu_acc.lookup(&k);
+        if (a)
+            emit(start, end, SCHED_KIND_CPU, i, a, c);
+    }
+}
+
+/* Not attached: the loader runs it with BPF_PROG_TEST_RUN just after each window boundary,
+ * so that windows close on time even when no event arrives. */
+int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
+{
+    flush(bpf_ktime_get_ns());
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_switch)
+{
+    tuner_count_event();
+    u64 now = bpf_ktime_get_ns();
+    flush(now);
+    int zero = 0;
+    struct cpu_current *cur = current_task.lookup(&zero);
+    if (!cur)
+        return 0;
+    u32 cpu = bpf_get_smp_processor_id();
+    u32 prev = args->prev_pid, next = args->next_pid;
+    int involuntary = (args->prev_state & 0xff) == 0;
+    u64 ran = (cur->since && cur->tid == prev) ? now - cur->since : 0;
+
+    struct sched_acc *ca = cpu_acc.lookup(&cpu);
+    if (ca && prev)
+        __sync_fetch_and_add(&ca->oncpu_ns, ran);
+
+    /* prev is the current task: account its time on the CPU */
+    if (prev) {
+        int slot = (cur->tid == prev && cur->slot != UNDECIDED) ? cur->slot : current_slot(prev);
+        if (slot >= 0) {
+            u32 k = slot;
+            struct sched_acc *a = task_acc.lookup(&k);
+            if (a) {
+                __sync_fetch_and_add(&a->oncpu_ns, ran);
+                if (involuntary)
+                    __sync_fetch_and_add(&a->switches_invol, 1);
+                else
+                    __sync_fetch_and_add(&a->switches_vol, 1);
+            }
+            if (ca) {
+                if (involuntary)
+                    __sync_fetch_and_add(&ca->switches_invol, 1);
+                else
+                    __sync_fetch_and_add(&ca->switches_vol, 1);
+            }
+        }
+    }
+
+    /* next: its wait since wakeup ends now */
+    int nslot = UNDECIDED;
+    if (next) {
+        struct task_state *t = tasks.lookup(&next);
+        if (t) {
+            nslot = t->slot;
+            if (t->slot >= 0 && t->wakeup_ts && now > t->wakeup_ts) {
+                u64 wait = now - t->wakeup_ts;
+                u32 k = t->slot;
+                struct sched_acc *a = task_acc.lookup(&k);
+                if (a) {
+                    __sync_fetch_and_add(&a->runq_wait_ns, wait);
+                    __sync_fetch_and_add(&a->runq_waits, 1);
+                }
+                if (ca) {
+                    __sync_fetch_and_add(&ca->runq_wait_ns, wait);
+                    __sync_fetch_and_add(&ca->runq_waits, 1);
+                }
+            }
+            t->wakeup_ts = 0;
+        }
+    }
+    cur->since = now;
+    cur->tid = next;
+    cur->slot = nslot;
+    return 0;
+}
+
+static __always_inline void woken(u32 tid)
+{
+    tuner_count_event();
+    struct task_state *t = tasks.lookup(&tid);
+    if (!t || t->slot < 0)
+        return;
+    t->wakeup_ts = bpf_ktime_get_ns();
+    u32 k = t->slot;
+    struct sched_acc *a = task_acc.lookup(&k);
+    if (a)
+        __sync_fetch_and_add(&a->wakeups, 1);
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup)
+{
+    woken(args->pid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_wakeup_new)
+{
+    woken(args->pid);
+    return 0;
+}
+
+TRACEPOINT_PROBE(sched, sched_migrate_task)
+{
+    tuner_count_event();
+    u32 tid = args->pid;
+    struct task_state *t = tasks.lookup(&tid);
+    if (!t || t->slot < 0)
+        return 0;
+    u32 k = t->slot;
+    struct sched_acc *a = task_acc.lookup(&k);
+    if (a)
+        __sync_fetch_and_add(&a->migrations, 1);
+    u32 cpu = args->dest_cpu;
+    struct sched_acc *ca = cpu_acc.lookup(&cpu);
+    if (ca)
+        __sync_fetch_and_add(&ca->migrations, 1);
+    return 0;
+}

@@ -1,0 +1,167 @@
+"""The part every probe shares: compile its BPF program, check the record layout, fill the
+filter maps, read summary records from the ring buffer, read the kernel-side counters.
+
+A probe subclass names its BPF source (``bpf/<name>.c``), its record type (a ctypes structure
+that mirrors the C struct in ``bpf/<name>.h``) and how a record turns into a :class:`Frame`.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from tuner import bcc_runtime, bpfsys
+from tuner.errors import TunerError
+from tuner.probes.config import ProbeConfig
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One entity's features for one window, as the learner sees them.
+
+    ``entity`` is ``"<kind>:<id>"`` (``task:1234``, ``cpu:0``, ``proc:99``, ``sock:...``).
+    """
+
+    probe: str
+    entity: str
+    window_start: int  # ns, CLOCK_MONOTONIC
+    window_end: int
+    features: dict[str, float]
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ProbeStats:
+    """Kernel-side counters of one probe since it was loaded."""
+
+    events: int  # raw events seen by the BPF programs
+    records: int  # summary records submitted to the ring buffer
+    lost: int  # records dropped because the ring buffer was full
+    overflow: int  # entities not observed because all slots were taken
+    windows: int  # windows closed
+
+
+class Probe:
+    """Base class: load with :meth:`open`, read with :meth:`poll`, detach with :meth:`close`.
+
+    Subclasses set ``name`` (the stem of ``bpf/<name>.c``), ``record_type`` and implement
+    :meth:`to_frame`. Use as a context manager so that a failure detaches everything.
+    """
+
+    name: ClassVar[str]
+    record_type: ClassVar[type[ctypes.Structure]]
+    #: maps that cache per-task filter decisions; cleared once the filters are filled, since
+    #: BCC attaches the programs (and they start deciding) before the filter maps can be set
+    decision_maps: ClassVar[tuple[str, ...]] = ("tasks",)
+
+    def __init__(self, config: ProbeConfig | None = None) -> None:
+        self.config = config if config is not None else ProbeConfig()
+        self._bpf: Any = None
+        self._pending: list[Frame] = []
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def source(self) -> str:
+        """The C text that :meth:`open` compiles (what ``--ebpf`` prints): the shared
+        ``bpf/probe_common.c`` followed by ``bpf/<name>.c``."""
+        d = bcc_runtime.bpf_dir()
+        return (
+            (d / "probe_common.c").read_text()
+            + f'\n#line 1 "{self.name}.c"\n'
+            + (d / f"{self.name}.c").read_text()
+        )
+
+    def open(self) -> Probe:
+        """Compile, check the layout, fill the filters; the tracepoints attach on load."""
+        cfg = self.config.validate()
+        self._bpf = bcc_runtime.compile_program(
+            text=self.source(), cflags=cfg.cflags(), where=f"bpf/{self.name}.c"
+        )
+        try:
+            self._check_layout()
+            self._fill_filters(cfg)
+            self.setup(self._bpf)
+            self._kick = bcc_runtime.load_function(
+                self._bpf, "tuner_kick", bpfsys.ProgType.RAW_TRACEPOINT
+            )
+            self._bpf["records"].open_ring_buffer(self._on_record)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def setup(self, bpf: Any) -> None:
+        """Hook for subclasses: fill their own maps, attach extra programs."""
+
+    def close(self) -> None:
+        """Detach every program and free the maps. Safe to call twice."""
+        if self._bpf is not None:
+            bpf, self._bpf = self._bpf, None
+            bpf.cleanup()
+
+    def __enter__(self) -> Probe:
+        return self.open()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- reading --------------------------------------------------------------------------
+    def poll(self) -> list[Frame]:
+        """Close the window if it is due, then return the frames of the windows closed since
+        the last call (does not block)."""
+        if self._bpf is None:
+            raise TunerError(f"probe {self.name} is not open")
+        bpfsys.prog_test_run(self._kick.fd, ctx=bytes(16))
+        self._bpf.ring_buffer_consume()
+        frames, self._pending = self._pending, []
+        return frames
+
+    def stats(self) -> ProbeStats:
+        """Read the kernel-side counters."""
+        c = self._bpf["control"][ctypes.c_int(0)]
+        events = sum(self._bpf["events"][ctypes.c_int(0)])
+        return ProbeStats(int(events), int(c.records), int(c.lost), int(c.overflow), int(c.flushes))
+
+    def to_frame(self, record: Any) -> Frame:
+        raise NotImplementedError
+
+    # -- internals ------------------------------------------------------------------------
+    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+        if size < ctypes.sizeof(self.record_type):
+            return
+        rec = ctypes.cast(data, ctypes.POINTER(self.record_type)).contents
+        self._pending.append(self.to_frame(rec))
+
+    def _check_layout(self) -> None:
+        """The C struct (as BCC parsed it) and our ctypes mirror must agree field by field."""
+        kernel = self._bpf["layout"].Leaf
+        ours = self.record_type
+        theirs = {f[0]: getattr(kernel, f[0]) for f in kernel._fields_}
+        mismatch = [
+            name
+            for name, _ in ours._fields_
+            if name not in theirs or theirs[name].offset != getattr(ours, name).offset
+        ]
+        if mismatch or ctypes.sizeof(kernel) != ctypes.sizeof(ours):
+            raise TunerError(
+                f"record layout of bpf/{self.name}.h and tuner/probes/{self.name}.py "
+                f"differ (fields {mismatch or 'sizes'})",
+                "keep the C struct and its ctypes mirror in step",
+            )
+
+    def _fill_filters(self, cfg: ProbeConfig) -> None:
+        one = ctypes.c_uint8(1)
+        for pid in cfg.pids:
+            self._bpf["filter_pids"][ctypes.c_uint32(pid)] = one
+        if cfg.cgroup is not None:
+            self._bpf["filter_cgroups"][ctypes.c_uint64(cfg.cgroup_id())] = one
+        for name in self.decision_maps:
+            self._bpf[name].clear()
+
+
+def wait_for_window(window_ms: int, grace_ms: float = 5.0) -> None:
+    """Sleep until just after the next window boundary (windows are aligned to CLOCK_MONOTONIC)."""
+    w = window_ms * 1_000_000
+    now = time.monotonic_ns()
+    time.sleep(((now // w + 1) * w - now) / 1e9 + grace_ms / 1000)

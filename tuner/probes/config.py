@@ -1,0 +1,114 @@
+"""Which processes the probes observe, and how they aggregate: :class:`ProbeConfig`.
+
+>>> cfg = ProbeConfig(window_ms=50, pids=(1,))
+>>> cfg.validate().cflags()[:2]
+['-DWINDOW_NS=50000000ULL', '-DMAX_ENTITIES=256']
+>>> ProbeConfig(window_ms=0).validate()
+Traceback (most recent call last):
+...
+tuner.errors.TunerError: The 'window_ms' parameter of ProbeConfig must be an int in the range [10, 10000]. Got 0 instead.
+"""  # noqa: E501
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from tuner.errors import TunerError
+
+CGROUP2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+
+
+def _range_error(name: str, lo: int, hi: int, got: object) -> TunerError:
+    return TunerError(
+        f"The '{name}' parameter of ProbeConfig must be an int in the range "
+        f"[{lo}, {hi}]. Got {got!r} instead."
+    )
+
+
+@dataclass(frozen=True)
+class ProbeConfig:
+    """Options shared by all probes. Selectors combine with OR; none means every process.
+
+    Parameters
+    ----------
+    window_ms : int
+        Aggregation window in milliseconds; each probe emits one record per active entity per
+        window.
+    pids : tuple of int
+        Observe these processes (tgids) and their threads.
+    comm : str or None
+        Observe tasks with this command name (as in ``/proc/PID/comm``, at most 15 bytes).
+    cgroup : str or None
+        Observe tasks in this cgroup v2 directory (not its descendants).
+    max_entities : int
+        Entity slots per probe; entities beyond it are counted as overflow and not observed.
+    ringbuf_pages : int
+        Ring buffer size in pages (a power of two).
+    """
+
+    window_ms: int = 100
+    pids: tuple[int, ...] = ()
+    comm: str | None = None
+    cgroup: str | None = None
+    max_entities: int = 256
+    ringbuf_pages: int = 64
+    max_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
+
+    def validate(self) -> ProbeConfig:
+        """Check every option before anything is loaded; return self."""
+        if not isinstance(self.window_ms, int) or not 10 <= self.window_ms <= 10000:
+            raise _range_error("window_ms", 10, 10000, self.window_ms)
+        if not isinstance(self.max_entities, int) or not 1 <= self.max_entities <= 4096:
+            raise _range_error("max_entities", 1, 4096, self.max_entities)
+        p = self.ringbuf_pages
+        if not isinstance(p, int) or p < 1 or p & (p - 1) or p > 65536:
+            raise TunerError(
+                f"The 'ringbuf_pages' parameter of ProbeConfig must be a power of "
+                f"two in [1, 65536]. Got {p!r} instead."
+            )
+        for pid in self.pids:
+            if not os.path.exists(f"/proc/{pid}"):
+                raise TunerError(f"process {pid} does not exist", "check the --pid value")
+        if self.comm is not None and (
+            not 0 < len(self.comm.encode()) <= 15
+            or not self.comm.isprintable()
+            or set('"\\') & set(self.comm)
+        ):
+            raise TunerError(
+                f"command name {self.comm!r} must be 1 to 15 bytes",
+                "use the name shown in /proc/PID/comm",
+            )
+        if self.cgroup is not None:
+            self.cgroup_id()
+        return self
+
+    def cgroup_id(self) -> int:
+        """Return the cgroup v2 id (the directory's inode) of :attr:`cgroup`."""
+        assert self.cgroup is not None
+        candidates = [self.cgroup] + [
+            os.path.join(r, self.cgroup.lstrip("/")) for r in CGROUP2_ROOTS
+        ]
+        for path in candidates:
+            if os.path.isfile(os.path.join(path, "cgroup.procs")):
+                return os.stat(path).st_ino
+        raise TunerError(
+            f"cgroup {self.cgroup!r} not found under {' or '.join(CGROUP2_ROOTS)}",
+            "give a cgroup v2 directory path",
+        )
+
+    def cflags(self) -> list[str]:
+        """Return the -D defines that carry these options to the BPF side."""
+        flags = [
+            f"-DWINDOW_NS={self.window_ms * 1_000_000}ULL",
+            f"-DMAX_ENTITIES={self.max_entities}",
+            f"-DMAX_CPUS={self.max_cpus}",
+            f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+        ]
+        if self.pids:
+            flags.append("-DFILTER_PIDS=1")
+        if self.cgroup is not None:
+            flags.append("-DFILTER_CGROUP=1")
+        if self.comm is not None:
+            flags.append(f'-DFILTER_COMM="{self.comm}"')
+        return flags

@@ -1,0 +1,62 @@
+"""Scheduler probe (``bpf/sched.c``): per task and per CPU on-CPU time, run-queue wait,
+voluntary and involuntary switches, migrations, wakeups.
+
+>>> from tuner.probes.sched import SchedRecord
+>>> ctypes.sizeof(SchedRecord)
+104
+"""
+
+from __future__ import annotations
+
+import ctypes
+from typing import Any
+
+from tuner.probes.base import Frame, Probe
+
+KIND_TASK, KIND_CPU = 1, 2
+COUNTERS = (
+    "oncpu_ns",
+    "runq_wait_ns",
+    "runq_waits",
+    "switches_vol",
+    "switches_invol",
+    "migrations",
+    "wakeups",
+)
+
+
+class SchedRecord(ctypes.Structure):
+    """Mirror of ``struct sched_record`` in ``bpf/sched.h``."""
+
+    _fields_ = [
+        ("window_start", ctypes.c_uint64),
+        ("window_end", ctypes.c_uint64),
+        ("kind", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("reserved", ctypes.c_uint32),
+        ("comm", ctypes.c_char * 16),
+    ] + [(c, ctypes.c_uint64) for c in COUNTERS]
+
+
+class SchedProbe(Probe):
+    """Tracepoints ``sched:sched_switch``, ``sched_wakeup``, ``sched_wakeup_new``,
+    ``sched_migrate_task``. Entities ``task:<tid>`` and ``cpu:<n>``."""
+
+    name = "sched"
+    record_type = SchedRecord
+
+    def to_frame(self, r: Any) -> Frame:
+        if r.kind == KIND_CPU:
+            entity, labels = f"cpu:{r.id}", {}
+        else:
+            entity = f"task:{r.id}"
+            labels = {"tgid": str(r.tgid), "comm": r.comm.decode(errors="replace")}
+        return Frame(
+            self.name,
+            entity,
+            r.window_start,
+            r.window_end,
+            {c: float(getattr(r, c)) for c in COUNTERS},
+            labels,
+        )
