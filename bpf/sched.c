@@ -12,6 +12,8 @@ struct task_state {
     u64 wakeup_ts;     /* when it was last woken, 0 once it has run */
 };
 
+#define UNDECIDED (-2)
+
 struct cpu_current {   /* what runs on this CPU, since when */
     u64 since;
     u32 tid;
@@ -21,10 +23,9 @@ struct cpu_current {   /* what runs on this CPU, since when */
 BPF_TABLE("lru_hash", u32, struct task_state, tasks, MAX_ENTITIES * 16);
 BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
-BPF_PERCPU_ARRAY(current_task, struct cpu_current, 1);
+BPF_ARRAY(current_task, struct cpu_current, MAX_CPUS);  /* by CPU: the flush reads all of them */
 BPF_ARRAY(layout, struct sched_record, 1);  /* never written: lets the loader check the layout */
 
-#define UNDECIDED (-2)
 
 /* The current task's slot, deciding (filter + slot) the first time it is seen. */
 static __always_inline int current_slot(u32 tid)
@@ -86,6 +87,29 @@ static __always_inline void flush(u64 now)
     if (!end || !c)
         return;
     u64 start = end - WINDOW_NS;
+    /* Tasks still running at the boundary: charge their time so far to this window, so a task
+     * that never switches out still shows its CPU time window by window. */
+    for (u32 i = 0; i < MAX_CPUS; i++) {
+        u32 k = i;
+        struct cpu_current *cur = current_task.lookup(&k);
+        if (!cur)
+            continue;
+        u64 since = cur->since;
+        /* a task not yet decided (seen only since load) keeps its time until it switches out */
+        if (cur->slot == UNDECIDED || !since || since >= end ||
+            !__sync_bool_compare_and_swap(&cur->since, since, end))
+            continue;
+        u64 ran = end - since;
+        struct sched_acc *ca = cpu_acc.lookup(&k);
+        if (ca && cur->tid)
+            __sync_fetch_and_add(&ca->oncpu_ns, ran);
+        if (cur->slot >= 0) {
+            u32 s = cur->slot;
+            struct sched_acc *a = task_acc.lookup(&s);
+            if (a)
+                __sync_fetch_and_add(&a->oncpu_ns, ran);
+        }
+    }
     u64 n = c->nslots;
     for (u32 i = 0; i < MAX_ENTITIES; i++) {
         if (i >= n)
@@ -116,14 +140,17 @@ TRACEPOINT_PROBE(sched, sched_switch)
     tuner_count_event();
     u64 now = bpf_ktime_get_ns();
     flush(now);
-    int zero = 0;
-    struct cpu_current *cur = current_task.lookup(&zero);
+    u32 cpu = bpf_get_smp_processor_id();
+    struct cpu_current *cur = current_task.lookup(&cpu);
     if (!cur)
         return 0;
-    u32 cpu = bpf_get_smp_processor_id();
     u32 prev = args->prev_pid, next = args->next_pid;
     int involuntary = (args->prev_state & 0xff) == 0;
-    u64 ran = (cur->since && cur->tid == prev) ? now - cur->since : 0;
+    /* claim [since, now) against a concurrent flush that may charge part of it first */
+    u64 since = cur->since;
+    if (since && !__sync_bool_compare_and_swap(&cur->since, since, now))
+        since = cur->since;
+    u64 ran = (since && since < now && cur->tid == prev) ? now - since : 0;
 
     struct sched_acc *ca = cpu_acc.lookup(&cpu);
     if (ca && prev)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -65,6 +67,68 @@ def _run_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _add_observe(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "observe",
+        formatter_class=_formatter,
+        help="show live what the probes see per task, process, socket and CPU",
+        description="Attach the probes (scheduler, syscalls, network) and show a table per\n"
+        "entity, refreshed every interval, or one JSON line per entity and window.\n"
+        "Selectors combine with OR; with none, every process is observed.\n"
+        "Ctrl-C detaches everything.",
+        epilog="examples:\n  tuner observe --comm nginx\n  tuner observe --port 8080 --json"
+        " --seconds 10\n  tuner observe --pid 1234 --probes sched,syscalls",
+    )
+    p.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="P",
+        help="observe process P and its threads (repeatable)",
+    )
+    p.add_argument("--comm", metavar="NAME", help="observe tasks with this command name")
+    p.add_argument("--cgroup", metavar="PATH", help="observe tasks in this cgroup v2 directory")
+    p.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="observe the processes listening on port N when observe starts",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="refresh the table every S seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--window-ms",
+        type=int,
+        default=100,
+        metavar="MS",
+        help="aggregation window in the kernel, in milliseconds (default: %(default)s)",
+    )
+    p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--probes",
+        default="sched,syscalls,net",
+        metavar="LIST",
+        help="comma-separated probes to attach (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per frame")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=_run_observe)
+
+
+def _run_observe(args: argparse.Namespace) -> int:
+    from tuner.observe import run_observe
+
+    return run_observe(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -76,9 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tuner {__version__}")
     parser.add_argument("--debug", action="store_true", help="on error, print the full traceback")
     sub = parser.add_subparsers(title="commands", metavar="<command>")
-    for add in (_add_doctor,):
+    for add in (_add_doctor, _add_observe):
         add(sub)
     return parser
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    """SIGTERM unwinds like Ctrl-C, so that every context manager detaches what it attached."""
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -88,6 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         return int(args.func(args) or 0)
     except TunerError as e:
@@ -98,3 +168,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("tuner: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # output piped into `head` and friends
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0

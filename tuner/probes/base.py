@@ -85,7 +85,7 @@ class Probe:
             self._kick = bcc_runtime.load_function(
                 self._bpf, "tuner_kick", bpfsys.ProgType.RAW_TRACEPOINT
             )
-            self._bpf["records"].open_ring_buffer(self._on_record)
+            self._bpf[b"records"].open_ring_buffer(self._on_record)
         except BaseException:
             self.close()
             raise
@@ -119,8 +119,8 @@ class Probe:
 
     def stats(self) -> ProbeStats:
         """Read the kernel-side counters."""
-        c = self._bpf["control"][ctypes.c_int(0)]
-        events = sum(self._bpf["events"][ctypes.c_int(0)])
+        c = self._bpf[b"control"][ctypes.c_int(0)]
+        events = sum(self._bpf[b"events"][ctypes.c_int(0)])
         return ProbeStats(int(events), int(c.records), int(c.lost), int(c.overflow), int(c.flushes))
 
     def to_frame(self, record: Any) -> Frame:
@@ -135,7 +135,7 @@ class Probe:
 
     def _check_layout(self) -> None:
         """The C struct (as BCC parsed it) and our ctypes mirror must agree field by field."""
-        kernel = self._bpf["layout"].Leaf
+        kernel = self._bpf[b"layout"].Leaf
         ours = self.record_type
         theirs = {f[0]: getattr(kernel, f[0]) for f in kernel._fields_}
         mismatch = [
@@ -153,11 +153,11 @@ class Probe:
     def _fill_filters(self, cfg: ProbeConfig) -> None:
         one = ctypes.c_uint8(1)
         for pid in cfg.pids:
-            self._bpf["filter_pids"][ctypes.c_uint32(pid)] = one
+            self._bpf[b"filter_pids"][ctypes.c_uint32(pid)] = one
         if cfg.cgroup is not None:
-            self._bpf["filter_cgroups"][ctypes.c_uint64(cfg.cgroup_id())] = one
+            self._bpf[b"filter_cgroups"][ctypes.c_uint64(cfg.cgroup_id())] = one
         for name in self.decision_maps:
-            self._bpf[name].clear()
+            self._bpf[name.encode()].clear()
 
 
 def wait_for_window(window_ms: int, grace_ms: float = 5.0) -> None:

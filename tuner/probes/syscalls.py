@@ -143,7 +143,7 @@ class SyscallProbe(Probe):
     decision_maps = ("tasks", "procs")
 
     def setup(self, bpf: Any) -> None:
-        table = bpf["classes"]
+        table = bpf[b"classes"]
         for nr, cls in SYSCALL_CLASS.items():
             table[ctypes.c_int(nr)] = ctypes.c_uint8(cls)
 

@@ -1,0 +1,244 @@
+/* Network probe: per socket of the observed processes, bytes and messages in and out, TCP
+ * retransmits and state changes; per listening port, connections completed into the accept
+ * queue; per CPU, packets processed in softirq (NAPI). Tracepoints sock:sock_send_length,
+ * sock:sock_recv_length (process context, so the process filter applies), sock:inet_sock_set_state,
+ * tcp:tcp_retransmit_skb and napi:napi_poll. No struct sock field is read: the flow's addresses
+ * come from inet_sock_set_state's arguments. */
+#include "common.h"
+#include "net.h"
+/* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
+
+#define IPPROTO_TCP_ 6
+#define AF_INET_ 2
+#define TCP_ESTABLISHED 1
+#define TCP_SYN_RECV 3
+#define TCP_LISTEN 10
+#define MAX_PORTS 256
+
+struct flow {
+    u16 family, protocol, sport, dport;
+    u8 saddr[16];
+    u8 daddr[16];
+};
+
+BPF_TABLE("lru_hash", u64, int, socks, MAX_ENTITIES * 4);   /* sk -> slot or SLOT_EXCLUDED */
+BPF_TABLE("lru_hash", u64, struct flow, flows, 16384);      /* sk -> addresses (all TCP) */
+BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
+BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
+BPF_ARRAY(cpu_acc, struct net_acc, MAX_CPUS);
+BPF_ARRAY(layout, struct net_record, 1);      /* never written: lets the loader check the layout */
+
+static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
+{
+    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    *slot = tuner_alloc_slot();
+    if (*slot < 0)
+        return 0;
+    u32 k = *slot;
+    struct net_acc *a = acc.lookup(&k);
+    if (!a)
+        return 0;
+    a->kind = kind;
+    a->tgid = tgid;
+    a->sk = sk;
+    bpf_get_current_comm(a->comm, sizeof(a->comm));
+    return a;
+}
+
+static __always_inline void copy_flow(struct net_acc *a, struct flow *f)
+{
+    a->family = f->family;
+    a->protocol = f->protocol;
+    a->sport = f->sport;
+    a->dport = f->dport;
+    __builtin_memcpy(a->saddr, f->saddr, 16);
+    __builtin_memcpy(a->daddr, f->daddr, 16);
+}
+
+/* The socket's accumulator; called in process context, deciding on first sight. */
+static __always_inline struct net_acc *sock_acc(u64 sk, u16 family, u16 protocol)
+{
+    int *known = socks.lookup(&sk);
+    int slot = SLOT_EXCLUDED;
+    if (known) {
+        slot = *known;
+    } else {
+        struct net_acc *a = 0;
+        if (tuner_wanted(bpf_get_current_pid_tgid() >> 32))
+            a = new_entity(NET_KIND_SOCK, sk, &slot);
+        if (a) {
+            a->family = family;
+            a->protocol = protocol;
+            struct flow *f = flows.lookup(&sk);
+            if (f)
+                copy_flow(a, f);
+        }
+        socks.update(&sk, &slot);
+    }
+    if (slot < 0)
+        return 0;
+    u32 k = slot;
+    return acc.lookup(&k);
+}
+
+static __always_inline void emit(u64 end, struct net_acc *a, struct tuner_control *c)
+{
+    if (!a->bytes_in && !a->bytes_out && !a->retransmits && !a->state_changes && !a->accepts &&
+        !a->rx_packets)
+        return;
+    struct net_record *r = records.ringbuf_reserve(sizeof(*r));
+    if (!r) {
+        __sync_fetch_and_add(&c->lost, 1);
+        return;
+    }
+    r->window_start = end - WINDOW_NS;
+    r->window_end = end;
+    __builtin_memcpy(&r->acc, a, sizeof(*a));
+    r->acc.bytes_in = TAKE(a->bytes_in);
+    r->acc.bytes_out = TAKE(a->bytes_out);
+    r->acc.msgs_in = TAKE(a->msgs_in);
+    r->acc.msgs_out = TAKE(a->msgs_out);
+    r->acc.retransmits = TAKE(a->retransmits);
+    r->acc.state_changes = TAKE(a->state_changes);
+    r->acc.accepts = TAKE(a->accepts);
+    r->acc.rx_packets = TAKE(a->rx_packets);
+    records.ringbuf_submit(r, 0);
+    __sync_fetch_and_add(&c->records, 1);
+}
+
+static __always_inline void flush(u64 now)
+{
+    struct tuner_control *c = 0;
+    u64 end = tuner_window_closed(now, &c);
+    if (!end || !c)
+        return;
+    u64 n = c->nslots;
+    for (u32 i = 0; i < MAX_ENTITIES; i++) {
+        if (i >= n)
+            break;
+        u32 k = i;
+        struct net_acc *a = acc.lookup(&k);
+        if (a)
+            emit(end, a, c);
+    }
+    for (u32 i = 0; i < MAX_CPUS; i++) {
+        u32 k = i;
+        struct net_acc *a = cpu_acc.lookup(&k);
+        if (a) {
+            a->kind = NET_KIND_CPU;
+            a->id = i;
+            emit(end, a, c);
+        }
+    }
+}
+
+/* Not attached: the loader runs it with BPF_PROG_TEST_RUN just after each window boundary,
+ * so that windows close on time even when no event arrives. */
+int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
+{
+    flush(bpf_ktime_get_ns());
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    tuner_count_event();
+    flush(bpf_ktime_get_ns());
+    if (args->ret <= 0)
+        return 0;
+    struct net_acc *a = sock_acc((u64)args->sk, args->family, args->protocol);
+    if (a) {
+        __sync_fetch_and_add(&a->bytes_out, args->ret);
+        __sync_fetch_and_add(&a->msgs_out, 1);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, sock_recv_length)
+{
+    tuner_count_event();
+    flush(bpf_ktime_get_ns());
+    if (args->ret <= 0)
+        return 0;
+    struct net_acc *a = sock_acc((u64)args->sk, args->family, args->protocol);
+    if (a) {
+        __sync_fetch_and_add(&a->bytes_in, args->ret);
+        __sync_fetch_and_add(&a->msgs_in, 1);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(sock, inet_sock_set_state)
+{
+    tuner_count_event();
+    if (args->protocol != IPPROTO_TCP_)
+        return 0;
+    u64 sk = (u64)args->skaddr;
+    struct flow f = {.family = args->family, .protocol = args->protocol,
+                     .sport = args->sport, .dport = args->dport};
+    if (args->family == AF_INET_) {
+        __builtin_memcpy(f.saddr, args->saddr, 4);
+        __builtin_memcpy(f.daddr, args->daddr, 4);
+    } else {
+        __builtin_memcpy(f.saddr, args->saddr_v6, 16);
+        __builtin_memcpy(f.daddr, args->daddr_v6, 16);
+    }
+    flows.update(&sk, &f);
+
+    int *slot = socks.lookup(&sk);
+    if (slot && *slot >= 0) {
+        u32 k = *slot;
+        struct net_acc *a = acc.lookup(&k);
+        if (a) {
+            copy_flow(a, &f);
+            a->state = args->newstate;
+            __sync_fetch_and_add(&a->state_changes, 1);
+        }
+    }
+    u16 port = args->sport;
+    if (args->newstate == TCP_LISTEN && !listeners.lookup(&port) &&
+        tuner_wanted(bpf_get_current_pid_tgid() >> 32)) {
+        /* listen() runs in the owning process: a port it listens on becomes an entity */
+        int ls = SLOT_EXCLUDED;
+        struct net_acc *a = new_entity(NET_KIND_LISTEN, 0, &ls);
+        if (a) {
+            copy_flow(a, &f);
+            a->state = TCP_LISTEN;
+            listeners.update(&port, &ls);
+        }
+    }
+    if (args->oldstate == TCP_SYN_RECV && args->newstate == TCP_ESTABLISHED) {
+        int *ls = listeners.lookup(&port);
+        if (ls && *ls >= 0) {
+            u32 k = *ls;
+            struct net_acc *a = acc.lookup(&k);
+            if (a)
+                __sync_fetch_and_add(&a->accepts, 1);
+        }
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
+{
+    tuner_count_event();
+    u64 sk = (u64)args->skaddr;
+    int *slot = socks.lookup(&sk);
+    if (slot && *slot >= 0) {
+        u32 k = *slot;
+        struct net_acc *a = acc.lookup(&k);
+        if (a)
+            __sync_fetch_and_add(&a->retransmits, 1);
+    }
+    return 0;
+}
+
+TRACEPOINT_PROBE(napi, napi_poll)
+{
+    tuner_count_event();
+    u32 cpu = bpf_get_smp_processor_id();
+    struct net_acc *a = cpu_acc.lookup(&cpu);
+    if (a && args->work > 0)
+        __sync_fetch_and_add(&a->rx_packets, args->work);
+    return 0;
+}

@@ -1,0 +1,253 @@
+"""Probes against ground truth on the real kernel: known workloads, exact counts."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import pytest
+from helpers import Gated, netns_pair, tuner_prog_ids
+
+from tuner.errors import TunerError
+from tuner.probes.base import wait_for_window
+from tuner.probes.config import ProbeConfig
+from tuner.probes.net import NetProbe
+from tuner.probes.sched import SchedProbe, SchedRecord
+from tuner.probes.syscalls import SyscallProbe
+
+pytestmark = pytest.mark.kernel
+WINDOW = 50
+
+
+def collect(probe, until, extra_windows: int = 2):
+    """Poll the probe window by window until ``until()`` is true, then a few windows more."""
+    frames, deadline = [], time.monotonic() + 30
+    while not until() and time.monotonic() < deadline:
+        wait_for_window(WINDOW)
+        frames += probe.poll()
+    for _ in range(extra_windows):
+        wait_for_window(WINDOW)
+        frames += probe.poll()
+    return frames
+
+
+def total(frames, entity, feature):
+    return sum(f.features.get(feature, 0) for f in frames if f.entity == entity)
+
+
+def test_syscalls_counts_exactly_n_calls_of_a_class():
+    n = 5000
+    child = Gated(f"""
+        import socket
+        s = socket.socket()
+        for _ in range({n}):
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+        """)
+    try:
+        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            child.go()
+            frames = collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+            ent = f"proc:{child.pid}"
+            assert n <= total(frames, ent, "calls_net") <= n + 5
+            assert total(frames, ent, "calls") >= n
+            assert total(frames, ent, "time_ns_net") > 0
+            hist = sum(total(frames, ent, f"hist_{b}") for b in range(32))
+            assert hist == total(frames, ent, "calls")
+            assert p.stats().lost == 0
+    finally:
+        child.kill()
+
+
+def test_syscalls_counts_errors():
+    child = Gated("""
+        import os
+        for _ in range(300):
+            try:
+                os.close(987)
+            except OSError:
+                pass
+        """)
+    try:
+        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            child.go()
+            frames = collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+            assert total(frames, f"proc:{child.pid}", "errors_file") >= 300
+    finally:
+        child.kill()
+
+
+def test_sched_two_processes_that_wake_each_other():
+    rounds = 2000
+    # a and b, pinned to one CPU, pass a byte back and forth through two pipes: for every
+    # round each must be switched out once so that the other can answer
+    a_r, b_w = os.pipe()
+    b_r, a_w = os.pipe()
+    body = """
+        import os
+        os.sched_setaffinity(0, {{0}})
+        r, w, first, n = {r}, {w}, {first}, {n}
+        if first:
+            os.write(w, b"x")
+        for _ in range(n):
+            os.read(r, 1)
+            os.write(w, b"x")
+        """
+    fds = (a_r, b_w, b_r, a_w)
+    ta = Gated(body.format(r=a_r, w=a_w, first=1, n=rounds), pass_fds=fds)
+    tb = Gated(body.format(r=b_r, w=b_w, first=0, n=rounds), pass_fds=fds)
+    for fd in fds:
+        os.close(fd)
+    try:
+        with SchedProbe(ProbeConfig(window_ms=WINDOW, pids=(ta.pid, tb.pid))) as p:
+            ta.go()
+            tb.go()
+            frames = collect(p, lambda: ta.proc.poll() is not None and tb.proc.poll() is not None)
+    finally:
+        ta.kill()
+        tb.kill()
+    for child in (ta, tb):
+        ent = f"task:{child.pid}"
+        vol, invol = total(frames, ent, "switches_vol"), total(frames, ent, "switches_invol")
+        assert vol + invol >= rounds - 1, ent
+        wakeups = total(frames, ent, "wakeups")
+        assert wakeups >= vol - 2  # every blocking switch ends with a wakeup
+        assert total(frames, ent, "runq_waits") >= wakeups - 2
+        assert total(frames, ent, "runq_wait_ns") > 0
+        assert total(frames, ent, "oncpu_ns") > 0
+    observed = {f.entity for f in frames if f.entity.startswith("task:")}
+    assert observed <= {f"task:{ta.pid}", f"task:{tb.pid}"}
+
+
+def test_sched_busy_task_is_charged_every_window():
+    child = Gated("""
+        import time
+        time.sleep(0.01)  # one switch-out, as any task has long had in steady state
+        end = time.monotonic() + 0.6
+        while time.monotonic() < end:
+            pass
+        """)
+    try:
+        with SchedProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            child.go()
+            frames = collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+    finally:
+        child.kill()
+    busy = [f.features["oncpu_ns"] for f in frames if f.entity == f"task:{child.pid}"]
+    assert sum(busy) >= 0.5e9
+    # a spinning task is charged in (nearly) every window, not only when it switches out
+    assert sum(1 for b in busy if b > 0.3 * WINDOW * 1e6) >= 6
+
+
+def test_net_tcp_transfer_between_namespaces_matches_bytes():
+    nbytes = 3_000_017
+    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+        server = Gated(
+            f"""
+            import socket
+            s = socket.socket()
+            s.bind(("{addr_a}", 7001))
+            s.listen()
+            print("ready", flush=True)
+            c, _ = s.accept()
+            n = 0
+            while data := c.recv(65536):
+                n += len(data)
+            print(n)
+            """,
+            netns=ns_a,
+        )
+        client = Gated(
+            f"""
+            import socket, time
+            for _ in range(100):
+                try:
+                    c = socket.create_connection(("{addr_a}", 7001))
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            c.sendall(b"y" * {nbytes})
+            c.close()
+            """,
+            netns=ns_b,
+        )
+        try:
+            pids = (server.pid, client.pid)
+            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=pids)) as p:
+                # `ip netns exec` execs python in place, so the pid is the python process
+                server.go()
+                client.go()
+                frames = collect(
+                    p, lambda: client.proc.poll() is not None and server.proc.poll() is not None
+                )
+            out = server.wait()
+            client.wait()
+        finally:
+            server.kill()
+            client.kill()
+    assert out.split()[-1] == str(nbytes)
+    server_socks = [f for f in frames if f.entity.startswith(f"sock:{server.pid}:")]
+    client_socks = [f for f in frames if f.entity.startswith(f"sock:{client.pid}:")]
+    assert sum(f.features["bytes_in"] for f in server_socks) == nbytes
+    assert sum(f.features["bytes_out"] for f in client_socks) == nbytes
+    assert {f.labels["raddr"] for f in client_socks} == {addr_a}
+    assert total(frames, "listen:7001", "accepts") == 1
+    assert sum(f.features.get("rx_packets", 0) for f in frames if f.entity.startswith("cpu:")) > 0
+
+
+def test_filter_excludes_other_processes():
+    watched = Gated("import os\nfor _ in range(500): os.getppid()\n")
+    other = Gated("import os\nfor _ in range(500): os.getppid()\n")
+    try:
+        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(watched.pid,))) as p:
+            watched.go()
+            other.go()
+            frames = collect(
+                p, lambda: watched.proc.poll() is not None and other.proc.poll() is not None
+            )
+            watched.wait()
+            other.wait()
+    finally:
+        watched.kill()
+        other.kill()
+    entities = {f.entity for f in frames}
+    assert entities == {f"proc:{watched.pid}"}
+
+
+def test_comm_filter_observes_only_that_command():
+    with SyscallProbe(ProbeConfig(window_ms=WINDOW, comm="tuner-nobody")) as p:
+        for _ in range(3):
+            wait_for_window(WINDOW)
+            assert p.poll() == []
+
+
+def test_probes_detach_on_close_and_on_error():
+    before = tuner_prog_ids()
+    for cls in (SchedProbe, SyscallProbe, NetProbe):
+        with cls(ProbeConfig(window_ms=WINDOW)):
+            assert tuner_prog_ids() - before
+    with pytest.raises(RuntimeError):
+        with SchedProbe(ProbeConfig(window_ms=WINDOW)):
+            raise RuntimeError("test body fails")
+    assert tuner_prog_ids() - before == set()
+
+
+def test_layout_mismatch_is_refused_and_detached():
+    class Wrong(ctypes.Structure):
+        _fields_ = [(n, t) for n, t in SchedRecord._fields_ if n != "wakeups"]
+
+    class BadProbe(SchedProbe):
+        record_type = Wrong
+
+    before = tuner_prog_ids()
+    with pytest.raises(TunerError, match="record layout"):
+        BadProbe(ProbeConfig(window_ms=WINDOW)).open()
+    assert tuner_prog_ids() - before == set()
+
+
+def test_missing_pid_is_a_clear_error():
+    with pytest.raises(TunerError, match="process 999999999 does not exist"):
+        SchedProbe(ProbeConfig(pids=(999999999,))).open()

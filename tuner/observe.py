@@ -1,0 +1,148 @@
+"""``tuner observe``: a live table (or JSON lines) of what the probes see, per entity.
+
+>>> from tuner.probes.base import Frame
+>>> f = Frame("sched", "task:7", 0, 100_000_000, {"oncpu_ns": 50e6, "runq_wait_ns": 1e6,
+...           "switches_vol": 3, "switches_invol": 1}, {"comm": "nginx"})
+>>> row = Summary(1.0).add([f]).rows()[0]
+>>> row["entity"], row["cpu%"], row["runq_ms"], row["switches"]
+('task:7', 5.0, 1.0, 4.0)
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+from dataclasses import asdict
+from typing import TextIO
+
+from tuner.probes.base import Frame
+
+COLUMNS = (
+    ("entity", 20),
+    ("comm", 10),
+    ("cpu%", 6),
+    ("runq_ms", 7),
+    ("switches", 8),
+    ("syscalls", 8),
+    ("KB_in", 7),
+    ("KB_out", 7),
+)
+
+
+class Summary:
+    """Sums frames over one display interval of ``seconds`` into per-entity table rows."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._rows: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self._comm: dict[str, str] = {}
+
+    def add(self, frames: list[Frame]) -> Summary:
+        for f in frames:
+            r = self._rows[f.entity]
+            g = f.features.get
+            r["cpu%"] += g("oncpu_ns", 0.0) / (self.seconds * 1e9) * 100
+            r["runq_ms"] += g("runq_wait_ns", 0.0) / 1e6
+            r["switches"] += g("switches_vol", 0.0) + g("switches_invol", 0.0)
+            r["syscalls"] += g("calls", 0.0)
+            r["KB_in"] += g("bytes_in", 0.0) / 1024
+            r["KB_out"] += g("bytes_out", 0.0) / 1024
+            if "comm" in f.labels:
+                self._comm[f.entity] = f.labels["comm"]
+        return self
+
+    def rows(self, limit: int = 20) -> list[dict]:
+        def busy(item: tuple[str, dict[str, float]]) -> float:
+            return item[1]["cpu%"] + item[1]["syscalls"] / 1e3 + item[1]["KB_in"] / 1e3
+
+        out = []
+        for entity, r in sorted(self._rows.items(), key=busy, reverse=True)[:limit]:
+            row: dict = {"entity": entity, "comm": self._comm.get(entity, "")}
+            row.update({k: round(v, 1) for k, v in r.items()})
+            out.append(row)
+        return out
+
+
+def render(rows: list[dict], header: str) -> str:
+    """Format rows as a table of at most 80 columns (long entity names are cut)."""
+    lines = [
+        header,
+        " ".join(
+            f"{name:>{w}}" if i > 1 else f"{name:<{w}}" for i, (name, w) in enumerate(COLUMNS)
+        )[:80],
+    ]
+    for r in rows:
+        cells = []
+        for i, (name, w) in enumerate(COLUMNS):
+            v = r.get(name, "")
+            cells.append(f"{str(v)[:w]:<{w}}" if i < 2 else f"{v:>{w}}")
+        lines.append(" ".join(cells)[:80])
+    return "\n".join(lines)
+
+
+def write_json(frames: list[Frame], out: TextIO = sys.stdout) -> None:
+    """One JSON object per frame and line."""
+    for f in frames:
+        out.write(json.dumps(asdict(f)) + "\n")
+    out.flush()
+
+
+def run_observe(args) -> int:
+    """The ``tuner observe`` command (see ``tuner observe --help``)."""
+    import time
+
+    from tuner.errors import TunerError
+    from tuner.probes.config import ProbeConfig
+    from tuner.probes.stream import PROBES, FeatureStream, pids_listening_on
+
+    names = [n.strip() for n in args.probes.split(",") if n.strip()]
+    if args.ebpf:
+        for n in names:
+            print(PROBES[n]().source())
+        return 0
+    pids = list(args.pid)
+    for port in args.port:
+        found = pids_listening_on(port)
+        if not found:
+            raise TunerError(
+                f"no process listens on port {port}",
+                "start the server first, or check the port with `ss -ltnp`",
+            )
+        pids.extend(found)
+    if args.interval <= 0:
+        raise TunerError(f"--interval must be > 0 seconds, got {args.interval}")
+    cfg = ProbeConfig(
+        window_ms=args.window_ms, pids=tuple(pids), comm=args.comm, cgroup=args.cgroup
+    )
+    what = (
+        ", ".join(f"pid {p}" for p in pids)
+        or (args.comm and f"comm {args.comm}")
+        or (args.cgroup and f"cgroup {args.cgroup}")
+        or "all processes"
+    )
+    print(f"tuner: tracing {what} with probes {', '.join(names)}; Ctrl-C to stop", file=sys.stderr)
+    with FeatureStream(cfg, names) as stream:
+        summary, shown = Summary(args.interval), time.monotonic()
+        try:
+            for window in stream.windows(args.seconds):
+                if args.json:
+                    write_json(window.frames)
+                    continue
+                summary.add(window.frames)
+                if time.monotonic() - shown >= args.interval:
+                    lost = sum(s.lost for s in stream.stats().values())
+                    header = time.strftime("%H:%M:%S") + f"  records lost: {lost}"
+                    print(render(summary.rows(), header) + "\n", flush=True)
+                    summary, shown = Summary(args.interval), time.monotonic()
+        except KeyboardInterrupt:
+            pass
+        stats = stream.stats()
+    print(
+        "tuner: detached; "
+        + "; ".join(
+            f"{n}: {s.events} events, {s.records} records, {s.lost} lost" for n, s in stats.items()
+        ),
+        file=sys.stderr,
+    )
+    return 0

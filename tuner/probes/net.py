@@ -1,0 +1,126 @@
+"""Network probe (``bpf/net.c``): per socket of the observed processes, bytes and messages in
+and out, TCP retransmits and state changes; per listening port, accepted connections and the
+accept-queue backlog; per CPU, packets processed in softirq.
+
+>>> ctypes.sizeof(NetRecord)
+160
+>>> format_addr(2, bytes([10, 0, 0, 1]) + bytes(12))
+'10.0.0.1'
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import socket
+from typing import Any
+
+from tuner.probes.base import Frame, Probe
+
+KIND_SOCK, KIND_LISTEN, KIND_CPU = 1, 2, 3
+COUNTERS = (
+    "bytes_in",
+    "bytes_out",
+    "msgs_in",
+    "msgs_out",
+    "retransmits",
+    "state_changes",
+    "accepts",
+    "rx_packets",
+)
+TCP_LISTEN_HEX = "0A"
+
+
+class NetAcc(ctypes.Structure):
+    """Mirror of ``struct net_acc`` in ``bpf/net.h``."""
+
+    _fields_ = [
+        ("kind", ctypes.c_uint32),
+        ("tgid", ctypes.c_uint32),
+        ("sk", ctypes.c_uint64),
+        ("family", ctypes.c_uint16),
+        ("protocol", ctypes.c_uint16),
+        ("sport", ctypes.c_uint16),
+        ("dport", ctypes.c_uint16),
+        ("saddr", ctypes.c_uint8 * 16),
+        ("daddr", ctypes.c_uint8 * 16),
+        ("comm", ctypes.c_char * 16),
+        ("state", ctypes.c_uint32),
+        ("id", ctypes.c_uint32),
+    ] + [(c, ctypes.c_uint64) for c in COUNTERS]
+
+
+class NetRecord(ctypes.Structure):
+    """Mirror of ``struct net_record`` in ``bpf/net.h``."""
+
+    _fields_ = [("window_start", ctypes.c_uint64), ("window_end", ctypes.c_uint64), ("acc", NetAcc)]
+
+
+def format_addr(family: int, raw: bytes) -> str:
+    """Text form of an address as the probe stores it (IPv4 in the first 4 bytes)."""
+    if family == socket.AF_INET:
+        return str(ipaddress.IPv4Address(raw[:4]))
+    if family == socket.AF_INET6:
+        return str(ipaddress.IPv6Address(raw[:16]))
+    return ""
+
+
+def accept_backlog(tgid: int, port: int) -> int | None:
+    """Connections waiting in the accept queues of TCP listeners on ``port``, as seen from
+    the network namespace of process ``tgid`` (``rx_queue`` of LISTEN rows in
+    ``/proc/<tgid>/net/tcp{,6}``); None when the process is gone."""
+    total, found = 0, False
+    for name in ("tcp", "tcp6"):
+        try:
+            with open(f"/proc/{tgid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if (
+                        len(cols) > 4
+                        and cols[3] == TCP_LISTEN_HEX
+                        and int(cols[1].rsplit(":", 1)[1], 16) == port
+                    ):
+                        total += int(cols[4].split(":")[1], 16)
+                        found = True
+        except OSError:
+            continue
+    return total if found else None
+
+
+class NetProbe(Probe):
+    """Tracepoints ``sock:sock_send_length``, ``sock:sock_recv_length``,
+    ``sock:inet_sock_set_state``, ``tcp:tcp_retransmit_skb``, ``napi:napi_poll``.
+    Entities ``sock:<tgid>:<lport>-<raddr>:<rport>#<n>``, ``listen:<port>``, ``cpu:<n>``."""
+
+    name = "net"
+    record_type = NetRecord
+    decision_maps = ("socks",)
+
+    def to_frame(self, r: Any) -> Frame:
+        a = r.acc
+        f = {c: float(getattr(a, c)) for c in COUNTERS}
+        labels: dict[str, str] = {}
+        if a.kind == KIND_CPU:
+            entity = f"cpu:{a.id}"
+            f = {"rx_packets": f["rx_packets"]}
+        elif a.kind == KIND_LISTEN:
+            entity = f"listen:{a.sport}"
+            labels = {"tgid": str(a.tgid), "comm": a.comm.decode(errors="replace")}
+            backlog = accept_backlog(a.tgid, a.sport)
+            f = {"accepts": f["accepts"], "accept_backlog": float(backlog or 0)}
+        else:
+            proto = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(a.protocol, "?")
+            raddr = format_addr(a.family, bytes(a.daddr))
+            entity = f"sock:{a.tgid}:{a.sport}-{raddr}:{a.dport}#{a.sk & 0xFFFFFF:x}"
+            labels = {
+                "tgid": str(a.tgid),
+                "comm": a.comm.decode(errors="replace"),
+                "proto": proto,
+                "laddr": format_addr(a.family, bytes(a.saddr)),
+                "raddr": raddr,
+                "state": str(a.state),
+            }
+            f.pop("accepts")
+            f.pop("rx_packets")
+        return Frame(self.name, entity, r.window_start, r.window_end, f, labels)
