@@ -18,6 +18,7 @@ setup:
 
 demo: setup
 	$(TUNER) doctor
+	$(TUNER) observe --seconds 5 --interval 2.5
 
 test: setup
 	$(PYTEST) -q

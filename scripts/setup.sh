@@ -6,7 +6,7 @@
 #
 # Steps:
 #   1. Debian packages: BCC's Python bindings, kernel headers BCC can compile against,
-#      iproute2, bpftool, libbpf.
+#      iproute2, bpftool, libbpf, a C compiler (benchmark workloads).
 #   2. Kernel headers linked under /lib/modules/$(uname -r) when the running kernel has none.
 #   3. tracefs, debugfs and bpffs mounted when they are not.
 #   4. A virtual environment in .venv with tuner installed in editable mode and BCC importable.
@@ -19,7 +19,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (BPF, mounts and apt need it); try: sudo make $*"
 
 # --- 1. Debian packages -------------------------------------------------------------------
-PKGS=(python3-bpfcc linux-headers-amd64 iproute2 bpftool libbpf1)
+PKGS=(python3-bpfcc linux-headers-amd64 iproute2 bpftool libbpf1 gcc libc6-dev)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

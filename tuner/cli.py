@@ -129,6 +129,56 @@ def _run_observe(args: argparse.Namespace) -> int:
     return run_observe(args)
 
 
+def _add_bench(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "bench",
+        formatter_class=_formatter,
+        help="measure the tuner's own costs",
+        description="Benchmarks that measure their variants side by side in one run and\n"
+        "report ratios (the machine may be shared and noisy).",
+        epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 5 --json",
+    )
+    bench = p.add_subparsers(title="benchmarks", metavar="<benchmark>")
+    o = bench.add_parser(
+        "overhead",
+        formatter_class=_formatter,
+        help="throughput of a syscall-heavy and a context-switch-heavy workload, bare vs probed",
+        description="Run a getppid(2) loop and a pipe ping-pong (two processes, one CPU) each\n"
+        "without probes and with all probes observing them, alternating, and print\n"
+        "the throughput ratio (probed / bare), raw events per second seen in the\n"
+        "kernel, summary records delivered, and records lost.",
+        epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 3 --rounds 5"
+        " --json",
+    )
+    o.add_argument(
+        "--seconds",
+        type=float,
+        default=2.0,
+        metavar="S",
+        help="length of each run in seconds (default: %(default)s)",
+    )
+    o.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        metavar="N",
+        help="bare/probed pairs per workload; medians are reported (default: %(default)s)",
+    )
+    o.add_argument("--json", action="store_true", help="print one JSON object")
+    o.set_defaults(func=_run_bench_overhead)
+    p.set_defaults(func=lambda _args: p.print_help() or 2)
+
+
+def _run_bench_overhead(args: argparse.Namespace) -> int:
+    from tuner.bench import overhead
+
+    result = overhead.run(args.seconds, args.rounds, progress=overhead.progress_line)
+    if sys.stderr.isatty():
+        print(file=sys.stderr)
+    print(json.dumps(result, indent=2) if args.json else overhead.render(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -140,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tuner {__version__}")
     parser.add_argument("--debug", action="store_true", help="on error, print the full traceback")
     sub = parser.add_subparsers(title="commands", metavar="<command>")
-    for add in (_add_doctor, _add_observe):
+    for add in (_add_doctor, _add_observe, _add_bench):
         add(sub)
     return parser
 

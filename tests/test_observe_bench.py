@@ -1,0 +1,73 @@
+"""`tuner observe` and `tuner bench overhead` as a user runs them (short versions)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers import Gated, tuner_prog_ids
+
+pytestmark = pytest.mark.kernel
+
+
+def test_observe_json_reports_the_watched_process(tuner_cli):
+    child = Gated("import os, time\nend = time.time() + 2\nwhile time.time() < end: os.getppid()\n")
+    try:
+        child.go()
+        proc = tuner_cli(
+            "observe", "--pid", str(child.pid), "--json", "--seconds", "1.2", "--window-ms", "50"
+        )
+    finally:
+        child.kill()
+    assert proc.returncode == 0, proc.stderr
+    frames = [json.loads(line) for line in proc.stdout.splitlines()]
+    entities = {f["entity"] for f in frames}
+    assert f"proc:{child.pid}" in entities and f"task:{child.pid}" in entities
+    assert {f["probe"] for f in frames} >= {"sched", "syscalls"}
+    assert "detached" in proc.stderr
+
+
+def test_observe_table_fits_80_columns(tuner_cli):
+    proc = tuner_cli("observe", "--seconds", "1.5", "--interval", "0.5", "--probes", "sched")
+    assert proc.returncode == 0, proc.stderr
+    assert "entity" in proc.stdout
+    assert max(len(line) for line in proc.stdout.splitlines()) <= 80
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--pid", "999999999"], "process 999999999 does not exist"),
+        (["--port", "1"], "no process listens on port 1"),
+        (["--window-ms", "0"], "'window_ms' parameter"),
+        (["--probes", "nope"], "unknown probe 'nope'"),
+        (["--cgroup", "/no/such/cgroup"], "cgroup '/no/such/cgroup' not found"),
+    ],
+)
+def test_observe_bad_input_is_one_line(tuner_cli, args, message):
+    before = tuner_prog_ids()
+    proc = tuner_cli("observe", "--seconds", "0.5", *args)
+    assert proc.returncode == 1
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) <= 2  # the "tracing ..." line and the error
+    assert tuner_prog_ids() - before == set()
+
+
+def test_observe_ebpf_prints_the_programs(tuner_cli):
+    out = tuner_cli("observe", "--ebpf", "--probes", "sched", check=True).stdout
+    assert "TRACEPOINT_PROBE(sched, sched_switch)" in out and "tuner_window_closed" in out
+
+
+def test_bench_overhead_json(tuner_cli):
+    proc = tuner_cli(
+        "bench", "overhead", "--seconds", "0.3", "--rounds", "1", "--json", timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    for key in ("syscall_throughput_ratio", "ctxswitch_throughput_ratio", "records_lost"):
+        assert key in r
+    assert 0 < r["syscall_throughput_ratio"] < 2
+    assert r["syscall_events_per_s"] > 100_000  # the kernel side saw the loop
+    assert r["syscall_records"] > 0

@@ -1,0 +1,77 @@
+/* Workloads for `tuner bench overhead`, built on first use with the system C compiler.
+ *
+ *   tuner_wl sys SECONDS   tight loop of getppid(2): the most syscall-heavy load there is
+ *   tuner_wl ctx SECONDS   two processes on one CPU passing a byte through two pipes:
+ *                          every round trip is two context switches and two wakeups
+ *
+ * Prints "<operations> <elapsed seconds>". The binary is named tuner_wl so that the probes
+ * can select it by command name. */
+#define _GNU_SOURCE
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+static double now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* vDSO: no syscall */
+    return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+static void pin(int cpu)
+{
+    cpu_set_t set;
+    CPU_ZERO(&set);
+    CPU_SET(cpu, &set);
+    sched_setaffinity(0, sizeof(set), &set);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 3) {
+        fprintf(stderr, "usage: tuner_wl sys|ctx SECONDS\n");
+        return 2;
+    }
+    double secs = atof(argv[2]), start = now(), end = start + secs;
+    unsigned long long ops = 0;
+    if (!strcmp(argv[1], "sys")) {
+        while (now() < end) {
+            for (int i = 0; i < 1000; i++)
+                syscall(SYS_getppid);
+            ops += 1000;
+        }
+    } else if (!strcmp(argv[1], "ctx")) {
+        int ping[2], pong[2];
+        char b = 0;
+        if (pipe(ping) || pipe(pong))
+            return 1;
+        pin(0);
+        pid_t child = fork();
+        if (child == 0) {
+            while (read(ping[0], &b, 1) == 1 && write(pong[1], &b, 1) == 1)
+                ;
+            _exit(0);
+        }
+        while (now() < end) {
+            for (int i = 0; i < 100; i++) {
+                if (write(ping[1], &b, 1) != 1 || read(pong[0], &b, 1) != 1)
+                    return 1;
+            }
+            ops += 100;
+        }
+        close(ping[1]);
+        kill(child, SIGKILL);
+        waitpid(child, 0, 0);
+    } else {
+        fprintf(stderr, "unknown workload %s\n", argv[1]);
+        return 2;
+    }
+    printf("%llu %.6f\n", ops, now() - start);
+    return 0;
+}
