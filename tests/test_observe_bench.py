@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from helpers import Gated, tuner_prog_ids
 
 pytestmark = pytest.mark.kernel
