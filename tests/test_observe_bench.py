@@ -70,3 +70,28 @@ def test_bench_overhead_json(tuner_cli):
     assert 0 < r["syscall_throughput_ratio"] < 2
     assert r["syscall_events_per_s"] > 100_000  # the kernel side saw the loop
     assert r["syscall_records"] > 0
+
+
+def test_observe_ctrl_c_detaches_everything():
+    import signal
+    import subprocess
+    import sys
+
+    from conftest import REPO
+
+    before = tuner_prog_ids()
+    proc = subprocess.Popen([sys.executable, "-m", "tuner", "observe", "--probes", "sched,net",
+                             "--interval", "0.3"],
+                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline(), "observe printed no table"  # running, all attached
+        assert tuner_prog_ids() - before
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err and "detached" in err
+    assert tuner_prog_ids() - before == set()
