@@ -21,6 +21,11 @@ _NR_BPF = {"x86_64": 321, "aarch64": 280}
 
 # bpf(2) commands (include/uapi/linux/bpf.h)
 BPF_MAP_CREATE = 0
+BPF_MAP_LOOKUP_ELEM = 1
+BPF_MAP_UPDATE_ELEM = 2
+BPF_MAP_DELETE_ELEM = 3
+BPF_OBJ_PIN = 6
+BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 
 _ATTR_SIZE = 128
@@ -83,6 +88,40 @@ def map_create(
     struct.pack_into("IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
     struct.pack_into("16s", attr, 28, name.encode()[:15])
     return bpf(BPF_MAP_CREATE, attr)
+
+
+def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
+    """``bpf_map_update_elem`` on a map fd (for maps BCC did not create, e.g. a SOCKMAP whose
+    values are socket fds)."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value, len(value))
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("IxxxxQQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v), flags)
+    bpf(BPF_MAP_UPDATE_ELEM, attr)
+
+
+def map_delete(map_fd: int, key: bytes) -> None:
+    """``bpf_map_delete_elem`` on a map fd."""
+    k = ctypes.create_string_buffer(key, len(key))
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("IxxxxQ", attr, 0, map_fd, ctypes.addressof(k))
+    bpf(BPF_MAP_DELETE_ELEM, attr)
+
+
+def obj_pin(fd: int, path: str) -> None:
+    """Pin a map or program in bpffs at ``path`` (it then outlives this process)."""
+    p = ctypes.create_string_buffer(path.encode())
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("QI", attr, 0, ctypes.addressof(p), fd)
+    bpf(BPF_OBJ_PIN, attr)
+
+
+def obj_get(path: str) -> int:
+    """Open a pinned map or program and return a new fd."""
+    p = ctypes.create_string_buffer(path.encode())
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("QI", attr, 0, ctypes.addressof(p), 0)
+    return bpf(BPF_OBJ_GET, attr)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,24 @@
+/* Layouts shared by the steering programs (bpf/steer_reuseport.c, bpf/steer_xdp.c) and their
+ * loaders in tuner/actuate/. */
+#ifndef TUNER_STEER_H
+#define TUNER_STEER_H
+
+#define STEER_SLOTS 256            /* indirection table size (a power of two) */
+#ifndef MAX_TARGETS
+#define MAX_TARGETS 64             /* sockets of a reuseport group / XDP targets */
+#endif
+
+/* One indirection table: slot (hash & (STEER_SLOTS - 1)) -> target index. */
+struct steer_table {
+    u32 target[STEER_SLOTS];
+};
+
+/* Which of the two tables is live. The writer fills the other one, then flips `active` and
+ * bumps `generation` in one 8-byte write, so the datapath never sees a half-written table.
+ * generation 0 means "no table written yet": the programs then do what the kernel does. */
+struct steer_ctl {
+    u32 active;
+    u32 generation;
+};
+
+#endif

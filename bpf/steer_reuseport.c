@@ -1,0 +1,50 @@
+/* sk_reuseport steering: pick the socket of a SO_REUSEPORT group for each new connection
+ * (TCP) or datagram (UDP) from an indirection table, unless the lease has expired or no table
+ * was written, in which case it selects nothing and the kernel hashes as usual.
+ *
+ * The SOCKMAP that holds the group's sockets is created by the loader, which passes its fd as
+ * -DSOCKMAP_FD (BCC does not turn `&map` into a map pointer for bpf_sk_select_reuseport). */
+#include "steer.h"
+
+BPF_ARRAY(lease, u64, 1);                        /* deadline, ns of bpf_ktime_get_ns */
+BPF_ARRAY(ctl, struct steer_ctl, 1);
+BPF_ARRAY(tables, struct steer_table, 2);
+BPF_HASH(overrides, u32, u32, 4096);             /* flow hash -> target index */
+BPF_PERCPU_ARRAY(selected, u64, MAX_TARGETS);    /* selections per socket */
+BPF_PERCPU_ARRAY(fallbacks, u64, 2);             /* 0: lease/no table, 1: select failed */
+
+static __always_inline void count(u64 *c)
+{
+    if (c)
+        (*c)++;
+}
+
+int steer_reuseport(struct sk_reuseport_md *ctx)
+{
+    u32 zero = 0, one = 1;
+    u64 *deadline = lease.lookup(&zero);
+    struct steer_ctl *c = ctl.lookup(&zero);
+    if (!deadline || !c || !c->generation || bpf_ktime_get_ns() > *deadline) {
+        count(fallbacks.lookup(&zero));
+        return SK_PASS;                          /* kernel default */
+    }
+    u32 hash = ctx->hash;
+    u32 idx;
+    u32 *pinned = overrides.lookup(&hash);
+    if (pinned) {
+        idx = *pinned;
+    } else {
+        u32 t = c->active & 1;
+        struct steer_table *tb = tables.lookup(&t);
+        if (!tb)
+            return SK_PASS;
+        idx = tb->target[hash & (STEER_SLOTS - 1)];
+    }
+    if (bpf_sk_select_reuseport(ctx, (void *)bpf_pseudo_fd(1, SOCKMAP_FD), &idx, 0)) {
+        count(fallbacks.lookup(&one));           /* socket gone: kernel default */
+        return SK_PASS;
+    }
+    if (idx < MAX_TARGETS)
+        count(selected.lookup(&idx));
+    return SK_PASS;
+}

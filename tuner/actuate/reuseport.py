@@ -1,0 +1,170 @@
+"""Steer new connections among the sockets of a SO_REUSEPORT group (``bpf/steer_reuseport.c``).
+
+The group is either sockets this process owns, or the listening sockets of an unmodified
+running server, reached by PID and port: their file descriptors are duplicated into this
+process with ``pidfd_getfd(2)`` (root), which gives the same sockets, not copies.
+
+Target index ``i`` is the i-th socket: for owned sockets the order given, for a server the
+order of (pid, fd number).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import socket
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from tuner import bcc_runtime, bpfsys
+from tuner.actuate.base import Steering
+from tuner.bpfsys import MapType, ProgType
+from tuner.errors import TunerError
+
+SO_ATTACH_REUSEPORT_EBPF = 52
+SO_DETACH_REUSEPORT_BPF = 68
+MAX_TARGETS = 64
+_NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
+_LISTEN = {"tcp": "0A", "udp": "07"}
+
+
+def _syscall(nr: int, *args: int) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    ret = libc.syscall(nr, *[ctypes.c_long(a) for a in args])
+    if ret < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    return ret
+
+
+def group_socket_fds(pid: int, port: int, protocol: str = "tcp") -> list[int]:
+    """Numbers of the fds of process ``pid`` that are listening (TCP) or bound (UDP) sockets on
+    ``port``, in fd order. Reads ``/proc/<pid>/net`` and ``/proc/<pid>/fd``."""
+    if not os.path.exists(f"/proc/{pid}"):
+        raise TunerError(f"process {pid} does not exist", "check the server's PID")
+    inodes = set()
+    for name in (protocol, protocol + "6"):
+        try:
+            with open(f"/proc/{pid}/net/{name}") as f:
+                next(f, None)
+                for line in f:
+                    cols = line.split()
+                    if cols[3] == _LISTEN[protocol] and int(cols[1].rsplit(":", 1)[1], 16) == port:
+                        inodes.add(f"socket:[{cols[9]}]")
+        except OSError:
+            continue
+    fds = []
+    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
+                fds.append(int(fd))
+        except OSError:
+            continue
+    return fds
+
+
+def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.socket]:
+    """Duplicate the group's sockets of process ``pid`` into this process."""
+    fds = group_socket_fds(pid, port, protocol)
+    if not fds:
+        raise TunerError(f"process {pid} has no {protocol} socket on port {port}",
+                         "check the port with `ss -lntp`")
+    try:
+        pidfd = _syscall(_NR_PIDFD_OPEN, pid, 0)
+    except OSError as e:
+        raise TunerError(f"cannot open process {pid}: {e.strerror}", "run as root") from None
+    socks = []
+    try:
+        for fd in fds:
+            socks.append(socket.socket(fileno=_syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)))
+    except OSError as e:
+        for s in socks:
+            s.close()
+        raise TunerError(f"cannot take socket fd {fd} of process {pid}: {e.strerror}",
+                         "run as root (pidfd_getfd needs CAP_SYS_PTRACE over the target)") from None
+    finally:
+        os.close(pidfd)
+    return socks
+
+
+@dataclass
+class ReuseportSteering(Steering):
+    """Steer a SO_REUSEPORT group with an indirection table and a lease.
+
+    Give either ``sockets`` (owned by this process) or ``pids`` and ``port`` (an unmodified
+    server; every listed process's sockets on that port join the group, in order).
+    See :class:`~tuner.actuate.base.Steering` for mode, lease and shares.
+    """
+
+    sockets: Sequence[socket.socket] = ()
+    pids: Sequence[int] = ()
+    port: int | None = None
+    protocol: str = "tcp"
+    _socks: list[socket.socket] = field(default_factory=list, init=False, repr=False)
+    _taken: bool = field(default=False, init=False, repr=False)
+    _sockmap: int = field(default=-1, init=False, repr=False)
+
+    def targets(self) -> int:
+        return len(self._socks)
+
+    def _load(self) -> None:
+        if self.protocol not in _LISTEN:
+            raise TunerError(f"protocol must be tcp or udp; got {self.protocol!r}")
+        if self.pids:
+            if self.port is None:
+                raise TunerError("steering a server by PID needs its port")
+            self._taken = True
+            for pid in self.pids:
+                self._socks += take_sockets(pid, self.port, self.protocol)
+        else:
+            self._socks = list(self.sockets)
+        if not 1 <= len(self._socks) <= MAX_TARGETS:
+            raise TunerError(f"a reuseport group of {len(self._socks)} sockets; "
+                             f"1 to {MAX_TARGETS} are supported")
+        self._sockmap = bpfsys.map_create(MapType.SOCKMAP, 4, 4, MAX_TARGETS, name="tuner_group")
+        for i, s in enumerate(self._socks):
+            try:
+                bpfsys.map_update(self._sockmap, struct.pack("I", i), struct.pack("I", s.fileno()))
+            except OSError as e:
+                raise TunerError(f"socket {i} of the group cannot join a SOCKMAP: {e.strerror}",
+                                 "steer listening TCP or bound UDP sockets") from None
+        self._bpf = bcc_runtime.compile_program(
+            src_file=bcc_runtime.bpf_dir() / "steer_reuseport.c",
+            cflags=[f"-DSOCKMAP_FD={self._sockmap}", f"-DMAX_TARGETS={MAX_TARGETS}"])
+        fn = bcc_runtime.load_function(self._bpf, "steer_reuseport", ProgType.SK_REUSEPORT)
+        try:
+            self._socks[0].setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, fn.fd)
+        except OSError as e:
+            raise TunerError(f"cannot attach to the reuseport group: {e.strerror}",
+                             "the sockets must have SO_REUSEPORT set") from None
+
+    def _detach(self) -> None:
+        try:
+            if self._socks:
+                try:
+                    self._socks[0].setsockopt(socket.SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, 0)
+                except OSError:
+                    pass  # group already gone
+        finally:
+            if self._taken:
+                for s in self._socks:
+                    s.close()  # our duplicates only: the server keeps its sockets
+            self._socks = []
+            if self._sockmap >= 0:
+                os.close(self._sockmap)
+                self._sockmap = -1
+
+    def _state(self) -> dict:
+        return {"pids": list(self.pids) or [os.getpid()], "port": self.port or
+                (self._socks[0].getsockname()[1] if self._socks else None),
+                "protocol": self.protocol}
+
+    def counters(self) -> dict[str, Any]:
+        """Selections per socket and fallbacks to the kernel default, since load."""
+        sel = self._bpf[b"selected"]
+        per_socket = [int(sum(sel[sel.Key(i)])) for i in range(len(self._socks))]
+        fb = self._bpf[b"fallbacks"]
+        return {"selected": per_socket, "fallback_lease": int(sum(fb[fb.Key(0)])),
+                "fallback_select": int(sum(fb[fb.Key(1)]))}
