@@ -80,9 +80,13 @@ def test_observe_ctrl_c_detaches_everything():
     from conftest import REPO
 
     before = tuner_prog_ids()
-    proc = subprocess.Popen([sys.executable, "-m", "tuner", "observe", "--probes", "sched,net",
-                             "--interval", "0.3"],
-                            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "observe", "--probes", "sched,net", "--interval", "0.3"],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout.readline(), "observe printed no table"  # running, all attached
         assert tuner_prog_ids() - before

@@ -99,7 +99,7 @@ def compile_program(
     flags = [f"-I{bpf_dir()}", *cflags]
     kwargs: dict[str, Any] = {"cflags": flags}
     if src_file is not None:
-        kwargs["src_file"] = str(src_file)
+        kwargs["src_file"] = str(src_file).encode()
     else:
         kwargs["text"] = (text or "").encode()
     with captured_stderr() as err:

@@ -179,6 +179,27 @@ def _run_bench_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_cleanup(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "cleanup",
+        formatter_class=_formatter,
+        help="remove what a crashed tuner left attached or pinned in the kernel",
+        description="Detach steering programs noted in /run/tuner and remove the maps pinned\n"
+        "under /sys/fs/bpf/tuner. Safe to run at any time; a running tuner's\n"
+        "steering is removed too.",
+        epilog="examples:\n  tuner cleanup",
+    )
+    p.set_defaults(func=_run_cleanup)
+
+
+def _run_cleanup(args: argparse.Namespace) -> int:
+    from tuner.actuate.cleanup import cleanup
+
+    done = cleanup()
+    print("\n".join(done) if done else "cleanup: nothing to remove")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """Return the argument parser with every subcommand registered."""
     parser = argparse.ArgumentParser(
@@ -190,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"tuner {__version__}")
     parser.add_argument("--debug", action="store_true", help="on error, print the full traceback")
     sub = parser.add_subparsers(title="commands", metavar="<command>")
-    for add in (_add_doctor, _add_observe, _add_bench):
+    for add in (_add_doctor, _add_observe, _add_bench, _add_cleanup):
         add(sub)
     return parser
 

@@ -36,8 +36,9 @@ PIN_ROOT = "/sys/fs/bpf/tuner"
 STATE_ROOT = "/run/tuner"  # bpffs holds only BPF objects: attachment notes for cleanup go here
 
 
-def check_table(table: Sequence[int], targets: int, min_share: float = 0.0,
-                live: Sequence[int] | None = None) -> None:
+def check_table(
+    table: Sequence[int], targets: int, min_share: float = 0.0, live: Sequence[int] | None = None
+) -> None:
     """Refuse a table that names a target outside the group or starves a live target."""
     if len(table) != SLOTS:
         raise TunerError(f"table has {len(table)} slots; it must have {SLOTS}")
@@ -45,11 +46,12 @@ def check_table(table: Sequence[int], targets: int, min_share: float = 0.0,
     for t in counts:
         if not isinstance(t, int) or not 0 <= t < targets:
             raise TunerError(f"table names target {t}, which is not in the group of {targets}")
-    for t in (range(targets) if live is None else live):
+    for t in range(targets) if live is None else live:
         share = counts.get(t, 0) / SLOTS
         if share < min_share:
-            raise TunerError(f"table gives target {t} a share of {share:.3f}, below the "
-                             f"minimum {min_share:.3f}")
+            raise TunerError(
+                f"table gives target {t} a share of {share:.3f}, below the minimum {min_share:.3f}"
+            )
 
 
 def even_table(targets: Sequence[int]) -> list[int]:
@@ -115,8 +117,10 @@ class Steering:
         self._validate()
         pins = self.pin_dir()
         if pins.exists():
-            raise TunerError(f"{pins} exists: another tuner steers under the name {self.name!r}"
-                             " or one crashed", "run `tuner cleanup`, or pick another name")
+            raise TunerError(
+                f"{pins} exists: another tuner steers under the name {self.name!r} or one crashed",
+                "run `tuner cleanup`, or pick another name",
+            )
         try:
             self._load()
             pins.mkdir(parents=True)
@@ -199,14 +203,20 @@ class Steering:
 
     def _validate(self) -> None:
         if self.mode not in MODES:
-            raise TunerError(f"The 'mode' parameter of {type(self).__name__} must be one of "
-                             f"{', '.join(MODES)}. Got {self.mode!r} instead.")
+            raise TunerError(
+                f"The 'mode' parameter of {type(self).__name__} must be one of "
+                f"{', '.join(MODES)}. Got {self.mode!r} instead."
+            )
         if not isinstance(self.lease_ms, int) or not 50 <= self.lease_ms <= 60000:
-            raise TunerError(f"The 'lease_ms' parameter of {type(self).__name__} must be an int "
-                             f"in the range [50, 60000]. Got {self.lease_ms!r} instead.")
+            raise TunerError(
+                f"The 'lease_ms' parameter of {type(self).__name__} must be an int "
+                f"in the range [50, 60000]. Got {self.lease_ms!r} instead."
+            )
         if not 0 <= self.min_share <= 1:
-            raise TunerError(f"The 'min_share' parameter of {type(self).__name__} must be in "
-                             f"[0, 1]. Got {self.min_share!r} instead.")
+            raise TunerError(
+                f"The 'min_share' parameter of {type(self).__name__} must be in "
+                f"[0, 1]. Got {self.min_share!r} instead."
+            )
 
 
 def state_file(name: str) -> Path:

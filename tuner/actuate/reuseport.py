@@ -69,8 +69,10 @@ def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.sock
     """Duplicate the group's sockets of process ``pid`` into this process."""
     fds = group_socket_fds(pid, port, protocol)
     if not fds:
-        raise TunerError(f"process {pid} has no {protocol} socket on port {port}",
-                         "check the port with `ss -lntp`")
+        raise TunerError(
+            f"process {pid} has no {protocol} socket on port {port}",
+            "check the port with `ss -lntp`",
+        )
     try:
         pidfd = _syscall(_NR_PIDFD_OPEN, pid, 0)
     except OSError as e:
@@ -82,8 +84,10 @@ def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.sock
     except OSError as e:
         for s in socks:
             s.close()
-        raise TunerError(f"cannot take socket fd {fd} of process {pid}: {e.strerror}",
-                         "run as root (pidfd_getfd needs CAP_SYS_PTRACE over the target)") from None
+        raise TunerError(
+            f"cannot take socket fd {fd} of process {pid}: {e.strerror}",
+            "run as root (pidfd_getfd needs CAP_SYS_PTRACE over the target)",
+        ) from None
     finally:
         os.close(pidfd)
     return socks
@@ -121,24 +125,30 @@ class ReuseportSteering(Steering):
         else:
             self._socks = list(self.sockets)
         if not 1 <= len(self._socks) <= MAX_TARGETS:
-            raise TunerError(f"a reuseport group of {len(self._socks)} sockets; "
-                             f"1 to {MAX_TARGETS} are supported")
+            raise TunerError(
+                f"a reuseport group of {len(self._socks)} sockets; 1 to {MAX_TARGETS} are supported"
+            )
         self._sockmap = bpfsys.map_create(MapType.SOCKMAP, 4, 4, MAX_TARGETS, name="tuner_group")
         for i, s in enumerate(self._socks):
             try:
                 bpfsys.map_update(self._sockmap, struct.pack("I", i), struct.pack("I", s.fileno()))
             except OSError as e:
-                raise TunerError(f"socket {i} of the group cannot join a SOCKMAP: {e.strerror}",
-                                 "steer listening TCP or bound UDP sockets") from None
+                raise TunerError(
+                    f"socket {i} of the group cannot join a SOCKMAP: {e.strerror}",
+                    "steer listening TCP or bound UDP sockets",
+                ) from None
         self._bpf = bcc_runtime.compile_program(
             src_file=bcc_runtime.bpf_dir() / "steer_reuseport.c",
-            cflags=[f"-DSOCKMAP_FD={self._sockmap}", f"-DMAX_TARGETS={MAX_TARGETS}"])
+            cflags=[f"-DSOCKMAP_FD={self._sockmap}", f"-DMAX_TARGETS={MAX_TARGETS}"],
+        )
         fn = bcc_runtime.load_function(self._bpf, "steer_reuseport", ProgType.SK_REUSEPORT)
         try:
             self._socks[0].setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, fn.fd)
         except OSError as e:
-            raise TunerError(f"cannot attach to the reuseport group: {e.strerror}",
-                             "the sockets must have SO_REUSEPORT set") from None
+            raise TunerError(
+                f"cannot attach to the reuseport group: {e.strerror}",
+                "the sockets must have SO_REUSEPORT set",
+            ) from None
 
     def _detach(self) -> None:
         try:
@@ -157,14 +167,19 @@ class ReuseportSteering(Steering):
                 self._sockmap = -1
 
     def _state(self) -> dict:
-        return {"pids": list(self.pids) or [os.getpid()], "port": self.port or
-                (self._socks[0].getsockname()[1] if self._socks else None),
-                "protocol": self.protocol}
+        return {
+            "pids": list(self.pids) or [os.getpid()],
+            "port": self.port or (self._socks[0].getsockname()[1] if self._socks else None),
+            "protocol": self.protocol,
+        }
 
     def counters(self) -> dict[str, Any]:
         """Selections per socket and fallbacks to the kernel default, since load."""
         sel = self._bpf[b"selected"]
         per_socket = [int(sum(sel[sel.Key(i)])) for i in range(len(self._socks))]
         fb = self._bpf[b"fallbacks"]
-        return {"selected": per_socket, "fallback_lease": int(sum(fb[fb.Key(0)])),
-                "fallback_select": int(sum(fb[fb.Key(1)]))}
+        return {
+            "selected": per_socket,
+            "fallback_lease": int(sum(fb[fb.Key(0)])),
+            "fallback_select": int(sum(fb[fb.Key(1)])),
+        }
