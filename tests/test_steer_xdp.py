@@ -1,0 +1,119 @@
+"""XDP steering verdicts on crafted packets (BPF_PROG_TEST_RUN in the real kernel)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from tuner import bpfsys
+from tuner.actuate.xdp import XdpSteering
+from tuner.packets import frame, ipv4, ipv6, tcp, udp
+
+pytestmark = pytest.mark.kernel
+XDP_PASS, XDP_REDIRECT = 2, 4
+V4 = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40000, 80)))
+
+
+@pytest.fixture
+def steer():
+    with XdpSteering(name=f"t-xdp-{os.getpid()}", devices=["lo", "lo"], mode="active") as s:
+        yield s
+
+
+def verdict(s: XdpSteering, pkt: bytes) -> int:
+    return bpfsys.prog_test_run(s.prog.fd, pkt).retval
+
+
+def test_no_table_means_pass(steer):
+    assert verdict(steer, V4) == XDP_PASS
+    assert steer.counters()["passed_default"] == 1
+
+
+@pytest.mark.parametrize(
+    "pkt",
+    [
+        V4,
+        frame(ipv6("fd00::1", "fd00::2", udp(5000, 53, b"q"))),
+        frame(ipv6("fd00::1", "fd00::2", tcp(5000, 443))),
+        frame(ipv4("10.9.0.1", "10.9.0.2", udp(1, 2))),
+        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2), options=b"\x01\x01\x01\x00")),  # IP options
+        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7,)),
+        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7, 8)),  # QinQ
+    ],
+    ids=["v4-tcp", "v6-udp", "v6-tcp", "v4-udp", "v4-options", "vlan", "qinq"],
+)
+def test_parsed_flows_are_redirected_to_the_table_target(steer, pkt):
+    steer.apply([1] * 256)
+    assert verdict(steer, pkt) == XDP_REDIRECT
+    assert steer.counters()["redirected"] == [0, 1]
+
+
+@pytest.mark.parametrize(
+    "pkt",
+    [
+        b"",
+        b"\x00" * 13,  # shorter than Ethernet
+        V4[: 14 + 10],  # truncated IPv4 header
+        V4[: 14 + 20 + 10],  # truncated TCP header
+        frame(ipv6("fd00::1", "fd00::2", udp(1, 2)))[: 14 + 30],
+        frame(ipv4("10.9.0.1", "10.9.0.2", (1, b"\x08\x00" + b"\x00" * 6))),  # ICMP
+        frame(ipv4("10.9.0.1", "10.9.0.2", udp(1, 2), frag_off=0x2000)),  # fragment
+        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2), options=b"\x01" * 40))[: 14 + 40],
+        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7,))[:16],  # cut in the tag
+        bytes(range(256)) * 2,  # garbage
+        b"\xff" * 12 + b"\x08\x00" + b"\x45" + b"\xff" * 60,  # garbage IPv4
+    ],
+    ids=[
+        "empty",
+        "short-eth",
+        "short-ip",
+        "short-tcp",
+        "short-v6",
+        "icmp",
+        "fragment",
+        "options-cut",
+        "vlan-cut",
+        "garbage",
+        "garbage-ip",
+    ],
+)
+def test_what_cannot_be_parsed_passes(steer, pkt):
+    steer.apply([1] * 256)
+    if len(pkt) < 14:  # the kernel refuses to test-run a frame shorter than Ethernet
+        with pytest.raises(OSError):
+            verdict(steer, pkt)
+        return
+    assert verdict(steer, pkt) == XDP_PASS
+    assert steer.counters()["redirected"] == [0, 0]
+
+
+def test_existing_flow_keeps_its_target_across_a_table_change(steer):
+    steer.apply([0] * 256)
+    assert verdict(steer, V4) == XDP_REDIRECT
+    steer.apply([1] * 256)
+    assert verdict(steer, V4) == XDP_REDIRECT
+    new_flow = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40001, 80)))
+    assert verdict(steer, new_flow) == XDP_REDIRECT
+    assert steer.counters()["redirected"] == [2, 1]
+    assert steer.flows() == 2
+
+
+def test_expired_lease_passes_everything(steer):
+    steer.apply([1] * 256)
+    steer.expire()
+    assert verdict(steer, V4) == XDP_PASS
+    assert steer.counters()["passed_default"] == 1
+
+
+def test_shadow_mode_leaves_the_maps_untouched():
+    with XdpSteering(name=f"t-xdp-s-{os.getpid()}", devices=["lo"], mode="shadow") as s:
+        s.apply([0] * 256)
+        assert s.live_table() == (0, [0] * 256) and s.decisions[-1].written is False
+        assert verdict(s, V4) == XDP_PASS
+
+
+def test_cpumap_targets():
+    with XdpSteering(name=f"t-xdp-c-{os.getpid()}", cpus=[0], mode="active") as s:
+        s.apply([0] * 256)
+        assert verdict(s, V4) == XDP_REDIRECT

@@ -1,0 +1,46 @@
+"""Run a block of code inside a named network namespace (``ip netns`` names).
+
+>>> with inside(None):   # None: stay where we are
+...     pass
+"""
+
+from __future__ import annotations
+
+import ctypes
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from tuner.errors import TunerError
+
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int) -> None:
+    if ctypes.CDLL(None, use_errno=True).setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+
+
+@contextmanager
+def inside(name: str | None) -> Iterator[None]:
+    """Switch this thread into network namespace ``name`` for the block, then back."""
+    if name is None:
+        yield
+        return
+    try:
+        target = os.open(f"/var/run/netns/{name}", os.O_RDONLY)
+    except OSError:
+        raise TunerError(
+            f"network namespace {name!r} does not exist", "list them with `ip netns list`"
+        ) from None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
