@@ -113,7 +113,10 @@ def test_shadow_mode_leaves_the_maps_untouched():
         assert verdict(s, V4) == XDP_PASS
 
 
-def test_cpumap_targets():
-    with XdpSteering(name=f"t-xdp-c-{os.getpid()}", cpus=[0], mode="active") as s:
+def test_cpumap_targets_are_keyed_by_cpu_number():
+    cpu = (os.cpu_count() or 1) - 1
+    with XdpSteering(name=f"t-xdp-c-{os.getpid()}", cpus=[cpu], mode="active") as s:
         s.apply([0] * 256)
+        assert s.live_table() == (1, [cpu] * 256)
         assert verdict(s, V4) == XDP_REDIRECT
+        assert s.counters()["redirected"] == [1]

@@ -108,6 +108,10 @@ class Steering:
     def _detach(self) -> None:
         raise NotImplementedError
 
+    def _map_key(self, target: int) -> int:
+        """The key the datapath uses for target index ``target`` (the index, by default)."""
+        return target
+
     def _state(self) -> dict:
         """What ``tuner cleanup`` needs to undo the attachment after a crash."""
         return {}
@@ -185,7 +189,8 @@ class Steering:
             self._bpf[b"lease"][self._bpf[b"lease"].Key(0)] = self._bpf[b"lease"].Leaf(0)
 
     def live_table(self) -> tuple[int, list[int]]:
-        """(generation, table) as the kernel holds them; generation 0 means none written."""
+        """(generation, table of map keys) as the kernel holds them; generation 0 means none
+        written."""
         ctl = self._bpf[b"ctl"][self._bpf[b"ctl"].Key(0)]
         tb = self._bpf[b"tables"][self._bpf[b"tables"].Key(ctl.active & 1)]
         return int(ctl.generation), list(tb.target)
@@ -196,7 +201,7 @@ class Steering:
         spare = (ctl.active + 1) & 1 if ctl.generation else 0
         leaf = tables.Leaf()
         for i, t in enumerate(table):
-            leaf.target[i] = t
+            leaf.target[i] = self._map_key(t)
         tables[tables.Key(spare)] = leaf
         self._generation = int(ctl.generation) + 1
         ctl_map[ctl_map.Key(0)] = ctl_map.Leaf(spare, self._generation)

@@ -6,6 +6,7 @@ numbers (a cpumap: the packet is processed on that CPU). Target index ``i`` is t
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -60,8 +61,10 @@ class XdpSteering(Steering):
                         + (f" in namespace {self.netns}" if self.netns else ""),
                         "check the target names with `ip link`",
                     ) from None
-            for i, cpu in enumerate(self.cpus):
-                tmap[tmap.Key(i)] = tmap.Leaf(2048)  # queue size of the CPU's ring
+            for cpu in self.cpus:  # a cpumap is keyed by CPU number; value: its queue size
+                if not 0 <= cpu < (os.cpu_count() or 1):
+                    raise TunerError(f"CPU {cpu} does not exist", "check with `nproc`")
+                tmap[tmap.Key(cpu)] = tmap.Leaf(2048)
             if self.ifname is not None:
                 try:
                     self._bpf.attach_xdp(self.ifname, self.prog, self.xdp_flags)
@@ -70,6 +73,10 @@ class XdpSteering(Steering):
                         f"cannot attach XDP to {self.ifname}: {e}",
                         "check the interface with `ip link`",
                     ) from None
+
+    def _map_key(self, target: int) -> int:
+        """The map key the datapath uses for target index ``target``."""
+        return self.cpus[target] if self.cpus else target
 
     def _detach(self) -> None:
         if self.ifname is not None:
