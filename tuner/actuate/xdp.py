@@ -92,8 +92,9 @@ class XdpSteering(Steering):
     def counters(self) -> dict[str, Any]:
         """Packets redirected per target, and passed to the stack by reason, since load."""
         red, passed = self._bpf[b"redirected"], self._bpf[b"passed"]
+        keys = [self._map_key(i) for i in range(self.targets())]
         return {
-            "redirected": [int(sum(red[red.Key(i)])) for i in range(self.targets())],
+            "redirected": [int(sum(red[red.Key(k)])) for k in keys],
             **{f"passed_{r}": int(sum(passed[passed.Key(i)])) for i, r in enumerate(PASS_REASONS)},
         }
 
