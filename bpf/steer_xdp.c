@@ -1,7 +1,8 @@
 /* XDP steering: an L4 load balancer's fast path. Parses Ethernet (up to two VLAN tags), IPv4
  * (with options; fragments pass) or IPv6 (no extension headers), and TCP or UDP, with a bounds
  * check before every read. A flow already in the LRU flow table keeps its target, so a TCP
- * connection is never moved; a new flow goes through the indirection table to a target, an
+ * connection is never moved, and a TCP connection that was already open when steering began
+ * (its first packet seen is not a SYN) stays with the kernel; a new flow goes through the indirection table to a target, an
  * interface (devmap) or a CPU (cpumap, with -DTARGET_CPUMAP). Whatever it cannot parse, and
  * everything while the lease is expired or no table was written, gets XDP_PASS: it never
  * drops. */
@@ -30,6 +31,8 @@ struct vlan_hdr {
 #define PASS_UNPARSED 0      /* not Ethernet/IP/TCP/UDP, truncated, or a fragment */
 #define PASS_DEFAULT 1       /* lease expired or no table: kernel default */
 #define PASS_NO_TARGET 2     /* the table named a target with no map entry */
+#define PASS_KERNEL_FLOW 3   /* a TCP connection that began before steering: left where it is */
+#define TARGET_KERNEL 0xffffffff
 
 BPF_ARRAY(lease, u64, 1);
 BPF_ARRAY(ctl, struct steer_ctl, 1);
@@ -41,7 +44,7 @@ BPF_CPUMAP(targets, MAX_TARGETS);
 BPF_DEVMAP(targets, MAX_TARGETS);
 #endif
 BPF_PERCPU_ARRAY(redirected, u64, MAX_TARGETS);
-BPF_PERCPU_ARRAY(passed, u64, 3);
+BPF_PERCPU_ARRAY(passed, u64, 4);
 
 static __always_inline int pass(u32 why)
 {
@@ -92,6 +95,7 @@ int steer_xdp(struct xdp_md *ctx)
     }
     struct flow_key k = {};
     void *l4;
+    int opens = 1;  /* may this packet start a flow? (not a TCP segment past the handshake) */
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = p;
         if ((void *)(ip + 1) > end || ip->ihl < 5 || ip->version != 4)
@@ -119,6 +123,7 @@ int steer_xdp(struct xdp_md *ctx)
             return pass(PASS_UNPARSED);
         k.sport = t->source;
         k.dport = t->dest;
+        opens = t->syn && !t->ack;
     } else if (k.proto == IPPROTO_UDP) {
         struct udphdr *u = l4;
         if ((void *)(u + 1) > end)
@@ -132,12 +137,21 @@ int steer_xdp(struct xdp_md *ctx)
     u32 zero = 0;
     u64 *deadline = lease.lookup(&zero);
     struct steer_ctl *c = ctl.lookup(&zero);
-    if (!deadline || !c || !c->generation || bpf_ktime_get_ns() > *deadline)
+    /* the coarse clock (jiffies resolution) is ample for a lease of a second and costs a
+     * fraction of bpf_ktime_get_ns in a VM */
+    if (!deadline || !c || !c->generation || bpf_ktime_get_coarse_ns() > *deadline)
         return pass(PASS_DEFAULT);
     u32 target;
     u32 *known = flows.lookup(&k);
     if (known) {
         target = *known;
+        if (target == TARGET_KERNEL)
+            return pass(PASS_KERNEL_FLOW);
+    } else if (!opens) {
+        /* a connection the kernel has been serving since before the table: never move it */
+        target = TARGET_KERNEL;
+        flows.update(&k, &target);
+        return pass(PASS_KERNEL_FLOW);
     } else {
         u32 t = c->active & 1;
         struct steer_table *tb = tables.lookup(&t);

@@ -99,6 +99,15 @@ def test_existing_flow_keeps_its_target_across_a_table_change(steer):
     assert steer.flows() == 2
 
 
+def test_connection_open_before_the_table_stays_with_the_kernel(steer):
+    steer.apply([1] * 256)
+    mid_connection = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40002, 80, flags=0x10)))
+    assert verdict(steer, mid_connection) == XDP_PASS
+    assert verdict(steer, mid_connection) == XDP_PASS  # remembered, not re-decided
+    assert steer.counters()["passed_kernel_flow"] == 2
+    assert steer.counters()["redirected"] == [0, 0]
+
+
 def test_expired_lease_passes_everything(steer):
     steer.apply([1] * 256)
     steer.expire()

@@ -166,6 +166,31 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     o.add_argument("--json", action="store_true", help="print one JSON object")
     o.set_defaults(func=_run_bench_overhead)
+    st = bench.add_parser(
+        "steer",
+        formatter_class=_formatter,
+        help="cost per packet of the XDP steering program vs a no-op XDP program",
+        description="Run the XDP steering program (established flow, and lease expired) and\n"
+        "a no-op XDP program on the same packet with BPF_PROG_TEST_RUN, rounds\n"
+        "interleaved, and print mean ns per packet and the ratios.",
+        epilog="examples:\n  tuner bench steer\n  tuner bench steer --repeat 100000 --json",
+    )
+    st.add_argument(
+        "--repeat",
+        type=int,
+        default=1_000_000,
+        metavar="N",
+        help="runs per measurement (default: %(default)s)",
+    )
+    st.add_argument(
+        "--rounds",
+        type=int,
+        default=5,
+        metavar="N",
+        help="interleaved rounds; medians are reported (default: %(default)s)",
+    )
+    st.add_argument("--json", action="store_true", help="print one JSON object")
+    st.set_defaults(func=_run_bench_steer)
     p.set_defaults(func=lambda _args: p.print_help() or 2)
 
 
@@ -197,6 +222,14 @@ def _run_cleanup(args: argparse.Namespace) -> int:
 
     done = cleanup()
     print("\n".join(done) if done else "cleanup: nothing to remove")
+    return 0
+
+
+def _run_bench_steer(args: argparse.Namespace) -> int:
+    from tuner.bench import steer
+
+    result = steer.run(args.repeat, args.rounds)
+    print(json.dumps(result, indent=2) if args.json else steer.render(result))
     return 0
 
 

@@ -14,10 +14,10 @@ ETH_P_IP, ETH_P_IPV6, ETH_P_8021Q, ETH_P_8021AD = 0x0800, 0x86DD, 0x8100, 0x88A8
 PROTO_TCP, PROTO_UDP, PROTO_ICMP = 6, 17, 1
 
 
-def tcp(sport: int, dport: int, payload: bytes = b"") -> tuple[int, bytes]:
-    return PROTO_TCP, struct.pack(
-        "!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, 0x02, 65535, 0, 0
-    ) + payload
+def tcp(sport: int, dport: int, payload: bytes = b"", flags: int = 0x02) -> tuple[int, bytes]:
+    """A TCP segment; ``flags`` 0x02 is a SYN (a new connection), 0x10 an ACK."""
+    hdr = struct.pack("!HHIIBBHHH", sport, dport, 1, 0, 5 << 4, flags, 65535, 0, 0)
+    return PROTO_TCP, hdr + payload
 
 
 def udp(sport: int, dport: int, payload: bytes = b"") -> tuple[int, bytes]:

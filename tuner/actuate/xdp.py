@@ -19,7 +19,7 @@ from tuner.errors import TunerError
 from tuner.netns import inside
 
 MAX_TARGETS = 64
-PASS_REASONS = ("unparsed", "default", "no_target")
+PASS_REASONS = ("unparsed", "default", "no_target", "kernel_flow")
 
 
 @dataclass
