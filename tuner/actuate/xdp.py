@@ -67,7 +67,7 @@ class XdpSteering(Steering):
                 tmap[tmap.Key(cpu)] = tmap.Leaf(2048)
             if self.ifname is not None:
                 try:
-                    self._bpf.attach_xdp(self.ifname, self.prog, self.xdp_flags)
+                    self._bpf.attach_xdp(self.ifname.encode(), self.prog, self.xdp_flags)
                 except Exception as e:
                     raise TunerError(
                         f"cannot attach XDP to {self.ifname}: {e}",
@@ -82,7 +82,7 @@ class XdpSteering(Steering):
         if self.ifname is not None:
             with inside(self.netns):
                 try:
-                    self._bpf.remove_xdp(self.ifname, self.xdp_flags)
+                    self._bpf.remove_xdp(self.ifname.encode(), self.xdp_flags)
                 except Exception:
                     pass  # interface gone, and the program with it
 
