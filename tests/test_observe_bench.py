@@ -99,3 +99,10 @@ def test_observe_ctrl_c_detaches_everything():
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "detached" in err
     assert tuner_prog_ids() - before == set()
+
+
+def test_bench_steer_json(tuner_cli):
+    proc = tuner_cli("bench", "steer", "--repeat", "10000", "--rounds", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert r["xdp_ns"] > 0 and r["xdp_noop_ns"] > 0 and r["xdp_ratio"] > 0

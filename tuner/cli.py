@@ -136,7 +136,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         help="measure the tuner's own costs",
         description="Benchmarks that measure their variants side by side in one run and\n"
         "report ratios (the machine may be shared and noisy).",
-        epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 5 --json",
+        epilog="examples:\n  tuner bench overhead\n  tuner bench steer --json",
     )
     bench = p.add_subparsers(title="benchmarks", metavar="<benchmark>")
     o = bench.add_parser(
