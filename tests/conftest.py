@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+collect_ignore = ["scripts"]  # programs the tests run, not tests
 
 
 def pytest_collection_modifyitems(config, items):

@@ -21,7 +21,7 @@ from tuner.actuate.reuseport import ReuseportSteering
 from tuner.errors import TunerError
 
 pytestmark = pytest.mark.kernel
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent / "scripts"
 PORT = 7400
 K = 4
 
