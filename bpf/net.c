@@ -140,31 +140,28 @@ int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
-TRACEPOINT_PROBE(sock, sock_send_length)
+static __always_inline void count_io(u64 sk, u16 family, u16 protocol, int ret, int out)
 {
     tuner_count_event();
     flush(bpf_ktime_get_ns());
-    if (args->ret <= 0)
-        return 0;
-    struct net_acc *a = sock_acc((u64)args->sk, args->family, args->protocol);
-    if (a) {
-        __sync_fetch_and_add(&a->bytes_out, args->ret);
-        __sync_fetch_and_add(&a->msgs_out, 1);
-    }
+    if (ret <= 0)
+        return;
+    struct net_acc *a = sock_acc(sk, family, protocol);
+    if (!a)
+        return;
+    __sync_fetch_and_add(out ? &a->bytes_out : &a->bytes_in, ret);
+    __sync_fetch_and_add(out ? &a->msgs_out : &a->msgs_in, 1);
+}
+
+TRACEPOINT_PROBE(sock, sock_send_length)
+{
+    count_io((u64)args->sk, args->family, args->protocol, args->ret, 1);
     return 0;
 }
 
 TRACEPOINT_PROBE(sock, sock_recv_length)
 {
-    tuner_count_event();
-    flush(bpf_ktime_get_ns());
-    if (args->ret <= 0)
-        return 0;
-    struct net_acc *a = sock_acc((u64)args->sk, args->family, args->protocol);
-    if (a) {
-        __sync_fetch_and_add(&a->bytes_in, args->ret);
-        __sync_fetch_and_add(&a->msgs_in, 1);
-    }
+    count_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
     return 0;
 }
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner import bcc_runtime, bpfsys
+from tuner import bcc_runtime, bpfsys, procnet
 from tuner.actuate.base import Steering
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
@@ -27,7 +27,6 @@ SO_ATTACH_REUSEPORT_EBPF = 52
 SO_DETACH_REUSEPORT_BPF = 68
 MAX_TARGETS = 64
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
-_LISTEN = {"tcp": "0A", "udp": "07"}
 
 
 def _syscall(nr: int, *args: int) -> int:
@@ -44,25 +43,8 @@ def group_socket_fds(pid: int, port: int, protocol: str = "tcp") -> list[int]:
     ``port``, in fd order. Reads ``/proc/<pid>/net`` and ``/proc/<pid>/fd``."""
     if not os.path.exists(f"/proc/{pid}"):
         raise TunerError(f"process {pid} does not exist", "check the server's PID")
-    inodes = set()
-    for name in (protocol, protocol + "6"):
-        try:
-            with open(f"/proc/{pid}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    cols = line.split()
-                    if cols[3] == _LISTEN[protocol] and int(cols[1].rsplit(":", 1)[1], 16) == port:
-                        inodes.add(f"socket:[{cols[9]}]")
-        except OSError:
-            continue
-    fds = []
-    for fd in sorted(os.listdir(f"/proc/{pid}/fd"), key=int):
-        try:
-            if os.readlink(f"/proc/{pid}/fd/{fd}") in inodes:
-                fds.append(int(fd))
-        except OSError:
-            continue
-    return fds
+    inodes = {inode for inode, _ in procnet.listening(f"/proc/{pid}/net", protocol, port)}
+    return procnet.fds_of(pid, inodes) if inodes else []
 
 
 def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.socket]:
@@ -114,7 +96,7 @@ class ReuseportSteering(Steering):
         return len(self._socks)
 
     def _load(self) -> None:
-        if self.protocol not in _LISTEN:
+        if self.protocol not in procnet.STATES:
             raise TunerError(f"protocol must be tcp or udp; got {self.protocol!r}")
         if self.pids:
             if self.port is None:

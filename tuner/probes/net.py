@@ -15,6 +15,7 @@ import ipaddress
 import socket
 from typing import Any
 
+from tuner import procnet
 from tuner.probes.base import Frame, Probe
 
 KIND_SOCK, KIND_LISTEN, KIND_CPU = 1, 2, 3
@@ -28,7 +29,6 @@ COUNTERS = (
     "accepts",
     "rx_packets",
 )
-TCP_LISTEN_HEX = "0A"
 
 
 class NetAcc(ctypes.Structure):
@@ -69,23 +69,8 @@ def accept_backlog(tgid: int, port: int) -> int | None:
     """Connections waiting in the accept queues of TCP listeners on ``port``, as seen from
     the network namespace of process ``tgid`` (``rx_queue`` of LISTEN rows in
     ``/proc/<tgid>/net/tcp{,6}``); None when the process is gone."""
-    total, found = 0, False
-    for name in ("tcp", "tcp6"):
-        try:
-            with open(f"/proc/{tgid}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    cols = line.split()
-                    if (
-                        len(cols) > 4
-                        and cols[3] == TCP_LISTEN_HEX
-                        and int(cols[1].rsplit(":", 1)[1], 16) == port
-                    ):
-                        total += int(cols[4].split(":")[1], 16)
-                        found = True
-        except OSError:
-            continue
-    return total if found else None
+    rows = list(procnet.listening(f"/proc/{tgid}/net", "tcp", port))
+    return sum(q for _, q in rows) if rows else None
 
 
 class NetProbe(Probe):

@@ -13,6 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
+from tuner import procnet
 from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe, ProbeStats, wait_for_window
 from tuner.probes.config import ProbeConfig
@@ -82,29 +83,14 @@ def pids_listening_on(port: int, proc: str = "/proc") -> list[int]:
     >>> pids_listening_on(1, proc="/nonexistent")
     []
     """
-    inodes: set[str] = set()
-    for name, listen_state in (("tcp", "0A"), ("tcp6", "0A"), ("udp", "07"), ("udp6", "07")):
-        try:
-            with open(f"{proc}/net/{name}") as f:
-                next(f, None)
-                for line in f:
-                    cols = line.split()
-                    if (
-                        len(cols) > 9
-                        and cols[3] == listen_state
-                        and int(cols[1].rsplit(":", 1)[1], 16) == port
-                    ):
-                        inodes.add(f"socket:[{cols[9]}]")
-        except OSError:
-            continue
-    pids = []
+    inodes = {
+        inode
+        for protocol in procnet.STATES
+        for inode, _ in procnet.listening(f"{proc}/net", protocol, port)
+    }
     if not inodes:
-        return pids
-    for pid in filter(str.isdigit, os.listdir(proc)):
-        try:
-            fds = os.listdir(f"{proc}/{pid}/fd")
-            if any(os.readlink(f"{proc}/{pid}/fd/{fd}") in inodes for fd in fds):
-                pids.append(int(pid))
-        except OSError:
-            continue
+        return []
+    pids = [
+        int(p) for p in os.listdir(proc) if p.isdigit() and procnet.fds_of(int(p), inodes, proc)
+    ]
     return sorted(pids)
