@@ -86,11 +86,9 @@ static __always_inline void emit(u64 end, struct net_acc *a, struct tuner_contro
     if (!a->bytes_in && !a->bytes_out && !a->retransmits && !a->state_changes && !a->accepts &&
         !a->rx_packets)
         return;
-    struct net_record *r = records.ringbuf_reserve(sizeof(*r));
-    if (!r) {
-        __sync_fetch_and_add(&c->lost, 1);
+    struct net_record *r = tuner_reserve(sizeof(*r), c);
+    if (!r)
         return;
-    }
     r->window_start = end - WINDOW_NS;
     r->window_end = end;
     __builtin_memcpy(&r->acc, a, sizeof(*a));
@@ -102,8 +100,7 @@ static __always_inline void emit(u64 end, struct net_acc *a, struct tuner_contro
     r->acc.state_changes = TAKE(a->state_changes);
     r->acc.accepts = TAKE(a->accepts);
     r->acc.rx_packets = TAKE(a->rx_packets);
-    records.ringbuf_submit(r, 0);
-    __sync_fetch_and_add(&c->records, 1);
+    tuner_submit(r, c);
 }
 
 static __always_inline void flush(u64 now)

@@ -82,3 +82,19 @@ static __always_inline u64 tuner_window_closed(u64 now, struct tuner_control **c
     *cp = c;
     return due;
 }
+
+/* Reserve a record in the ring buffer; a full ring buffer is counted as a lost record. */
+static __always_inline void *tuner_reserve(u32 size, struct tuner_control *c)
+{
+    void *r = records.ringbuf_reserve(size);
+    if (!r)
+        __sync_fetch_and_add(&c->lost, 1);
+    return r;
+}
+
+/* Hand a filled record to user space and count it. */
+static __always_inline void tuner_submit(void *r, struct tuner_control *c)
+{
+    records.ringbuf_submit(r, 0);
+    __sync_fetch_and_add(&c->records, 1);
+}

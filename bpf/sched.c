@@ -57,11 +57,9 @@ static __always_inline void emit(u64 start, u64 end, u32 kind, u32 id, struct sc
     if (!a->oncpu_ns && !a->switches_vol && !a->switches_invol && !a->wakeups &&
         !a->runq_waits && !a->migrations)
         return;  /* idle in this window: no record */
-    struct sched_record *r = records.ringbuf_reserve(sizeof(*r));
-    if (!r) {
-        __sync_fetch_and_add(&c->lost, 1);
+    struct sched_record *r = tuner_reserve(sizeof(*r), c);
+    if (!r)
         return;
-    }
     r->window_start = start;
     r->window_end = end;
     r->kind = kind;
@@ -76,8 +74,7 @@ static __always_inline void emit(u64 start, u64 end, u32 kind, u32 id, struct sc
     r->switches_invol = TAKE(a->switches_invol);
     r->migrations = TAKE(a->migrations);
     r->wakeups = TAKE(a->wakeups);
-    records.ringbuf_submit(r, 0);
-    __sync_fetch_and_add(&c->records, 1);
+    tuner_submit(r, c);
 }
 
 static __always_inline void flush(u64 now)

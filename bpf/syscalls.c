@@ -57,11 +57,9 @@ static __always_inline void flush(u64 now)
         u64 total = a->calls[0] + a->calls[1] + a->calls[2] + a->calls[3] + a->calls[4];
         if (!total)
             continue;
-        struct sys_record *r = records.ringbuf_reserve(sizeof(*r));
-        if (!r) {
-            __sync_fetch_and_add(&c->lost, 1);
+        struct sys_record *r = tuner_reserve(sizeof(*r), c);
+        if (!r)
             continue;
-        }
         r->window_start = end - WINDOW_NS;
         r->window_end = end;
         r->acc.tgid = a->tgid;
@@ -76,8 +74,7 @@ static __always_inline void flush(u64 now)
 #pragma unroll
         for (int j = 0; j < SYS_HIST_BUCKETS; j++)
             r->acc.hist[j] = TAKE(a->hist[j]);
-        records.ringbuf_submit(r, 0);
-        __sync_fetch_and_add(&c->records, 1);
+        tuner_submit(r, c);
     }
 }
 
