@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 import sys
 import textwrap
@@ -47,42 +46,11 @@ class Gated:
 def netns_pair(subnet: str = "10.250.0") -> Iterator[tuple[str, str, str, str]]:
     """Two network namespaces joined by a veth pair: yields (ns_a, addr_a, ns_b, addr_b).
 
-    Both are deleted on exit, also when the body raises.
+    Both are deleted on exit, also when the body raises (see :func:`topology`).
     """
-    tag = uuid.uuid4().hex[:6]
-    a, b = f"tuner-t-{tag}-a", f"tuner-t-{tag}-b"
-    sh = ["ip", "netns", "add", a], ["ip", "netns", "add", b]
-    try:
-        for cmd in sh:
-            subprocess.run(cmd, check=True)
-        for cmd in (
-            [
-                "ip",
-                "link",
-                "add",
-                f"tv{tag}a",
-                "netns",
-                a,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                f"tv{tag}b",
-                "netns",
-                b,
-            ],
-            ["ip", "-n", a, "addr", "add", f"{subnet}.1/24", "dev", f"tv{tag}a"],
-            ["ip", "-n", b, "addr", "add", f"{subnet}.2/24", "dev", f"tv{tag}b"],
-            ["ip", "-n", a, "link", "set", f"tv{tag}a", "up"],
-            ["ip", "-n", b, "link", "set", f"tv{tag}b", "up"],
-            ["ip", "-n", a, "link", "set", "lo", "up"],
-            ["ip", "-n", b, "link", "set", "lo", "up"],
-        ):
-            subprocess.run(cmd, check=True)
-        yield a, f"{subnet}.1", b, f"{subnet}.2"
-    finally:
-        for ns in (a, b):
-            subprocess.run(["ip", "netns", "del", ns], stderr=subprocess.DEVNULL)
+    link = ("a", "tva", "b", "tvb", f"{subnet}.1/24", f"{subnet}.2/24")
+    with topology([link]) as ns:
+        yield ns["a"], f"{subnet}.1", ns["b"], f"{subnet}.2"
 
 
 def tuner_prog_ids() -> set[int]:
@@ -94,14 +62,6 @@ def tuner_prog_ids() -> set[int]:
     ).stdout
     names = ("tracepoint__", "sys_enter", "sys_exit", "tuner_kick", "doctor_")
     return {p["id"] for p in json.loads(out) if p.get("name", "").startswith(names)}
-
-
-def ensure(cond: bool, msg: str) -> None:
-    if not cond:
-        raise AssertionError(msg)
-
-
-os.environ.setdefault("PYTHONUNBUFFERED", "1")
 
 
 @contextlib.contextmanager

@@ -58,19 +58,24 @@ def server():
                 proc.wait()
 
 
+def client_cmd(ns: str, addr: str, seconds: float) -> list[str]:
+    """The connect loop of scripts/reuseport_client.py, run inside namespace ``ns``."""
+    return [
+        "ip",
+        "netns",
+        "exec",
+        ns,
+        sys.executable,
+        str(HERE / "reuseport_client.py"),
+        addr,
+        str(PORT),
+        str(seconds),
+    ]
+
+
 def connect_many(ns: str, addr: str, seconds: float) -> list[tuple[float, int]]:
     out = subprocess.run(
-        [
-            "ip",
-            "netns",
-            "exec",
-            ns,
-            sys.executable,
-            str(HERE / "reuseport_client.py"),
-            addr,
-            str(PORT),
-            str(seconds),
-        ],
+        client_cmd(ns, addr, seconds),
         capture_output=True,
         text=True,
         check=True,
@@ -159,17 +164,7 @@ def test_sigkill_loses_no_connection_and_kernel_takes_over(server):
     try:
         assert tuner.stdout.readline().strip() == "steering"
         client = subprocess.Popen(
-            [
-                "ip",
-                "netns",
-                "exec",
-                ns,
-                sys.executable,
-                str(HERE / "reuseport_client.py"),
-                addr,
-                str(PORT),
-                "3",
-            ],
+            client_cmd(ns, addr, 3),
             stdout=subprocess.PIPE,
             text=True,
         )
