@@ -246,6 +246,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(title="commands", metavar="<command>")
     for add in (_add_doctor, _add_observe, _add_bench, _add_cleanup):
         add(sub)
+    from tuner.agent import cli as agent_cli
+
+    agent_cli.register(sub, _formatter)
+    from tuner.experiment import cli as experiment_cli
+
+    experiment_cli.register(sub, _formatter)
     return parser
 
 

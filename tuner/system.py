@@ -14,6 +14,8 @@ from __future__ import annotations
 import os
 import re
 
+from tuner.errors import TunerError
+
 #: Capability bits (linux/capability.h) the tuner needs, by name.
 CAPABILITIES: dict[str, int] = {
     "CAP_NET_ADMIN": 12,
@@ -88,3 +90,13 @@ def mount_type(path: str, mounts_path: str = "/proc/self/mounts") -> str | None:
             if len(fields) >= 3 and fields[1] == path:
                 found = fields[2]
     return found
+
+
+def require_root(what: str) -> None:
+    """Raise a one-line error when not running as root.
+
+    >>> import os
+    >>> require_root("x") if os.geteuid() == 0 else None
+    """
+    if os.geteuid() != 0:
+        raise TunerError(f"{what} needs root", "run it as root (sudo)")

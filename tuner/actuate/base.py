@@ -21,7 +21,7 @@ import json
 import os
 import shutil
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -94,7 +94,8 @@ class Steering:
     mode: str = "shadow"
     lease_ms: int = 1000
     min_share: float = 0.0
-    decisions: list[Decision] = field(default_factory=list, init=False)
+    #: the latest decisions (at most 1000, so that a long-running agent does not grow)
+    decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=1000), init=False)
     _bpf: Any = field(default=None, init=False, repr=False)
     _generation: int = field(default=0, init=False)
 

@@ -30,6 +30,7 @@ class Window:
 
     end: int  # ns, CLOCK_MONOTONIC: the latest window end among the frames
     frames: list[Frame]
+    closed: int = 0  # ns, CLOCK_MONOTONIC: when the window was closed and read
 
 
 class FeatureStream:
@@ -68,9 +69,10 @@ class FeatureStream:
         stop = None if seconds is None else time.monotonic() + seconds
         while stop is None or time.monotonic() < stop:
             wait_for_window(self.config.window_ms)
+            closed = time.monotonic_ns()
             frames = [f for p in self._open for f in p.poll()]
-            end = max((f.window_end for f in frames), default=time.monotonic_ns())
-            yield Window(end, frames)
+            end = max((f.window_end for f in frames), default=closed)
+            yield Window(end, frames, closed)
 
     def stats(self) -> dict[str, ProbeStats]:
         """Kernel-side counters of each open probe."""

@@ -1,0 +1,1 @@
+"""The tuner agent: the loop that turns probe windows into steering decisions."""

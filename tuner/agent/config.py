@@ -1,0 +1,148 @@
+"""The agent's configuration (``tuner.toml``): every key, its type, range, default and unit.
+
+Keys are validated before anything is loaded into the kernel; an unknown key, a wrong type or
+a value out of range is refused with a message that names the key.
+
+>>> cfg = AgentConfig.from_dict({"target": {"port": 8000}, "policy": {"min_share": 0.1}})
+>>> cfg.get("policy.min_share"), cfg.get("agent.window_ms")
+(0.1, 100)
+>>> AgentConfig.from_dict({"policy": {"min_shares": 0.1}})
+Traceback (most recent call last):
+...
+tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
+are: capacity, hysteresis, kind, max_step, min_share
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import TunerError
+
+# key: (type, default, allowed: (lo, hi) for numbers or a tuple of choices, help with unit)
+SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
+    "target.pids": (list, [], None, "PIDs of the server's workers, in worker order"),
+    "target.port": (int, 0, (0, 65535), "port of the SO_REUSEPORT group (0: from pids)"),
+    "target.netns": (str, "", None, "network namespace of the server ('' : this one)"),
+    "target.protocol": (str, "tcp", ("tcp", "udp"), "protocol of the group"),
+    "agent.window_ms": (int, 100, (10, 10000), "window length, in milliseconds"),
+    "agent.name": (str, "agent", None, "steering name: pins under /sys/fs/bpf/tuner/<name>"),
+    "agent.control_socket": (str, "/run/tuner/agent.sock", None, "Unix socket for mode/status"),
+    "agent.decision_log": (str, "", None, "JSON lines file of decisions ('' : none)"),
+    "agent.lease_ms": (int, 1000, (50, 60000), "lease of a written table, in milliseconds"),
+    "model.kind": (str, "linear", ("linear", "tree", "last"), "load model"),
+    "model.hot_threshold": (float, 0.8, (0.01, 64.0), "hotspot load, fraction of a CPU"),
+    "model.warmup_windows": (int, 20, (0, 100000), "windows before the model may act"),
+    "policy.kind": (
+        str,
+        "spare",
+        ("spare", "pin-first"),
+        "spare: by spare capacity; pin-first: everything to target 0 (to test the guard)",
+    ),
+    "policy.capacity": (float, 1.0, (0.01, 64.0), "load at which a target is full"),
+    "policy.min_share": (float, 0.05, (0.0, 1.0), "smallest share of a live target"),
+    "policy.max_step": (float, 0.25, (0.001, 1.0), "largest share change per window"),
+    "policy.hysteresis": (float, 0.05, (0.0, 1.0), "smallest share change made"),
+    "guard.enabled": (bool, True, None, "go back to shadow when active makes things worse"),
+    "guard.margin": (float, 0.25, (0.0, 10.0), "allowed worsening, fraction of shadow level"),
+    "guard.windows": (int, 10, (1, 100000), "consecutive worse windows before tripping"),
+    "metrics.port": (int, 0, (0, 65535), "Prometheus metrics on 127.0.0.1:port (0: off)"),
+}
+
+
+def _sections() -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for key in SCHEMA:
+        sec, name = key.split(".")
+        out.setdefault(sec, []).append(name)
+    return out
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Validated configuration; read values with :meth:`get` (``"section.key"``)."""
+
+    values: dict[str, Any]
+    source: str = "the config"
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "the config") -> AgentConfig:
+        sections = _sections()
+        values = {k: v[1] for k, v in SCHEMA.items()}
+        for sec, body in data.items():
+            if sec not in sections:
+                raise TunerError(
+                    f"unknown section [{sec}] in {source}",
+                    f"the sections are: {', '.join(sorted(sections))}",
+                )
+            if not isinstance(body, dict):
+                raise TunerError(f"[{sec}] in {source} must be a table")
+            for name, value in body.items():
+                key = f"{sec}.{name}"
+                if key not in SCHEMA:
+                    raise TunerError(
+                        f"unknown key {key!r} in {source}",
+                        f"the keys of [{sec}] are: {', '.join(sorted(sections[sec]))}",
+                    )
+                values[key] = _check(key, value, source)
+        return cls(values, source)
+
+    @classmethod
+    def load(cls, path: str | Path) -> AgentConfig:
+        """Read and validate a TOML file."""
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise TunerError(f"config file {p} does not exist", "check the path") from None
+        except tomllib.TOMLDecodeError as e:
+            raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None
+        return cls.from_dict(data, source=str(p))
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    def with_values(self, **changes: Any) -> AgentConfig:
+        """A copy with ``section__key=value`` changes, validated.
+
+        >>> AgentConfig.from_dict({}).with_values(model__kind="tree").get("model.kind")
+        'tree'
+        """
+        values = dict(self.values)
+        for k, v in changes.items():
+            key = k.replace("__", ".")
+            if key not in SCHEMA:
+                raise TunerError(f"unknown key {key!r}")
+            values[key] = _check(key, v, self.source)
+        return AgentConfig(values, self.source)
+
+
+def _check(key: str, value: Any, source: str) -> Any:
+    typ, _, allowed, help_ = SCHEMA[key]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise TunerError(f"{key!r} in {source} must be a {typ.__name__} ({help_}); got {value!r}")
+    if typ is list and not all(isinstance(v, int) and v > 0 for v in value):
+        raise TunerError(f"{key!r} in {source} must be a list of PIDs; got {value!r}")
+    if isinstance(allowed, tuple) and typ in (int, float):
+        lo, hi = allowed
+        if not lo <= value <= hi:
+            raise TunerError(
+                f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
+            )
+    elif isinstance(allowed, tuple) and value not in allowed:
+        raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def reference() -> str:
+    """The configuration reference as Markdown rows (used to keep the docs true)."""
+    rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
+    for key, (typ, default, allowed, help_) in SCHEMA.items():
+        rng = f" ({', '.join(map(str, allowed))})" if isinstance(allowed, tuple) else ""
+        rows.append(f"| `{key}` | {typ.__name__}{rng} | `{default!r}` | {help_} |")
+    return "\n".join(rows)

@@ -1,0 +1,318 @@
+"""The agent: every window, features -> learner -> policy -> actuator, in shadow or active mode.
+
+::
+
+    sched probe ──frames──> loads per worker ──> Learner.step ──predictions──> SharePolicy
+         ^                                         (learn, score,               │ table
+         │ kernel                                   predict)                    v
+    reuseport group <──── apply (active) / record only (shadow) ──── ReuseportSteering
+                                                                       │ lease renewed
+    decision log (JSON lines) <── every window: mode, predictions, table, why, scores
+
+One window of the loop (:meth:`Agent.step`):
+
+1. Loads per worker from the scheduler probe: ``(on-CPU + run-queue wait) / window``.
+2. The learner scores last window's predictions, learns, and predicts the next window.
+3. Fall back to kernel defaults (the lease is ended) while the features are stale, the model
+   is warming up, or its recent error is worse than the last-value baseline's.
+4. Otherwise the policy picks a table. Active: it is written and the lease renewed. Shadow:
+   it is only logged, and scored one window later against the load that occurred.
+5. The regression guard compares the hottest worker's load with its level during the last
+   shadow period; too much worse for too long, and the agent goes back to shadow by itself.
+
+The scheduling state lives in :class:`Agent`; :mod:`tuner.agent.control` reads and changes
+it (``tuner status``, ``tuner mode``) from another thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, TextIO
+
+from tuner.agent.config import AgentConfig
+from tuner.errors import TunerError
+from tuner.learn.online import Learner, Prediction
+from tuner.policy.shares import SharePolicy, TableDecision, table_for
+from tuner.probes.base import Frame
+
+MODES = ("shadow", "active")
+STALE_WINDOWS = 3
+
+
+def worker_loads(frames: list[Frame], pids: list[int]) -> dict[int, dict[str, float]]:
+    """Per worker index: ``load`` and ``runq_frac`` (fractions of the window) from the
+    scheduler probe's task frames. A worker without frames was idle: load 0.
+
+    >>> x = {"oncpu_ns": 40.0, "runq_wait_ns": 10.0}
+    >>> f = Frame("sched", "task:7", 0, 100, x, {"tgid": "7"})
+    >>> worker_loads([f], [7, 8])
+    {0: {'load': 0.5, 'runq_frac': 0.1}, 1: {'load': 0.0, 'runq_frac': 0.0}}
+    """
+    index = {pid: i for i, pid in enumerate(pids)}
+    busy = [0.0] * len(pids)
+    wait = [0.0] * len(pids)
+    span: dict[int, tuple[int, int]] = {}
+    for f in frames:
+        if f.probe != "sched" or not f.entity.startswith("task:"):
+            continue
+        i = index.get(int(f.labels.get("tgid", 0)))
+        if i is None:
+            continue
+        busy[i] += f.features.get("oncpu_ns", 0.0) + f.features.get("runq_wait_ns", 0.0)
+        wait[i] += f.features.get("runq_wait_ns", 0.0)
+        lo, hi = span.get(i, (f.window_start, f.window_end))
+        span[i] = (min(lo, f.window_start), max(hi, f.window_end))
+    out = {}
+    for i in range(len(pids)):
+        lo, hi = span.get(i, (0, 1))
+        length = max(hi - lo, 1)
+        out[i] = {"load": busy[i] / length, "runq_frac": wait[i] / length}
+    return out
+
+
+@dataclass
+class Guard:
+    """Regression guard: trips after ``windows`` consecutive active windows whose pressure
+    is above the shadow level times ``1 + margin``.
+
+    >>> g = Guard(margin=0.5, windows=2)
+    >>> [g.observe("shadow", p) for p in (0.4, 0.4)]
+    [False, False]
+    >>> [g.observe("active", p) for p in (0.7, 0.7)]
+    [False, True]
+    """
+
+    margin: float = 0.25
+    windows: int = 10
+    enabled: bool = True
+
+    def __post_init__(self) -> None:
+        self.shadow_level: deque = deque(maxlen=200)
+        self.worse = 0
+        self.reason = ""
+
+    def observe(self, mode: str, pressure: float) -> bool:
+        """Feed one window; True when the guard trips (active mode only)."""
+        if mode == "shadow":
+            self.shadow_level.append(pressure)
+            self.worse = 0
+            return False
+        if not self.enabled or len(self.shadow_level) < 2:
+            return False
+        level = sum(self.shadow_level) / len(self.shadow_level)
+        if pressure > level * (1 + self.margin) + 1e-9:
+            self.worse += 1
+        else:
+            self.worse = 0
+        if self.worse >= self.windows:
+            self.reason = (
+                f"hottest worker load {pressure:.2f} above shadow level {level:.2f} "
+                f"+{self.margin:.0%} for {self.worse} windows"
+            )
+            self.worse = 0
+            return True
+        return False
+
+
+class Agent:
+    """Holds the loop's state; :meth:`step` runs one window against an actuator.
+
+    ``steering`` is anything with ``apply(table)``, ``renew()``, ``expire()`` and
+    ``set_mode(mode)`` (:class:`~tuner.actuate.reuseport.ReuseportSteering`).
+    """
+
+    def __init__(self, config: AgentConfig, pids: list[int], mode: str = "shadow") -> None:
+        if mode not in MODES:
+            raise TunerError(f"mode must be shadow or active; got {mode!r}")
+        self.config = config
+        self.pids = list(pids)
+        self.mode = mode
+        self.started = time.time()
+        self.learner = Learner(config.get("model.kind"), config.get("model.hot_threshold"))
+        self.policy = SharePolicy(
+            capacity=config.get("policy.capacity"),
+            min_share=config.get("policy.min_share"),
+            max_step=config.get("policy.max_step"),
+            hysteresis=config.get("policy.hysteresis"),
+        )
+        self.policy.check(len(pids))
+        self.guard = Guard(
+            config.get("guard.margin"), config.get("guard.windows"), config.get("guard.enabled")
+        )
+        self.lock = threading.Lock()
+        self.windows = 0
+        self.stale = 0
+        self.last: dict[str, Any] = {}
+        self.latency_ms: deque = deque(maxlen=1000)
+        self.shadow_scores = {"decisions": 0, "hot_tp": 0, "hot_fp": 0, "hot_fn": 0, "gap": 0.0}
+        self._prev: tuple[dict[str, Prediction], TableDecision | None] | None = None
+        self._log: TextIO | None = None
+        self._steering: Any = None
+        self.records_lost = 0
+        self.decisions_written = 0
+
+    # -- control --------------------------------------------------------------------------
+    def set_mode(self, mode: str, why: str = "requested") -> None:
+        """Switch mode now. To shadow: no more writes, the lease is left to lapse."""
+        if mode not in MODES:
+            raise TunerError(f"mode must be shadow or active; got {mode!r}")
+        with self.lock:
+            if mode != self.mode:
+                self.mode = mode
+                if self._steering is not None:
+                    self._steering.set_mode(mode)
+                self._write_log({"t": time.time(), "event": "mode", "mode": mode, "why": why})
+
+    def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
+        """Answer a control request (see :mod:`tuner.agent.control`)."""
+        if msg["cmd"] == "mode":
+            self.set_mode(str(msg.get("mode")), why="tuner mode")
+            return {"mode": self.mode}
+        if msg["cmd"] == "status":
+            return self.status()
+        raise TunerError(f"unknown command {msg['cmd']!r}", "use status or mode")
+
+    def status(self) -> dict[str, Any]:
+        """Mode, uptime, entities, last decision, model vs baseline error, loop latency."""
+        lat = sorted(self.latency_ms)
+        model_mae, base_mae = self.learner.recent_mae()
+        s = self.shadow_scores
+        decided = max(1, s["decisions"])
+        with self.lock:
+            return {
+                "mode": self.mode,
+                "uptime_s": round(time.time() - self.started, 1),
+                "windows": self.windows,
+                "entities": len(self.pids),
+                "pids": self.pids,
+                "last_decision": self.last,
+                "model": self.config.get("model.kind"),
+                "model_mae_recent": round(model_mae, 4),
+                "baseline_mae_recent": round(base_mae, 4),
+                "scores": {k: round(v, 4) for k, v in self.learner.scores().items()},
+                "shadow": {
+                    "decisions": s["decisions"],
+                    "hotspot_precision": _ratio(s["hot_tp"], s["hot_tp"] + s["hot_fp"]),
+                    "hotspot_recall": _ratio(s["hot_tp"], s["hot_tp"] + s["hot_fn"]),
+                    "mean_gap_to_balanced": round(s["gap"] / decided, 4),
+                },
+                "guard": self.guard.reason or "armed"
+                if self.guard.shadow_level
+                else "no shadow period yet",
+                "records_lost": self.records_lost,
+                "cpu_s": round(sum(os.times()[:2]), 3),
+                "loop_ms_p50": round(lat[len(lat) // 2], 3) if lat else None,
+                "loop_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
+            }
+
+    # -- the loop -------------------------------------------------------------------------
+    def open_log(self, path: str) -> None:
+        if path:
+            os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+            self._log = open(path, "a", buffering=1)  # noqa: SIM115 - closed in close_log
+
+    def close_log(self) -> None:
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def _write_log(self, entry: dict[str, Any]) -> None:
+        if self._log is not None:
+            self._log.write(json.dumps(entry) + "\n")
+
+    def step(self, frames: list[Frame], steering: Any, closed_ns: int | None = None) -> dict:
+        """One window: learn, predict, decide, act; returns the decision log entry.
+
+        ``closed_ns`` (CLOCK_MONOTONIC) is when the window was closed: the loop latency is
+        measured from there to the table written."""
+        self._steering = steering
+        measured = worker_loads(frames, self.pids)
+        entities = [f"worker:{i}" for i in range(len(self.pids))]
+        loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
+        extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
+        shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
+        self._score_shadow(loads)
+        preds = self.learner.step(loads, extra, dict(zip(entities, shares_now, strict=False)))
+        self.windows += 1
+        self.stale = self.stale + 1 if not frames else 0
+        pressure = max(loads.values())
+        if self.guard.observe(self.mode, pressure):
+            self.set_mode("shadow", why=f"regression guard: {self.guard.reason}")
+        model_mae, base_mae = self.learner.recent_mae()
+        fallback = ""
+        if self.stale >= STALE_WINDOWS:
+            fallback = f"no features for {self.stale} windows"
+        elif self.learner.windows_ < self.config.get("model.warmup_windows"):
+            fallback = f"model warming up ({self.learner.windows_} windows)"
+        elif self.learner.windows_ > 50 and model_mae > base_mae * 1.05:
+            fallback = f"model error {model_mae:.3f} worse than baseline {base_mae:.3f}"
+        decision = None
+        entry: dict[str, Any] = {"t": time.time(), "window": self.windows}
+        with self.lock:
+            mode = self.mode
+            if fallback:
+                if mode == "active":
+                    steering.expire()
+                self.policy.reset()
+                entry.update(mode=mode, written=False, fallback=fallback)
+            else:
+                decision = self._decide([preds[e].load for e in entities])
+                d = steering.apply(decision.table) if decision.changed else None
+                self.decisions_written += bool(d and d.written)
+                if not decision.changed:
+                    steering.renew()
+                entry.update(
+                    mode=mode,
+                    written=bool(d and d.written) or (mode == "active" and not decision.changed),
+                    changed=decision.changed,
+                    shares=[round(s, 4) for s in decision.shares],
+                    table=decision.table if decision.changed else None,
+                    why=decision.why,
+                )
+        if closed_ns is not None:
+            ms = (time.monotonic_ns() - closed_ns) / 1e6
+            self.latency_ms.append(ms)
+            entry["loop_ms"] = round(ms, 3)
+        entry["loads"] = {e: round(v, 4) for e, v in loads.items()}
+        entry["predictions"] = {
+            e: [round(p.load, 4), round(p.baseline, 4), round(p.p_hot, 3)] for e, p in preds.items()
+        }
+        self._prev = (preds, decision)
+        self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
+        self.last["why"] = entry.get("fallback") or entry.get("why", "")
+        self._write_log(entry)
+        return entry
+
+    def _decide(self, predicted: list[float]) -> TableDecision:
+        if self.config.get("policy.kind") == "pin-first":
+            shares = [1.0] + [0.0] * (len(predicted) - 1)
+            return TableDecision(shares, table_for(shares), True, "pin-first policy")
+        return self.policy.decide(predicted)
+
+    def _score_shadow(self, loads: dict[str, float]) -> None:
+        """Score the previous window's decision against the load that occurred."""
+        if self._prev is None or self.mode != "shadow" or self._prev[1] is None:
+            return
+        preds, decision = self._prev
+        thr = self.learner.threshold
+        s = self.shadow_scores
+        s["decisions"] += 1
+        for e, load in loads.items():
+            p = preds.get(e)
+            if p is None:
+                continue
+            said, was = p.p_hot > 0.5 or p.load > thr, load > thr
+            s["hot_tp"] += said and was
+            s["hot_fp"] += said and not was
+            s["hot_fn"] += was and not said
+        balanced = self.policy.target_shares(list(loads.values()))
+        s["gap"] += sum(abs(a - b) for a, b in zip(balanced, decision.shares, strict=False)) / 2
+
+
+def _ratio(a: int, b: int) -> float | None:
+    return round(a / b, 4) if b else None

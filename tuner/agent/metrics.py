@@ -1,0 +1,87 @@
+"""Prometheus metrics of a running agent on ``127.0.0.1:<metrics.port>`` (off by default).
+
+Served in the text exposition format at ``/metrics``: windows, decisions, model and baseline
+error, records lost, mode, and a histogram of the control-loop latency.
+
+>>> class A:
+...     windows, records_lost, mode = 3, 0, "shadow"
+...     latency_ms = [0.5, 2.0]
+...     decisions_written = 1
+...     learner = type("L", (), {"recent_mae": lambda self: (0.1, 0.2)})()
+>>> print(render(A()).splitlines()[0])
+# TYPE tuner_windows_total counter
+"""
+
+from __future__ import annotations
+
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tuner.errors import TunerError
+
+BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250)
+
+
+def render(agent: Any) -> str:
+    """The metrics of ``agent`` in Prometheus' text format."""
+    model, base = agent.learner.recent_mae()
+    lat = list(agent.latency_ms)
+    lines = [
+        "# TYPE tuner_windows_total counter",
+        f"tuner_windows_total {agent.windows}",
+        "# TYPE tuner_decisions_written_total counter",
+        f"tuner_decisions_written_total {agent.decisions_written}",
+        "# TYPE tuner_records_lost_total counter",
+        f"tuner_records_lost_total {agent.records_lost}",
+        "# TYPE tuner_active gauge",
+        f"tuner_active {int(agent.mode == 'active')}",
+        "# TYPE tuner_model_mae gauge",
+        f'tuner_model_mae{{model="model"}} {model}',
+        f'tuner_model_mae{{model="baseline"}} {base}',
+        "# TYPE tuner_loop_latency_ms histogram",
+    ]
+    for b in BUCKETS_MS:
+        lines.append(f'tuner_loop_latency_ms_bucket{{le="{b}"}} {sum(x <= b for x in lat)}')
+    lines.append(f'tuner_loop_latency_ms_bucket{{le="+Inf"}} {len(lat)}')
+    lines.append(f"tuner_loop_latency_ms_sum {sum(lat)}")
+    lines.append(f"tuner_loop_latency_ms_count {len(lat)}")
+    return "\n".join(lines) + "\n"
+
+
+class MetricsServer:
+    """Serves :func:`render` of ``agent`` on 127.0.0.1:``port`` in a background thread."""
+
+    def __init__(self, port: int, agent: Any) -> None:
+        self.port = port
+        self.agent = agent
+        self._server: ThreadingHTTPServer | None = None
+
+    def __enter__(self) -> MetricsServer:
+        agent = self.agent
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                body = render(agent).encode()
+                self.send_response(200 if self.path == "/metrics" else 404)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body if self.path == "/metrics" else b"")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        try:
+            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        except OSError as e:
+            raise TunerError(
+                f"cannot serve metrics on 127.0.0.1:{self.port}: {e.strerror}",
+                "pick a free port for metrics.port",
+            ) from None
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()

@@ -1,0 +1,121 @@
+"""``tuner run``: open the probes, the actuator and the control socket, then loop.
+
+Everything is opened in one :class:`~contextlib.ExitStack`, so SIGTERM, Ctrl-C or an error
+detaches the probes and the steering program and removes the pins and the socket. After a
+SIGKILL the lease lapses (kernel defaults return within ``agent.lease_ms``) and
+``tuner cleanup`` removes the rest.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextlib import ExitStack
+from typing import Any
+
+from tuner.agent.config import AgentConfig
+from tuner.agent.control import ControlServer
+from tuner.agent.loop import Agent
+from tuner.errors import TunerError
+
+
+def resolve_pids(config: AgentConfig) -> list[int]:
+    """The workers to observe and steer: ``target.pids``, or the processes that listen on
+    ``target.port`` (in ``target.netns`` when set), in PID order."""
+    pids = list(config.get("target.pids"))
+    if not pids:
+        port = config.get("target.port")
+        if not port:
+            raise TunerError(f"{config.source} names no target", "set target.pids or target.port")
+        from tuner import netns
+        from tuner.probes.stream import pids_listening_on
+
+        with netns.inside(config.get("target.netns") or None):
+            pids = pids_listening_on(port)
+        if not pids:
+            raise TunerError(
+                f"no process listens on port {port}", "start the server first, or fix target.port"
+            )
+    for pid in pids:
+        if not os.path.exists(f"/proc/{pid}"):
+            raise TunerError(f"target process {pid} does not exist", "check target.pids")
+    return sorted(pids)
+
+
+def run_agent(
+    config: AgentConfig,
+    mode: str = "shadow",
+    seconds: float | None = None,
+    progress: Any = None,
+) -> Agent:
+    """Run the agent until ``seconds`` pass (forever when None) or it is interrupted."""
+    from tuner.actuate.reuseport import ReuseportSteering
+    from tuner.agent.metrics import MetricsServer
+    from tuner.probes.config import ProbeConfig
+    from tuner.probes.stream import FeatureStream
+
+    pids = resolve_pids(config)
+    agent = Agent(config, pids, mode)
+    port = config.get("target.port")
+    if not port:
+        raise TunerError(f"{config.source} has no target.port", "set the port of the server")
+    with ExitStack() as stack:
+        steering = stack.enter_context(
+            ReuseportSteering(
+                name=config.get("agent.name"),
+                mode=mode,
+                lease_ms=config.get("agent.lease_ms"),
+                min_share=0.0
+                if config.get("policy.kind") == "pin-first"
+                else config.get("policy.min_share"),
+                pids=pids,
+                port=port,
+                protocol=config.get("target.protocol"),
+            )
+        )
+        if steering.targets() != len(pids):
+            raise TunerError(
+                f"the reuseport group has {steering.targets()} sockets for {len(pids)} workers",
+                "give each worker one socket on the port",
+            )
+        stream = stack.enter_context(
+            FeatureStream(
+                ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
+                probes=("sched",),
+            )
+        )
+        stack.enter_context(ControlServer(config.get("agent.control_socket"), agent.handle))
+        if config.get("metrics.port"):
+            stack.enter_context(MetricsServer(config.get("metrics.port"), agent))
+        agent.open_log(config.get("agent.decision_log"))
+        stack.callback(agent.close_log)
+        if progress:
+            progress(agent)
+        try:
+            windows = stream.windows(seconds)
+            for window in windows:
+                _step(agent, pids, stream, steering, window)
+        except KeyboardInterrupt:
+            pass  # SIGTERM or Ctrl-C: leave the stack, which detaches everything
+    return agent
+
+
+def _step(agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any) -> None:
+    """One window, after checking that every worker still exists."""
+    gone = [p for p in pids if not os.path.exists(f"/proc/{p}")]
+    if gone:
+        raise TunerError(
+            f"target process {gone[0]} exited", "restart the agent when the server is back"
+        )
+    agent.step(window.frames, steering, window.closed)
+    agent.records_lost = sum(s.lost for s in stream.stats().values())
+
+
+def main_loop_banner(agent: Agent) -> None:
+    print(
+        f"tuner run: {agent.mode} mode, {len(agent.pids)} workers {agent.pids}, "
+        f"model {agent.config.get('model.kind')}; control socket "
+        f"{agent.config.get('agent.control_socket')}; Ctrl-C to stop",
+        file=sys.stderr,
+        flush=True,
+    )

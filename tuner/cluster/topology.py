@@ -1,0 +1,243 @@
+"""A test cluster on one machine: network namespaces joined by veth pairs and a bridge.
+
+::
+
+      tnr-<tag>-client0     tnr-<tag>-client1     tnr-<tag>-server
+        eth0 198.18.0.11      eth0 198.18.0.12      eth0 198.18.0.1
+          |                     |                     |
+      +---c0--------------------c1--------------------s0---+   tnr-<tag>-switch
+      |                      br0 (bridge)                  |
+      +----------------------------------------------------+
+
+Addresses come from 198.18.0.0/15, the range RFC 2544 reserves for benchmarks; they exist
+only inside the namespaces, so no traffic reaches the machine's own interfaces. Processes are
+started inside a host with :meth:`Cluster.popen` and are killed when the cluster goes down.
+Every namespace of a cluster is named ``tnr-<tag>-<host>``: :func:`down_all` removes what a
+crashed run left behind (``tuner cluster down``).
+
+>>> plan = Cluster(clients=2, tag="doc").plan()
+>>> [(h.name, h.role, h.address) for h in plan]
+[('server', 'server', '198.18.0.1'), ('client0', 'client', '198.18.0.11'), \
+('client1', 'client', '198.18.0.12')]
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from tuner.errors import TunerError
+
+PREFIX = "tnr-"
+SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
+NETNS_DIR = "/var/run/netns"
+
+
+@dataclass(frozen=True)
+class Host:
+    """One host of the cluster: a network namespace with one interface ``eth0``."""
+
+    name: str  # logical name: server, client0, backend0 ...
+    role: str  # server | client | backend
+    netns: str  # the namespace's name (as `ip netns list` shows it)
+    address: str  # IPv4 address of eth0 (/24)
+    port: str  # the bridge port in the switch namespace
+
+
+@dataclass
+class Cluster:
+    """N hosts on a bridge. Use as a context manager: leaving it kills every process started
+    in it and deletes every namespace, also when the body raises.
+
+    Parameters
+    ----------
+    clients : int
+        Client hosts (1 to 20).
+    backends : int
+        Backend hosts (0 to 20), for XDP-steered set-ups.
+    tag : str
+        Part of every namespace name; random when empty.
+    """
+
+    clients: int = 2
+    backends: int = 0
+    tag: str = ""
+    hosts: list[Host] = field(default_factory=list, init=False)
+    _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
+
+    def plan(self) -> list[Host]:
+        """The hosts this cluster will have, without creating anything."""
+        if not 1 <= self.clients <= 20:
+            raise TunerError(f"clients must be 1 to 20; got {self.clients}")
+        if not 0 <= self.backends <= 20:
+            raise TunerError(f"backends must be 0 to 20; got {self.backends}")
+        tag = self.tag or uuid.uuid4().hex[:6]
+        self.tag = tag
+        hosts = [Host("server", "server", f"{PREFIX}{tag}-server", f"{SUBNET}.1", "s0")]
+        for i in range(self.clients):
+            hosts.append(
+                Host(
+                    f"client{i}",
+                    "client",
+                    f"{PREFIX}{tag}-client{i}",
+                    f"{SUBNET}.{11 + i}",
+                    f"c{i}",
+                )
+            )
+        for i in range(self.backends):
+            hosts.append(
+                Host(
+                    f"backend{i}",
+                    "backend",
+                    f"{PREFIX}{tag}-backend{i}",
+                    f"{SUBNET}.{31 + i}",
+                    f"b{i}",
+                )
+            )
+        return hosts
+
+    @property
+    def switch(self) -> str:
+        return f"{PREFIX}{self.tag}-switch"
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def by_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if h.role == role]
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def up(self) -> Cluster:
+        """Create the namespaces, the bridge and one veth pair per host."""
+        from pyroute2 import NetNS, netns
+
+        planned = self.plan()
+        try:
+            netns.create(self.switch)
+            with NetNS(self.switch) as sw:
+                sw.link("add", ifname="br0", kind="bridge")
+                bridge = sw.link_lookup(ifname="br0")[0]
+                sw.link("set", index=bridge, state="up")
+                for h in planned:
+                    netns.create(h.netns)
+                    self.hosts.append(h)
+                    _quiet_ipv6(h.netns)
+                    sw.link(
+                        "add",
+                        ifname=h.port,
+                        kind="veth",
+                        peer={"ifname": "eth0", "net_ns_fd": h.netns},
+                    )
+                    port = sw.link_lookup(ifname=h.port)[0]
+                    sw.link("set", index=port, master=bridge, state="up")
+                    with NetNS(h.netns) as ns:
+                        eth = ns.link_lookup(ifname="eth0")[0]
+                        ns.addr("add", index=eth, address=h.address, prefixlen=24)
+                        ns.link("set", index=eth, state="up")
+                        ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+        except BaseException:
+            self.down()
+            raise
+        return self
+
+    def popen(self, host: str | Host, argv: Sequence[str], **kwargs) -> subprocess.Popen:
+        """Start ``argv`` inside ``host``; it is killed when the cluster goes down."""
+        h = host if isinstance(host, Host) else self.host(host)
+        proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv], **kwargs)
+        self._procs.append(proc)
+        return proc
+
+    def down(self) -> None:
+        """Kill what runs in the cluster and delete its namespaces (links go with them)."""
+        stop_processes(self._procs)
+        self._procs = []
+        names = [h.netns for h in self.hosts] + ([self.switch] if self.tag else [])
+        remove_namespaces(names)
+        self.hosts = []
+
+    def __enter__(self) -> Cluster:
+        return self.up()
+
+    def __exit__(self, *exc: object) -> None:
+        self.down()
+
+
+def _quiet_ipv6(name: str) -> None:
+    """IPv6 off in a host, so that its interface counters count only the workload."""
+    for key in ("all", "default"):
+        path = f"net.ipv6.conf.{key}.disable_ipv6=1"
+        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", path], check=False)
+
+
+def stop_processes(procs: Sequence[subprocess.Popen], grace: float = 2.0) -> None:
+    """SIGTERM, then SIGKILL after ``grace`` seconds, for every process still running."""
+    live = [p for p in procs if p.poll() is None]
+    for p in live:
+        p.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    for p in live:
+        try:
+            p.wait(timeout=max(0.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+
+
+def namespace_pids(name: str) -> list[int]:
+    """Processes whose network namespace is ``name``."""
+    try:
+        target = os.stat(f"{NETNS_DIR}/{name}").st_ino
+    except OSError:
+        return []
+    pids = []
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                if os.stat(f"/proc/{p}/ns/net").st_ino == target:
+                    pids.append(int(p))
+            except OSError:
+                continue  # gone, or a kernel thread
+    return pids
+
+
+def remove_namespaces(names: Sequence[str]) -> list[str]:
+    """Kill the processes inside each namespace, then delete it. Returns the ones deleted."""
+    from pyroute2 import netns
+
+    removed = []
+    for name in names:
+        if not os.path.exists(f"{NETNS_DIR}/{name}"):
+            continue
+        for pid in namespace_pids(name):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        netns.remove(name)
+        removed.append(name)
+    return removed
+
+
+def leftovers(prefix: str = PREFIX) -> list[str]:
+    """Namespaces of clusters that still exist (``tnr-*``).
+
+    >>> leftovers(prefix="no-such-prefix-")
+    []
+    """
+    try:
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+    except FileNotFoundError:
+        return []
+
+
+def down_all(prefix: str = PREFIX) -> list[str]:
+    """Remove every cluster namespace and what runs in it (what ``tuner cluster down`` does)."""
+    return remove_namespaces(leftovers(prefix))

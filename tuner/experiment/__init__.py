@@ -1,0 +1,1 @@
+"""Tuning experiments: specs, the runner of arms, and the reports."""

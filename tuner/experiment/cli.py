@@ -1,0 +1,165 @@
+"""Subcommands ``tuner experiment run|list`` and ``tuner cluster down|list``.
+
+>>> import argparse
+>>> p = argparse.ArgumentParser(); sub = p.add_subparsers()
+>>> register(sub, argparse.HelpFormatter)
+>>> p.parse_args(["experiment", "run", "x.toml", "--profile", "uniform"]).profile
+'uniform'
+>>> bar("kernel", 0.5, "10 requests", width=10)
+'kernel     [#####.....]  50%  10 requests'
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from tuner.errors import TunerError
+from tuner.workload.profiles import NAMES as PROFILES
+
+
+def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
+    e = sub.add_parser(
+        "experiment",
+        formatter_class=formatter,
+        help="run tuning experiments on a test cluster of network namespaces",
+        description="Bring up a test cluster, run the reference workload under each arm\n"
+        "(kernel, reactive, shadow, active) with the same seed, and write\n"
+        "summary.json, samples.parquet, plots and report.md. See docs/experiments.md.",
+        epilog="examples:\n  tuner experiment list\n  tuner experiment run "
+        "experiments/default.toml\n  tuner experiment run experiments/default.toml "
+        "--profile uniform --out /tmp/u",
+    )
+    esub = e.add_subparsers(title="commands", metavar="<command>")
+    r = esub.add_parser(
+        "run",
+        formatter_class=formatter,
+        help="run one spec, all its arms back to back",
+        description="Run the spec's arms back to back on one cluster with one seed; a\n"
+        "progress bar per arm; Ctrl-C stops and still writes what was measured.",
+        epilog="examples:\n  tuner experiment run experiments/default.toml --out results/default",
+    )
+    r.add_argument("path", metavar="PATH", help="experiment spec (TOML)")
+    r.add_argument("--out", metavar="DIR", help="output folder (default: results/<name>)")
+    r.add_argument("--profile", choices=PROFILES, help="override the spec's skew profile")
+    r.add_argument("--arms", metavar="A,B", help="run only these arms (comma-separated)")
+    r.add_argument("--json", action="store_true", help="print summary.json instead of a table")
+    r.set_defaults(func=_run)
+    ls = esub.add_parser(
+        "list",
+        formatter_class=formatter,
+        help="show the experiment specs in a folder",
+        epilog="examples:\n  tuner experiment list\n  tuner experiment list --dir my-specs",
+    )
+    ls.add_argument("--dir", default="experiments", help="folder of specs (default: %(default)s)")
+    ls.set_defaults(func=_list)
+    e.set_defaults(func=lambda _a: e.print_help() or 2)
+
+    c = sub.add_parser(
+        "cluster",
+        formatter_class=formatter,
+        help="list or remove test-cluster namespaces (tnr-*) left behind",
+        description="Test clusters are network namespaces named tnr-<tag>-<host>. They are\n"
+        "removed when an experiment ends; `down` removes any a crash left behind,\n"
+        "with every process inside them.",
+        epilog="examples:\n  tuner cluster list\n  tuner cluster down",
+    )
+    csub = c.add_subparsers(title="commands", metavar="<command>")
+    csub.add_parser("list", help="list cluster namespaces").set_defaults(func=_cluster_list)
+    csub.add_parser("down", help="remove every cluster namespace").set_defaults(func=_cluster_down)
+    c.set_defaults(func=lambda _a: c.print_help() or 2)
+
+
+def bar(arm: str, fraction: float, note: str, width: int = 30) -> str:
+    """One progress line."""
+    done = int(round(fraction * width))
+    return f"{arm:<10} [{'#' * done}{'.' * (width - done)}] {fraction:4.0%}  {note}"
+
+
+class _Progress:
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+        self.last = 0.0
+
+    def __call__(self, arm: str, fraction: float, note: str) -> None:
+        now = time.monotonic()
+        final = fraction >= 1.0
+        if not self.tty and not final and now - self.last < 5:
+            return
+        self.last = now
+        end = "\n" if final or not self.tty else ""
+        print(
+            ("\r" if self.tty else "") + bar(arm, fraction, note),
+            end=end,
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _run(args: argparse.Namespace) -> int:
+    from tuner.experiment.report import table, write_all
+    from tuner.experiment.runner import Runner
+    from tuner.experiment.spec import ARMS, ExperimentSpec
+    from tuner.system import require_root
+
+    spec = ExperimentSpec.load(args.path)
+    if args.profile:
+        spec = spec.with_profile(args.profile)
+    if args.arms:
+        arms = [a.strip() for a in args.arms.split(",")]
+        bad = [a for a in arms if a not in ARMS]
+        if bad:
+            raise TunerError(f"unknown arm {bad[0]!r}", f"choose from {', '.join(ARMS)}")
+        spec.arms = arms
+    require_root("tuner experiment run")
+    out = Path(args.out or f"results/{spec.get('name')}-{spec.get('workload.profile')}")
+    print(
+        f"experiment {spec.get('name')}: profile {spec.get('workload.profile')}, arms "
+        f"{', '.join(spec.arms)}, {spec.get('warmup_s') + spec.get('duration_s'):g} s each; "
+        f"output in {out}; Ctrl-C stops and keeps what was measured",
+        file=sys.stderr,
+    )
+    results = Runner(spec, out, _Progress()).run()
+    summary = write_all(spec, results, out)
+    print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if any(r.interrupted for r in results):
+        print(f"tuner: interrupted; partial results in {out}", file=sys.stderr)
+        return 130
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from tuner.experiment.spec import list_specs
+
+    folder = Path(args.dir)
+    if not folder.is_dir():
+        raise TunerError(f"{folder} is not a folder", "pass --dir with the folder of specs")
+    for s in list_specs(folder):
+        w = s.to_json()["workload"]
+        print(
+            f"{str(s.path):<34} {w['profile']:<17} {w['rate']:>7g} req/s  "
+            f"{s.get('warmup_s') + s.get('duration_s'):g} s x {len(s.arms)} arms"
+        )
+        if s.get("description"):
+            print(f"    {s.get('description')}")
+    return 0
+
+
+def _cluster_list(args: argparse.Namespace) -> int:
+    from tuner.cluster import leftovers
+
+    names = leftovers()
+    print("\n".join(names) if names else "no cluster namespaces")
+    return 0
+
+
+def _cluster_down(args: argparse.Namespace) -> int:
+    from tuner.cluster import down_all
+
+    removed = down_all()
+    print("\n".join(f"removed {n}" for n in removed) if removed else "no cluster namespaces")
+    return 0

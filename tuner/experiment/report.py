@@ -1,0 +1,220 @@
+"""What an experiment writes: summary.json, samples.parquet, plots, report.md.
+
+Per arm (requests sent after the warm-up only):
+
+- ``requests``, ``errors`` (no answer, or a failed connection), ``throughput_rps``;
+- ``p50_ms`` ... ``p99_9_ms``: latency from the scheduled send to the answer;
+- ``imbalance``: per 1-s bucket, the busiest worker's service time over the mean worker's,
+  averaged over buckets (1.0 is perfect balance);
+- ``decisions_per_s``: tables the arm's controller changed per second (written ones in
+  ``active``/``reactive``, would-be ones in ``shadow``);
+- ``tuner_cpu_s``: CPU time the agent process used.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuner.experiment.runner import ArmResult
+from tuner.experiment.spec import ExperimentSpec
+
+BUCKET_S = 1.0
+
+
+def worker_load(samples: np.ndarray, workers: int, bucket_s: float = BUCKET_S) -> np.ndarray:
+    """Service time per worker per bucket as a fraction of the bucket: shape (buckets, workers).
+
+    >>> from tuner.workload.loadgen import SAMPLE
+    >>> x = np.zeros(2, dtype=SAMPLE); x["ok"] = 1; x["worker"] = [0, 1]
+    >>> x["service_us"] = [500000, 250000]; x["t_send"] = [0.1, 0.2]
+    >>> worker_load(x, 2).tolist()
+    [[0.5, 0.25]]
+    """
+    ok = samples[samples["ok"] == 1]
+    if ok.size == 0:
+        return np.zeros((0, workers))
+    buckets = int(samples["t_send"].max() // bucket_s) + 1
+    out = np.zeros((buckets, workers))
+    idx = (ok["t_send"] // bucket_s).astype(int)
+    np.add.at(out, (idx, ok["worker"].astype(int)), ok["service_us"] / 1e6 / bucket_s)
+    return out
+
+
+def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
+    """The summary of one arm (see the module docstring)."""
+    warm, dur = spec.get("warmup_s"), spec.get("duration_s")
+    x = r.samples[r.samples["t_send"] >= warm]
+    ok = x["ok"] == 1
+    lat = x["latency"][ok] * 1e3
+    out: dict[str, Any] = {
+        "requests": int(x.size),
+        "errors": int(x.size - ok.sum()),
+        "throughput_rps": round(float(ok.sum()) / dur, 1),
+    }
+    for q in (50, 90, 99, 99.9):
+        key = f"p{q:g}_ms".replace(".", "_")
+        out[key] = round(float(np.percentile(lat, q)), 3) if lat.size else None
+    load = worker_load(x, spec.get("server.workers"))[int(warm // BUCKET_S) :]
+    busy = load[load.mean(axis=1) > 0]
+    out["imbalance"] = (
+        round(float((busy.max(axis=1) / busy.mean(axis=1)).mean()), 3) if busy.size else None
+    )
+    changes = [
+        d
+        for d in r.decisions
+        if d.get("changed") and (d.get("written") or d.get("mode") == "shadow")
+    ]
+    out["decisions_per_s"] = round(len(changes) / (dur + warm), 2) if r.decisions else 0.0
+    out["tuner_cpu_s"] = round(r.tuner_cpu_s, 2)
+    if r.agent_status:
+        sc = r.agent_status.get("scores", {})
+        out["model_mae"] = sc.get("model_mae")
+        out["baseline_mae"] = sc.get("baseline_mae")
+        out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
+    if r.interrupted:
+        out["interrupted"] = True
+    return out
+
+
+def write_all(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> dict[str, Any]:
+    """Write every output file into ``out``; returns the summary."""
+    summary = {
+        "spec": spec.to_json(),
+        "arms": {r.arm: arm_metrics(r, spec) for r in results},
+    }
+    kernel = summary["arms"].get("kernel", {}).get("p99_ms")
+    for m in summary["arms"].values():
+        if kernel and m.get("p99_ms") is not None:
+            m["p99_vs_kernel"] = round(m["p99_ms"] / kernel, 3)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    _parquet(results, out / "samples.parquet")
+    _plots(spec, results, out)
+    (out / "report.md").write_text(_report(spec, summary))
+    return summary
+
+
+def _parquet(results: list[ArmResult], path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    cols: dict[str, list] = {
+        k: []
+        for k in ("arm", "client", "t_send_s", "latency_ms", "conn", "worker", "service_us", "ok")
+    }
+    for r in results:
+        x = r.samples
+        cols["arm"].append(np.full(x.size, r.arm))
+        cols["client"].append(x["client"])
+        cols["t_send_s"].append(x["t_send"])
+        cols["latency_ms"].append(x["latency"] * 1e3)
+        cols["conn"].append(x["conn"])
+        cols["worker"].append(x["worker"])
+        cols["service_us"].append(x["service_us"])
+        cols["ok"].append(x["ok"].astype(bool))
+    table = pa.table({k: np.concatenate(v) if v else [] for k, v in cols.items()})
+    pq.write_table(table, path)
+
+
+def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    warm = spec.get("warmup_s")
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for r in results:
+        x = r.samples[(r.samples["t_send"] >= warm) & (r.samples["ok"] == 1)]
+        if x.size:
+            lat = np.sort(x["latency"] * 1e3)
+            ax.plot(lat, np.arange(1, lat.size + 1) / lat.size, label=r.arm)
+    ax.set_xscale("log")
+    ax.set_xlabel("latency (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title(f"{spec.get('name')}: latency CDF per arm ({spec.get('workload.profile')})")
+    ax.axhline(0.99, color="grey", lw=0.5, ls="--")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(out / "latency_cdf.png", dpi=100)
+    plt.close(fig)
+
+    workers = spec.get("server.workers")
+    fig, axes = plt.subplots(
+        len(results), 1, figsize=(8, 2.2 * len(results)), sharex=True, squeeze=False
+    )
+    for ax, r in zip(axes[:, 0], results, strict=False):
+        load = worker_load(r.samples, workers, 0.5)
+        t = np.arange(load.shape[0]) * 0.5
+        for w in range(workers):
+            ax.plot(t, load[:, w] if load.size else [], lw=1, label=f"worker {w}")
+        for d in r.decisions:
+            if d.get("changed") and d.get("written"):
+                ax.axvline(d["t"] - r.started, color="black", lw=0.3, alpha=0.3)
+        ax.axvspan(0, warm, color="grey", alpha=0.15)
+        ax.set_ylabel(f"{r.arm}\nCPU share")
+    axes[0, 0].legend(fontsize=7, ncol=workers, loc="upper right")
+    axes[-1, 0].set_xlabel("time (s); grey: warm-up; thin lines: tables written")
+    fig.tight_layout()
+    fig.savefig(out / "worker_load.png", dpi=100)
+    plt.close(fig)
+
+
+COLUMNS = (
+    ("requests", "requests"),
+    ("errors", "errors"),
+    ("throughput_rps", "req/s"),
+    ("p50_ms", "p50 ms"),
+    ("p99_ms", "p99 ms"),
+    ("p99_9_ms", "p99.9 ms"),
+    ("p99_vs_kernel", "p99/kernel"),
+    ("imbalance", "imbalance"),
+    ("decisions_per_s", "dec/s"),
+    ("tuner_cpu_s", "tuner cpu s"),
+)
+
+
+def table(summary: dict[str, Any]) -> str:
+    """The arms side by side, as a Markdown table (also fine in a terminal).
+
+    >>> print(table({"arms": {"kernel": {"requests": 10, "p99_ms": 2.0}}}).splitlines()[2][:23])
+    | kernel | 10 | - | - |
+    """
+    head = "| arm | " + " | ".join(label for _, label in COLUMNS) + " |"
+    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
+    for arm, m in summary["arms"].items():
+        cells = [_fmt(m.get(key)) for key, _ in COLUMNS]
+        rows.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
+    return str(v)
+
+
+def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
+    w = spec.to_json()["workload"]
+    return f"""# Experiment {spec.get("name")}
+
+{spec.get("description")}
+
+Profile `{w["profile"]}`, {w["rate"]:g} requests/s from {spec.get("cluster.clients")} clients over
+{w["connections"]} connections each (mean lifetime {w["lifetime_s"]:g} s), service time
+`{w["service"]}`, {spec.get("server.workers")} workers; {spec.get("duration_s"):g} s measured per
+arm after {spec.get("warmup_s"):g} s of warm-up; seed {spec.get("seed")}.
+
+{table(summary)}
+
+- `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement.
+- `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
+- Plots: `latency_cdf.png` (one curve per arm; further left is better),
+  `worker_load.png` (CPU share of each worker over time, tables written marked).
+- Raw per-request samples: `samples.parquet`; the agent's decisions: `<arm>/decisions.jsonl`.
+"""

@@ -1,0 +1,295 @@
+"""Run an experiment: one cluster, then each arm back to back with the same seed.
+
+For each arm the server is started afresh, the arm's controller (none, or ``tuner run`` in
+the right mode and model) is started and given time to load, then every client host runs a
+load generator for ``warmup_s + duration_s``. Only requests sent after the warm-up count.
+
+- ``kernel``: no steering; the kernel's own reuseport hashing.
+- ``reactive``: the agent with the last-value predictor: each window it steers new
+  connections away from the workers most loaded in the last window.
+- ``shadow``: the agent with the learned model, deciding and logging, writing nothing.
+- ``active``: the agent with the learned model, writing its decisions.
+
+Ctrl-C stops the load generators; what was measured up to then is still written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from tuner.cluster import Cluster
+from tuner.cluster.topology import stop_processes
+from tuner.errors import TunerError
+from tuner.experiment.spec import ExperimentSpec
+from tuner.workload.loadgen import SAMPLE
+
+AGENT_ARMS = {
+    "reactive": ("active", "last"),
+    "shadow": ("shadow", None),
+    "active": ("active", None),
+}
+
+
+@dataclass
+class ArmResult:
+    """What one arm produced."""
+
+    arm: str
+    samples: np.ndarray  # SAMPLE rows plus a client column, t_send from the arm's start
+    started: float  # wall time the load started
+    decisions: list[dict] = field(default_factory=list)  # the agent's decision log
+    agent_status: dict[str, Any] = field(default_factory=dict)
+    tuner_cpu_s: float = 0.0
+    interrupted: bool = False
+
+
+def _tuner_cmd() -> list[str]:
+    return [sys.executable, "-m", "tuner"]
+
+
+class Runner:
+    """Runs ``spec`` with outputs in ``out``; ``progress(arm, fraction, note)`` reports."""
+
+    def __init__(self, spec: ExperimentSpec, out: Path, progress: Any = None) -> None:
+        self.spec = spec
+        self.out = Path(out)
+        self.progress = progress or (lambda *a: None)
+
+    def run(self) -> list[ArmResult]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        results: list[ArmResult] = []
+        with Cluster(clients=self.spec.get("cluster.clients")) as cluster:
+            for arm in self.spec.arms:
+                result = self._arm(cluster, arm)
+                results.append(result)
+                if result.interrupted:
+                    break
+        return results
+
+    # -- one arm --------------------------------------------------------------------------
+    def _server(self, cluster: Cluster) -> tuple[subprocess.Popen, list[int]]:
+        s = self.spec
+        argv = [
+            sys.executable,
+            "-m",
+            "tuner.workload.server",
+            "--workers",
+            str(s.get("server.workers")),
+            "--port",
+            str(s.get("server.port")),
+            "--work",
+            s.get("server.work"),
+        ]
+        if s.get("server.cpus"):
+            argv += ["--cpus", ",".join(map(str, s.get("server.cpus")))]
+        if s.get("server.protocol") == "udp":
+            argv.append("--udp")
+        proc = cluster.popen("server", argv, stdout=subprocess.PIPE, text=True)
+        line = proc.stdout.readline()
+        try:
+            pids = json.loads(line)["workers"]
+        except (ValueError, KeyError):
+            raise TunerError("the reference server did not start", "see its error above") from None
+        return proc, pids
+
+    def _agent(self, arm: str, pids: list[int], arm_dir: Path) -> subprocess.Popen | None:
+        if arm not in AGENT_ARMS:
+            return None
+        mode, model = AGENT_ARMS[arm]
+        cfg = dict(self.spec.tuner.values)
+        if model:
+            cfg["model.kind"] = model
+        cfg.update(
+            {
+                "target.pids": pids,
+                "target.port": self.spec.get("server.port"),
+                "target.protocol": self.spec.get("server.protocol"),
+                "agent.name": f"exp-{os.getpid()}",
+                "agent.control_socket": str(arm_dir / "agent.sock"),
+                "agent.decision_log": str(arm_dir / "decisions.jsonl"),
+            }
+        )
+        (arm_dir / "agent.toml").write_text(_to_toml(cfg))
+        log = open(arm_dir / "agent.log", "w")  # noqa: SIM115 - handed to the child
+        proc = subprocess.Popen(
+            [*_tuner_cmd(), "run", "--config", str(arm_dir / "agent.toml"), "--mode", mode],
+            stdout=subprocess.PIPE,
+            stderr=log,
+            text=True,
+        )
+        log.close()
+        from tuner.agent.control import request
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                err = (arm_dir / "agent.log").read_text().strip().splitlines()
+                raise TunerError(f"the agent of arm {arm} failed: {err[-1] if err else '?'}")
+            try:
+                request(str(arm_dir / "agent.sock"), {"cmd": "status"}, timeout=1)
+                return proc
+            except TunerError:
+                time.sleep(0.2)
+        proc.kill()
+        raise TunerError(f"the agent of arm {arm} did not start within 60 s")
+
+    def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
+        s = self.spec
+        arm_dir = self.out / arm
+        arm_dir.mkdir(parents=True, exist_ok=True)
+        self.progress(arm, 0.0, "starting server")
+        server, pids = self._server(cluster)
+        agent = hog = None
+        gens: list[subprocess.Popen] = []
+        interrupted = False
+        status: dict[str, Any] = {}
+        cpu = 0.0
+        try:
+            self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
+            agent = self._agent(arm, pids, arm_dir)
+            if s.get("workload.profile") == "noisy-neighbour":
+                hog = cluster.popen(
+                    "server",
+                    [
+                        "taskset",
+                        "-c",
+                        str(s.get("workload.hog_cpu")),
+                        sys.executable,
+                        "-c",
+                        "while True: pass",
+                    ],
+                )
+            total = s.get("warmup_s") + s.get("duration_s")
+            started = time.time()
+            for i, host in enumerate(cluster.by_role("client")):
+                spec = self._load_spec(i, total, cluster.host("server").address)
+                gens.append(
+                    cluster.popen(
+                        host,
+                        [
+                            sys.executable,
+                            "-m",
+                            "tuner.workload.loadgen",
+                            "--config",
+                            json.dumps(spec),
+                            "--out",
+                            str(arm_dir / f"samples-{i}.npy"),
+                        ],
+                        stdout=subprocess.PIPE,
+                        text=True,
+                    )
+                )
+            try:
+                for line in gens[0].stdout:
+                    msg = json.loads(line)
+                    if "t" in msg:
+                        self.progress(arm, min(msg["t"] / total, 1.0), f"{msg['sent']} requests")
+                for g in gens:
+                    g.wait()
+            except KeyboardInterrupt:
+                interrupted = True
+                for g in gens:
+                    g.terminate()
+                for g in gens:
+                    g.wait()
+            if agent is not None:
+                status, cpu = _stop_agent(agent)
+        finally:
+            stop_processes([p for p in (agent, hog, server) if p is not None] + gens)
+        samples = self._collect(arm_dir, len(gens))
+        decisions = _read_jsonl(arm_dir / "decisions.jsonl")
+        self.progress(arm, 1.0, "done")
+        return ArmResult(arm, samples, started, decisions, status, cpu, interrupted)
+
+    def _load_spec(self, i: int, seconds: float, host: str) -> dict[str, Any]:
+        s = self.spec
+        w = {k.split(".", 1)[1]: v for k, v in s.values.items() if k.startswith("workload.")}
+        return {
+            "host": host,
+            "port": s.get("server.port"),
+            "rate": w["rate"] / s.get("cluster.clients"),
+            "seconds": seconds,
+            "connections": w["connections"],
+            "profile": w["profile"],
+            "service": w["service"],
+            "lifetime_s": w["lifetime_s"],
+            "seed": s.get("seed") * 1000 + i,
+            "profile_args": {
+                k: w[k] for k in ("zipf_s", "shift_s", "period_s", "burst_s", "burst_factor")
+            },
+        }
+
+    def _collect(self, arm_dir: Path, clients: int) -> np.ndarray:
+        parts = []
+        for i in range(clients):
+            path = arm_dir / f"samples-{i}.npy"
+            if path.exists():
+                x = np.load(path)
+                y = np.zeros(x.size, dtype=SAMPLE.descr + [("client", "u1")])
+                for k in SAMPLE.names:
+                    y[k] = x[k]
+                y["client"] = i
+                parts.append(y)
+                path.unlink()
+        if not parts:
+            return np.zeros(0, dtype=SAMPLE.descr + [("client", "u1")])
+        return np.concatenate(parts)
+
+
+def _stop_agent(proc: subprocess.Popen) -> tuple[dict[str, Any], float]:
+    """SIGTERM the agent; return its final status and the CPU time it used (s)."""
+    proc.terminate()
+    try:
+        out, _ = proc.communicate(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    status: dict[str, Any] = {}
+    for line in (out or "").splitlines():
+        try:
+            status = json.loads(line)
+        except ValueError:
+            continue
+    return status, float(status.get("cpu_s", 0.0))
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except ValueError:
+            continue  # a line cut short by a kill
+    return out
+
+
+def _to_toml(values: dict[str, Any]) -> str:
+    """Flat ``section.key`` values as TOML text.
+
+    >>> print(_to_toml({"a.x": 1, "a.y": "s", "b.z": [1, 2], "b.t": True}))
+    [a]
+    x = 1
+    y = "s"
+    <BLANKLINE>
+    [b]
+    z = [1, 2]
+    t = true
+    <BLANKLINE>
+    """
+    sections: dict[str, list[str]] = {}
+    for key, v in values.items():
+        sec, name = key.split(".", 1)
+        text = json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+        sections.setdefault(sec, []).append(f"{name} = {text}")
+    return "\n".join(f"[{sec}]\n" + "\n".join(lines) + "\n" for sec, lines in sections.items())

@@ -1,0 +1,165 @@
+"""Experiment specs: TOML files under ``experiments/`` (docs/experiments.md has the guide).
+
+Every key has a type, a range and a default; an unknown key or a bad value is refused with
+a message that names the key. ``[tuner]`` holds agent settings (the sections of
+``tuner.toml``: ``[tuner.model]``, ``[tuner.policy]`` ...) used by the tuner's arms.
+
+>>> s = ExperimentSpec.from_dict({"workload": {"profile": "uniform", "rate": 500}})
+>>> s.get("workload.rate"), s.get("server.workers"), s.arms
+(500.0, 4, ['kernel', 'reactive', 'shadow', 'active'])
+>>> ExperimentSpec.from_dict({"workload": {"rates": 500}})
+Traceback (most recent call last):
+...
+tuner.errors.TunerError: unknown key 'workload.rates' in the spec; fix: check the spelling; \
+docs/experiments.md lists every key
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tuner.agent.config import AgentConfig
+from tuner.errors import TunerError
+from tuner.workload.profiles import NAMES as PROFILES
+from tuner.workload.protocol import ServiceTime
+
+ARMS = ("kernel", "reactive", "shadow", "active")
+
+# key: (type, default, (lo, hi) or choices or None, meaning with unit)
+SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
+    "name": (str, "", None, "name shown in reports (default: the file's stem)"),
+    "description": (str, "", None, "one line on what the experiment shows"),
+    "seed": (int, 1, (0, 2**31), "seed of arrivals, choices and service times"),
+    "duration_s": (float, 20.0, (1.0, 3600.0), "measured time per arm, in seconds"),
+    "warmup_s": (float, 3.0, (0.0, 600.0), "time per arm before measuring, in seconds"),
+    "arms": (list, list(ARMS), ARMS, "arms to run, in order"),
+    "cluster.clients": (int, 2, (1, 20), "client hosts, one load generator each"),
+    "server.workers": (int, 4, (1, 64), "worker processes of the server"),
+    "server.cpus": (list, [], None, "pin worker i to cpus[i mod n] ([]: no pinning)"),
+    "server.work": (str, "cpu", ("cpu", "sleep"), "how service time is spent"),
+    "server.protocol": (str, "tcp", ("tcp", "udp"), "protocol (udp: one datagram a request)"),
+    "server.port": (int, 8000, (1, 65535), "server port"),
+    "workload.profile": (str, "uniform", PROFILES, "skew profile"),
+    "workload.rate": (float, 1000.0, (1.0, 100000.0), "requests per second, all clients"),
+    "workload.connections": (int, 32, (1, 4096), "logical connections per client"),
+    "workload.service": (str, "exp:500", None, "service time KIND:MICROSECONDS"),
+    "workload.lifetime_s": (float, 1.0, (0.0, 3600.0), "mean connection lifetime (0: none)"),
+    "workload.zipf_s": (float, 1.0, (0.0, 5.0), "Zipf exponent of heavy hitters"),
+    "workload.shift_s": (float, 5.0, (0.1, 3600.0), "shifting-hotspot: seconds per shift"),
+    "workload.period_s": (float, 4.0, (0.1, 3600.0), "periodic-bursts: period, seconds"),
+    "workload.burst_s": (float, 1.0, (0.01, 3600.0), "periodic-bursts: burst length, seconds"),
+    "workload.burst_factor": (float, 2.0, (1.0, 100.0), "periodic-bursts: rate factor"),
+    "workload.hog_cpu": (int, 0, (0, 1023), "noisy-neighbour: CPU of the hog (worker 0's)"),
+}
+
+
+@dataclass
+class ExperimentSpec:
+    """A validated spec; read values with :meth:`get`."""
+
+    values: dict[str, Any]
+    tuner: AgentConfig
+    source: str = "the spec"
+    path: Path | None = None
+    arms: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "the spec") -> ExperimentSpec:
+        values = {k: (list(v[1]) if isinstance(v[1], list) else v[1]) for k, v in SCHEMA.items()}
+        tuner = data.get("tuner", {})
+        flat: dict[str, Any] = {}
+        for key, value in data.items():
+            if key == "tuner":
+                continue
+            if isinstance(value, dict):
+                for sub, v in value.items():
+                    flat[f"{key}.{sub}"] = v
+            else:
+                flat[key] = value
+        for key, value in flat.items():
+            if key not in SCHEMA:
+                raise TunerError(
+                    f"unknown key {key!r} in {source}",
+                    "check the spelling; docs/experiments.md lists every key",
+                )
+            values[key] = _check(key, value, source)
+        if not isinstance(tuner, dict):
+            raise TunerError(f"[tuner] in {source} must be a table of agent settings")
+        for sec in ("target",):
+            if sec in tuner:
+                raise TunerError(f"[tuner.{sec}] in {source} is set by the experiment", "remove it")
+        agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
+        ServiceTime.parse(values["workload.service"])
+        if values["warmup_s"] >= values["duration_s"] + values["warmup_s"]:
+            raise TunerError(f"'warmup_s' in {source} must be below duration_s")
+        return cls(values, agent, source, None, list(values["arms"]))
+
+    @classmethod
+    def load(cls, path: str | Path) -> ExperimentSpec:
+        p = Path(path)
+        try:
+            data = tomllib.loads(p.read_text())
+        except FileNotFoundError:
+            raise TunerError(
+                f"experiment spec {p} does not exist", "see `tuner experiment list`"
+            ) from None
+        except tomllib.TOMLDecodeError as e:
+            raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None
+        spec = cls.from_dict(data, source=str(p))
+        spec.path = p
+        if not spec.values["name"]:
+            spec.values["name"] = p.stem
+        return spec
+
+    def get(self, key: str) -> Any:
+        return self.values[key]
+
+    def with_profile(self, profile: str) -> ExperimentSpec:
+        """The same spec with another skew profile (``--profile``)."""
+        values = dict(self.values)
+        values["workload.profile"] = _check("workload.profile", profile, "--profile")
+        return ExperimentSpec(values, self.tuner, self.source, self.path, list(self.arms))
+
+    def to_json(self) -> dict[str, Any]:
+        """The spec as run, nested by section, with the agent settings."""
+        out: dict[str, Any] = {}
+        for key, value in self.values.items():
+            sec, _, name = key.rpartition(".")
+            (out.setdefault(sec, {}) if sec else out)[name or key] = value
+        out["tuner"] = dict(self.tuner.values)
+        return out
+
+
+def _check(key: str, value: Any, source: str) -> Any:
+    typ, _, allowed, help_ = SCHEMA[key]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise TunerError(f"{key!r} in {source} must be a {typ.__name__} ({help_}); got {value!r}")
+    if typ is list:
+        if key == "arms":
+            bad = [a for a in value if a not in ARMS]
+            if bad or not value or len(set(value)) != len(value):
+                raise TunerError(
+                    f"'arms' in {source} must list distinct arms of {', '.join(ARMS)}; "
+                    f"got {value!r}"
+                )
+        elif not all(isinstance(v, int) and v >= 0 for v in value):
+            raise TunerError(f"{key!r} in {source} must be a list of CPU numbers; got {value!r}")
+    elif isinstance(allowed, tuple) and typ in (int, float):
+        lo, hi = allowed
+        if not lo <= value <= hi:
+            raise TunerError(
+                f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
+            )
+    elif isinstance(allowed, tuple) and value not in allowed:
+        raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
+
+
+def list_specs(folder: str | Path) -> list[ExperimentSpec]:
+    """The specs in ``folder`` (``*.toml``), sorted by file name; broken ones raise."""
+    return [ExperimentSpec.load(p) for p in sorted(Path(folder).glob("*.toml"))]

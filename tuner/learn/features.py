@@ -1,0 +1,61 @@
+"""Per-entity feature history: the last loads, moving averages and the share last given.
+
+Load is a fraction of one CPU over a window: ``(on-CPU time + run-queue wait) / window``,
+so a worker that is busy or waiting to run for the whole window has load 1.
+
+>>> h = History()
+>>> for load in (0.2, 0.4, 0.6):
+...     h.push(load, {"runq_frac": 0.1}, share=0.25)
+>>> x = h.features()
+>>> x["load"], x["lag1"], x["lag2"], round(x["delta"], 2)
+(0.6, 0.4, 0.2, 0.2)
+>>> sorted(x)[:4]
+['delta', 'ewma_fast', 'ewma_slow', 'lag1']
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+LAGS = 3
+FAST, SLOW = 0.5, 0.1  # EWMA weights of the newest window
+
+
+@dataclass
+class History:
+    """What the learner remembers of one entity."""
+
+    loads: deque = field(default_factory=lambda: deque(maxlen=LAGS + 1))
+    ewma_fast: float | None = None
+    ewma_slow: float | None = None
+    extra: dict[str, float] = field(default_factory=dict)
+    share: float = 0.0
+
+    def push(self, load: float, extra: dict[str, float], share: float) -> None:
+        """Record a closed window: its load, probe features, and the table share in force."""
+        self.loads.append(load)
+        self.ewma_fast = (
+            load if self.ewma_fast is None else FAST * load + (1 - FAST) * self.ewma_fast
+        )
+        self.ewma_slow = (
+            load if self.ewma_slow is None else SLOW * load + (1 - SLOW) * self.ewma_slow
+        )
+        self.extra = dict(extra)
+        self.share = share
+
+    @property
+    def last(self) -> float:
+        return self.loads[-1] if self.loads else 0.0
+
+    def features(self) -> dict[str, float]:
+        """Features of the newest window, as river takes them (``dict[str, float]``)."""
+        loads = list(self.loads)
+        last = loads[-1] if loads else 0.0
+        x = {"load": last, "share": self.share, **self.extra}
+        for k in range(1, LAGS + 1):
+            x[f"lag{k}"] = loads[-1 - k] if len(loads) > k else last
+        x["delta"] = last - x["lag1"]
+        x["ewma_fast"] = self.ewma_fast if self.ewma_fast is not None else last
+        x["ewma_slow"] = self.ewma_slow if self.ewma_slow is not None else last
+        return x

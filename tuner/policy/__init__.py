@@ -1,0 +1,1 @@
+"""From predicted load to an indirection table (see :mod:`tuner.policy.shares`)."""

@@ -1,0 +1,167 @@
+"""From predicted load to an indirection table: spare capacity decides the shares.
+
+::
+
+    predicted load --> spare = capacity - load --> target shares --> bounded step --> table
+       per target      (hot targets get ~0)       (>= min_share)    (hysteresis)   256 slots
+
+Each target's share of new connections (or new flows) is proportional to its predicted spare
+capacity, so traffic goes where there is room, and a target predicted hot gets only the
+minimum share. Two brakes keep decisions from flapping: a change smaller than ``hysteresis``
+(half the L1 distance between share vectors) is not made at all, and no share moves by more
+than ``max_step`` per window. Slots are reassigned with as few moves as possible, so a flow
+table keyed by slot sees little churn.
+
+>>> p = SharePolicy(min_share=0.05, max_step=1.0, hysteresis=0.0)
+>>> d = p.decide([0.9, 0.3, 0.3, 0.3])
+>>> [round(s, 2) for s in d.shares]
+[0.05, 0.32, 0.32, 0.32]
+>>> from collections import Counter
+>>> sorted(Counter(d.table).items())
+[(0, 13), (1, 81), (2, 81), (3, 81)]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tuner.errors import TunerError
+
+SLOTS = 256
+
+
+@dataclass(frozen=True)
+class TableDecision:
+    """What the policy chose for one window, and why."""
+
+    shares: list[float]
+    table: list[int]
+    changed: bool
+    why: str
+
+
+def _bounded(shares: list[float], floor: float) -> list[float]:
+    """Raise every share to ``floor``, take the excess from the others, keep the sum 1."""
+    n = len(shares)
+    floor = min(floor, 1.0 / n)
+    s = [max(x, 0.0) for x in shares]
+    total = sum(s) or 1.0
+    s = [x / total for x in s]
+    for _ in range(n):
+        low = [i for i, x in enumerate(s) if x < floor - 1e-12]
+        if not low:
+            break
+        need = sum(floor - s[i] for i in low)
+        rich = [i for i, x in enumerate(s) if x > floor]
+        pool = sum(s[i] - floor for i in rich)
+        for i in low:
+            s[i] = floor
+        for i in rich:
+            s[i] -= need * (s[i] - floor) / pool if pool else 0.0
+    return s
+
+
+def table_for(shares: Sequence[float], previous: Sequence[int] | None = None) -> list[int]:
+    """A table of :data:`SLOTS` target indices with counts in proportion to ``shares``
+    (largest remainder), changing as few slots of ``previous`` as it can.
+
+    >>> t = table_for([0.5, 0.5]); t[:4], len(t)
+    ([0, 1, 0, 1], 256)
+    >>> sum(a != b for a, b in zip(t, table_for([0.75, 0.25], t)))
+    64
+    """
+    n = len(shares)
+    raw = [s * SLOTS for s in shares]
+    counts = [int(r) for r in raw]
+    for i in sorted(range(n), key=lambda i: raw[i] - counts[i], reverse=True)[
+        : SLOTS - sum(counts)
+    ]:
+        counts[i] += 1
+    if previous is None or len(previous) != SLOTS or max(previous, default=0) >= n:
+        order = [i for k in range(max(counts)) for i in range(n) if counts[i] > k]
+        return order
+    table = list(previous)
+    have = [0] * n
+    for t in table:
+        have[t] += 1
+    free = []
+    for slot, t in enumerate(table):
+        if have[t] > counts[t]:
+            have[t] -= 1
+            free.append(slot)
+    for i in range(n):
+        while have[i] < counts[i]:
+            table[free.pop()] = i
+            have[i] += 1
+    return table
+
+
+@dataclass
+class SharePolicy:
+    """Turns per-target predicted load into a table; keeps the table it last chose.
+
+    Parameters
+    ----------
+    capacity : float
+        Load at which a target is full, as a fraction of a CPU (1.0: one CPU).
+    min_share : float
+        Smallest share any live target gets, in [0, 1/targets].
+    max_step : float
+        Largest change of any one share per window, in (0, 1].
+    hysteresis : float
+        Changes smaller than this (half the L1 distance of the shares) are not made.
+    """
+
+    capacity: float = 1.0
+    min_share: float = 0.05
+    max_step: float = 0.25
+    hysteresis: float = 0.05
+
+    def __post_init__(self) -> None:
+        self.shares_: list[float] | None = None
+        self.table_: list[int] | None = None
+
+    def check(self, targets: int) -> None:
+        for name, value, lo, hi in (
+            ("capacity", self.capacity, 0.01, 64.0),
+            ("min_share", self.min_share, 0.0, 1.0 / max(targets, 1)),
+            ("max_step", self.max_step, 0.001, 1.0),
+            ("hysteresis", self.hysteresis, 0.0, 1.0),
+        ):
+            if not lo <= value <= hi:
+                raise TunerError(
+                    f"The '{name}' parameter of SharePolicy must be in the range "
+                    f"[{lo:g}, {hi:g}]. Got {value!r} instead."
+                )
+
+    def target_shares(self, predicted: Sequence[float]) -> list[float]:
+        """Shares in proportion to predicted spare capacity, each at least ``min_share``."""
+        spare = [max(self.capacity - p, 0.0) for p in predicted]
+        if sum(spare) <= 1e-9:  # everything predicted full: spread evenly
+            spare = [1.0] * len(predicted)
+        return _bounded(spare, self.min_share)
+
+    def decide(self, predicted: Sequence[float]) -> TableDecision:
+        """The table for the next window, given each target's predicted load."""
+        n = len(predicted)
+        self.check(n)
+        want = self.target_shares(predicted)
+        current = self.shares_ if self.shares_ is not None and len(self.shares_) == n else None
+        if current is None:
+            current = [1.0 / n] * n
+            self.table_ = None
+        distance = sum(abs(a - b) for a, b in zip(want, current, strict=True)) / 2
+        if self.table_ is not None and distance < self.hysteresis:
+            return TableDecision(current, self.table_, False, f"change {distance:.3f} < hysteresis")
+        lim = self.max_step
+        step = [c + max(-lim, min(lim, w - c)) for w, c in zip(want, current, strict=True)]
+        shares = _bounded(step, self.min_share)
+        hot = [i for i, p in enumerate(predicted) if p >= self.capacity * 0.8]
+        why = f"spare capacity; hot targets {hot}" if hot else "spare capacity"
+        self.shares_, self.table_ = shares, table_for(shares, self.table_)
+        return TableDecision(shares, self.table_, True, why)
+
+    def reset(self) -> None:
+        """Forget the last table (after a fall-back to kernel defaults)."""
+        self.shares_, self.table_ = None, None
