@@ -17,8 +17,8 @@ setup:
 	@scripts/setup.sh
 
 demo: setup
-	$(TUNER) doctor
-	$(TUNER) observe --seconds 5 --interval 2.5
+	@$(TUNER) doctor > /tmp/tuner-doctor.txt || { cat /tmp/tuner-doctor.txt; exit 1; }
+	$(TUNER) experiment run experiments/default.toml --out results/default
 
 test: setup
 	$(PYTEST) -q
@@ -28,4 +28,4 @@ lint: setup
 	$(VENV)/bin/ruff format --check tuner tests
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) .pytest_cache build *.egg-info results

@@ -100,6 +100,16 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     bpf(BPF_MAP_UPDATE_ELEM, attr)
 
 
+def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes:
+    """``bpf_map_lookup_elem`` on a map fd: the value's bytes."""
+    k = ctypes.create_string_buffer(key, len(key))
+    v = ctypes.create_string_buffer(value_size)
+    attr = bytearray(_ATTR_SIZE)
+    struct.pack_into("IxxxxQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v))
+    bpf(BPF_MAP_LOOKUP_ELEM, attr)
+    return v.raw
+
+
 def map_delete(map_fd: int, key: bytes) -> None:
     """``bpf_map_delete_elem`` on a map fd."""
     k = ctypes.create_string_buffer(key, len(key))

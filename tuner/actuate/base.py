@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import struct
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
@@ -223,6 +224,34 @@ class Steering:
                 f"The 'min_share' parameter of {type(self).__name__} must be in "
                 f"[0, 1]. Got {self.min_share!r} instead."
             )
+
+
+def read_pins(name: str) -> dict[str, Any]:
+    """What the kernel holds for steering ``name``, read through its pins (from any process):
+    ``generation`` (0: no table written), ``lease_left_ms`` (<= 0: lapsed, kernel default)
+    and ``table``. For audits and tests."""
+    pins = Path(PIN_ROOT) / name
+    fds = {}
+    try:
+        for m in ("lease", "ctl", "tables"):
+            fds[m] = bpfsys.obj_get(str(pins / m))
+    except OSError:
+        for fd in fds.values():
+            os.close(fd)
+        raise TunerError(f"no steering named {name!r} is pinned", "is the agent running?") from None
+    try:
+        zero = struct.pack("I", 0)
+        (deadline,) = struct.unpack("Q", bpfsys.map_lookup(fds["lease"], zero, 8))
+        active, generation = struct.unpack("II", bpfsys.map_lookup(fds["ctl"], zero, 8))
+        raw = bpfsys.map_lookup(fds["tables"], struct.pack("I", active & 1), 4 * SLOTS)
+    finally:
+        for fd in fds.values():
+            os.close(fd)
+    return {
+        "generation": generation,
+        "lease_left_ms": (deadline - time.monotonic_ns()) / 1e6,
+        "table": list(struct.unpack(f"{SLOTS}I", raw)),
+    }
 
 
 def state_file(name: str) -> Path:

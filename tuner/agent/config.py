@@ -24,9 +24,9 @@ from tuner.errors import TunerError
 
 # key: (type, default, allowed: (lo, hi) for numbers or a tuple of choices, help with unit)
 SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
-    "target.pids": (list, [], None, "PIDs of the server's workers, in worker order"),
-    "target.port": (int, 0, (0, 65535), "port of the SO_REUSEPORT group (0: from pids)"),
-    "target.netns": (str, "", None, "network namespace of the server ('' : this one)"),
+    "target.pids": (list, [], None, "workers' PIDs ([]: whoever listens on target.port)"),
+    "target.port": (int, 0, (0, 65535), "port of the SO_REUSEPORT group (required)"),
+    "target.netns": (str, "", None, "netns where target.port is looked up ('': this one)"),
     "target.protocol": (str, "tcp", ("tcp", "udp"), "protocol of the group"),
     "agent.window_ms": (int, 100, (10, 10000), "window length, in milliseconds"),
     "agent.name": (str, "agent", None, "steering name: pins under /sys/fs/bpf/tuner/<name>"),

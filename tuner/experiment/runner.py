@@ -223,6 +223,7 @@ class Runner:
             "service": w["service"],
             "lifetime_s": w["lifetime_s"],
             "seed": s.get("seed") * 1000 + i,
+            "udp": s.get("server.protocol") == "udp",
             "profile_args": {
                 k: w[k] for k in ("zipf_s", "shift_s", "period_s", "burst_s", "burst_factor")
             },

@@ -60,6 +60,7 @@ class LoadSpec:
     seed: int = 1
     drain_s: float = 5.0
     max_requests: int = 0  # stop after this many (0: no limit)
+    udp: bool = False  # one datagram per request; a "connection" is a connected UDP socket
     profile_args: dict[str, float] = field(default_factory=dict)
 
 
@@ -88,6 +89,7 @@ class LoadGenerator:
         self.samples: dict[str, list] = {k: [] for k in SAMPLE.names}
         self.connect_errors = 0
         self._stop = False
+        self._stop_time = 0.0
 
     def check(self) -> None:
         s = self.spec
@@ -105,6 +107,9 @@ class LoadGenerator:
         self._stop = True
 
     async def _open(self, slot: int, conn: _Conn) -> None:
+        if self.spec.udp:
+            await self._open_udp(conn)
+            return
         try:
             reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
         except OSError:
@@ -121,17 +126,10 @@ class LoadGenerator:
         await self._read(reader, conn)
 
     async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
-        s = self.samples
-        t0 = self._t0
         try:
             while conn.inflight or not conn.closing:
                 data = await reader.readexactly(RESPONSE.size)
-                rid, worker, _ = RESPONSE.unpack(data)
-                if rid in conn.inflight:
-                    conn.inflight.discard(rid)
-                    s["latency"][rid] = time.monotonic() - t0 - s["t_send"][rid]
-                    s["worker"][rid] = worker
-                    s["ok"][rid] = 1
+                self._answer(conn, data)
         except (asyncio.IncompleteReadError, OSError):
             conn.failed = True
             for rid in list(conn.inflight):
@@ -140,6 +138,45 @@ class LoadGenerator:
         finally:
             if conn.writer is not None:
                 conn.writer.close()
+
+    def _answer(self, conn: _Conn, data: bytes) -> None:
+        rid, worker, _ = RESPONSE.unpack(data)
+        if rid in conn.inflight:
+            conn.inflight.discard(rid)
+            s = self.samples
+            s["latency"][rid] = time.monotonic() - self._t0 - s["t_send"][rid]
+            s["worker"][rid] = worker
+            s["ok"][rid] = 1
+
+    async def _open_udp(self, conn: _Conn) -> None:
+        gen = self
+        done = asyncio.get_running_loop().create_future()
+
+        class Proto(asyncio.DatagramProtocol):
+            def datagram_received(self, data: bytes, addr: object) -> None:
+                if len(data) == RESPONSE.size:
+                    gen._answer(conn, data)
+
+            def error_received(self, exc: Exception) -> None:
+                conn.failed = True
+
+            def connection_lost(self, exc: Exception | None) -> None:
+                if not done.done():
+                    done.set_result(None)
+
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_datagram_endpoint(
+            Proto, remote_addr=(self.spec.host, self.spec.port)
+        )
+        conn.writer = transport  # has write-like sendto(); see _send
+        for msg in conn.backlog:
+            transport.sendto(msg)
+        conn.backlog.clear()
+        while not conn.closing or conn.inflight:
+            await asyncio.sleep(0.05)
+            if conn.closing and self._stop_time and time.monotonic() > self._stop_time:
+                break
+        transport.close()
 
     def _fail(self, rid: int) -> None:
         self.samples["ok"][rid] = 0
@@ -197,7 +234,7 @@ class LoadGenerator:
                 msg = REQUEST.pack(rid, us)
                 conn.inflight.add(rid)
                 if conn.writer is not None:
-                    conn.writer.write(msg)
+                    _send(conn.writer, msg)
                 else:
                     conn.backlog.append(msg)
                 next_t += rng.expovariate(spec.rate * profile.rate_factor(next_t))
@@ -207,9 +244,10 @@ class LoadGenerator:
                 last_report = now
                 progress(now, len(s["t_send"]), sum(s["ok"]))
             await asyncio.sleep(min(max(next_t - (time.monotonic() - t0), 0.0), 0.005))
+        self._stop_time = time.monotonic() + spec.drain_s
         for conn in conns:
             conn.closing = True
-            if conn.writer is not None and not conn.inflight:
+            if conn.writer is not None and not conn.inflight and not spec.udp:
                 conn.writer.close()
         if tasks:
             await asyncio.wait(tasks, timeout=spec.drain_s)
@@ -219,6 +257,14 @@ class LoadGenerator:
         for k in SAMPLE.names:
             out[k] = s[k]
         return out
+
+
+def _send(writer: Any, msg: bytes) -> None:
+    """Write one request on a TCP stream writer or a connected UDP transport."""
+    if isinstance(writer, asyncio.DatagramTransport):
+        writer.sendto(msg)
+    else:
+        writer.write(msg)
 
 
 def summarize(samples: np.ndarray) -> dict[str, float]:

@@ -1,0 +1,227 @@
+"""The agent (`tuner run`) against the reference server in a test cluster, on the real kernel."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_tuner
+
+from tuner.actuate.base import PIN_ROOT, read_pins
+from tuner.agent.control import request
+from tuner.cluster import Cluster
+
+pytestmark = pytest.mark.kernel
+PORT = 8000
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A cluster with the reference server (4 workers) and a helper to start load."""
+    with Cluster(clients=1) as c:
+        srv = c.popen(
+            "server",
+            [sys.executable, "-m", "tuner.workload.server", "--workers", "4", "--cpus", "0,1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        pids = json.loads(srv.stdout.readline())["workers"]
+
+        def load(seconds: float, **kw) -> subprocess.Popen:
+            spec = {
+                "host": c.host("server").address,
+                "rate": 400,
+                "seconds": seconds,
+                "connections": 16,
+                "service": "exp:1000",
+                "lifetime_s": 0.3,
+                "profile": "heavy-hitters",
+                **kw,
+            }
+            return c.popen(
+                "client0",
+                [sys.executable, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+
+        yield c, pids, load
+
+
+class Agent:
+    """`tuner run` as a subprocess with its own config, socket, log and pin name."""
+
+    def __init__(self, tmp_path: Path, pids: list[int], mode: str, **sections) -> None:
+        self.name = f"t-agent-{uuid.uuid4().hex[:6]}"
+        self.sock = str(tmp_path / "agent.sock")
+        self.log = tmp_path / "decisions.jsonl"
+        cfg = {
+            "target": {"pids": pids, "port": PORT},
+            "agent": {
+                "name": self.name,
+                "control_socket": self.sock,
+                "decision_log": str(self.log),
+                "lease_ms": 300,
+            },
+            "model": {"warmup_windows": 5},
+        }
+        for sec, values in sections.items():
+            cfg.setdefault(sec, {}).update(values)
+        path = tmp_path / "tuner.toml"
+        path.write_text(_toml(cfg))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner", "run", "--config", str(path), "--mode", mode],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                request(self.sock, {"cmd": "status"}, timeout=1)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "agent did not start"
+                time.sleep(0.2)
+
+    def status(self) -> dict:
+        return request(self.sock, {"cmd": "status"})
+
+    def entries(self) -> list[dict]:
+        return [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> subprocess.CompletedProcess:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=30)
+        run_tuner("cleanup")
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+def _toml(cfg: dict) -> str:
+    lines = []
+    for sec, values in cfg.items():
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def wait_for(cond, seconds: float = 10.0):
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served, tmp_path):
+    c, pids, load = served
+    gen = load(8)
+    agent = Agent(tmp_path, pids, "shadow")
+    try:
+        wait_for(lambda: agent.status()["shadow"]["decisions"] >= 10)
+        pins = read_pins(agent.name)
+        assert pins["generation"] == 0 and pins["lease_left_ms"] < 0  # untouched
+        st = agent.status()
+        assert st["mode"] == "shadow" and st["shadow"]["mean_gap_to_balanced"] >= 0
+        decided = [e for e in agent.entries() if e.get("changed")]
+        assert decided and all(not e["written"] for e in decided)
+        assert all(len(e["table"]) == 256 for e in decided)
+
+        r = run_tuner("mode", "active", "--socket", agent.sock)
+        assert r.returncode == 0 and "active" in r.stdout
+        live = wait_for(lambda: (p := read_pins(agent.name))["generation"] > 0 and p)
+        assert live["lease_left_ms"] > 0 and set(live["table"]) <= set(range(4))
+
+        run_tuner("mode", "shadow", "--socket", agent.sock, check=True)
+        gen_at_switch = read_pins(agent.name)["generation"]
+        time.sleep(0.6)  # two leases of 300 ms
+        pins = read_pins(agent.name)
+        assert pins["generation"] == gen_at_switch  # no write after the switch
+        assert pins["lease_left_ms"] < 0  # lapsed: the kernel's own hashing again
+        text = run_tuner("status", "--socket", agent.sock, check=True).stdout
+        assert "mode        shadow" in text and "loop" in text
+    finally:
+        done = agent.stop()
+        gen.kill()
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1])["mode"] == "shadow"
+    assert not Path(PIN_ROOT, agent.name).exists()
+
+
+def test_forced_regression_trips_the_guard_back_to_shadow(served, tmp_path):
+    c, pids, load = served
+    gen = load(15, rate=700, profile="uniform")
+    agent = Agent(
+        tmp_path, pids, "shadow", policy={"kind": "pin-first"}, guard={"margin": 0.1, "windows": 5}
+    )
+    try:
+        time.sleep(2.0)  # a shadow period: the guard learns the normal level
+        run_tuner("mode", "active", "--socket", agent.sock, check=True)
+        wait_for(lambda: agent.status()["mode"] == "shadow", seconds=10)
+        why = [e for e in agent.entries() if e.get("event") == "mode"]
+        assert why[-1]["mode"] == "shadow" and why[-1]["why"].startswith("regression guard")
+    finally:
+        agent.stop()
+        gen.kill()
+
+
+def test_sigkill_in_active_mode_loses_no_connection(served, tmp_path):
+    c, pids, load = served
+    agent = Agent(tmp_path, pids, "active", model={"kind": "last", "warmup_windows": 0})
+    gen = load(4, lifetime_s=0.05)  # ~20 new connections per second per logical connection
+    try:
+        wait_for(lambda: read_pins(agent.name)["generation"] > 0)
+        time.sleep(1.0)
+        agent.proc.send_signal(signal.SIGKILL)
+        agent.proc.wait()
+        final = json.loads(gen.communicate(timeout=60)[0].splitlines()[-1])
+    finally:
+        gen.kill()
+        run_tuner("cleanup", check=True)
+    assert final["errors"] == 0 and final["connect_errors"] == 0, final
+    assert final["answered"] > 1000
+
+
+def test_bad_config_and_missing_target_are_one_line_errors(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[policy]\nmin_shares = 0.1\n")
+    r = run_tuner("run", "--config", str(bad))
+    assert r.returncode == 1 and "unknown key 'policy.min_shares'" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+    bad.write_text("[agent]\nwindow_ms = 0\n")
+    r = run_tuner("run", "--config", str(bad))
+    assert r.returncode == 1 and "'agent.window_ms'" in r.stderr and "[10, 10000]" in r.stderr
+
+    gone = tmp_path / "gone.toml"
+    gone.write_text(f"[target]\npids = [4194300]\nport = {PORT}\n")
+    r = run_tuner("run", "--config", str(gone))
+    assert r.returncode == 1 and "target process 4194300 does not exist" in r.stderr
+
+    r = run_tuner("run", "--config", str(tmp_path / "none.toml"))
+    assert r.returncode == 1 and "does not exist" in r.stderr
+
+    r = run_tuner("status", "--socket", str(tmp_path / "no.sock"))
+    assert r.returncode == 1 and "no agent is listening" in r.stderr
+
+
+def test_agent_exits_cleanly_when_the_server_goes_away(served, tmp_path):
+    c, pids, load = served
+    agent = Agent(tmp_path, pids, "active")
+    for p in pids:
+        subprocess.run(["kill", "-9", str(p)], check=False)
+    agent.proc.wait(timeout=30)
+    err = agent.proc.stderr.read()
+    assert agent.proc.returncode == 1 and "exited" in err and "Traceback" not in err
+    assert not Path(PIN_ROOT, agent.name).exists()  # detached on the way out

@@ -1,0 +1,151 @@
+"""`tuner experiment`: specs refused with the key named, and a short run through all arms."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO
+
+from tuner.cluster import leftovers
+from tuner.errors import TunerError
+from tuner.experiment.spec import ExperimentSpec, list_specs
+
+SHORT = """\
+description = "a short run for the tests"
+seed = 3
+warmup_s = 1
+duration_s = 3
+
+[cluster]
+clients = 2
+
+[server]
+workers = 4
+
+[workload]
+profile = "heavy-hitters"
+rate = 300
+connections = 8
+service = "exp:500"
+lifetime_s = 0.5
+
+[tuner.model]
+warmup_windows = 5
+"""
+
+
+def test_every_shipped_spec_is_valid():
+    specs = list_specs(REPO / "experiments")
+    names = {s.path.name for s in specs}
+    assert "default.toml" in names
+    default = ExperimentSpec.load(REPO / "experiments/default.toml")
+    assert default.get("workload.profile") == "heavy-hitters"
+    per_arm = default.get("warmup_s") + default.get("duration_s") + 8  # start-up and drain
+    assert per_arm * len(default.arms) <= 180  # the issue's 3-minute budget
+
+
+@pytest.mark.parametrize(
+    "text, needle",
+    [
+        ("[workload]\nrates = 5\n", "unknown key 'workload.rates'"),
+        ("[workload]\nrate = -5\n", "'workload.rate'"),
+        ('[workload]\nprofile = "zipf"\n', "'workload.profile' in"),
+        ('[workload]\nservice = "gauss:5"\n', "service time 'gauss:5'"),
+        ('arms = ["kernel", "magic"]\n', "'arms'"),
+        ('[server]\nworkers = "four"\n', "'server.workers'"),
+        ("[tuner.policy]\nmax_steps = 1\n", "unknown key 'policy.max_steps'"),
+        ("[workload\n", "is not valid TOML"),
+    ],
+)
+def test_broken_specs_are_refused_naming_the_key(tmp_path, tuner_cli, text, needle):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(TunerError, match=None) as e:
+        ExperimentSpec.load(path)
+    assert needle in str(e.value)
+    r = tuner_cli("experiment", "run", str(path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 1 and needle in r.stderr and "Traceback" not in r.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_spec_file_is_a_clear_error(tuner_cli, tmp_path):
+    r = tuner_cli("experiment", "run", str(tmp_path / "nope.toml"))
+    assert r.returncode == 1 and "nope.toml does not exist" in r.stderr
+
+
+def test_experiment_list_shows_the_specs(tuner_cli):
+    r = tuner_cli("experiment", "list", check=True)
+    assert "experiments/default.toml" in r.stdout and "heavy-hitters" in r.stdout
+
+
+@pytest.mark.kernel
+def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_cli):
+    spec = tmp_path / "short.toml"
+    spec.write_text(textwrap.dedent(SHORT))
+    out = tmp_path / "out"
+    before = leftovers()
+    r = tuner_cli("experiment", "run", str(spec), "--out", str(out), timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "| active |" in r.stdout and "| kernel |" in r.stdout
+    for name in (
+        "summary.json",
+        "samples.parquet",
+        "latency_cdf.png",
+        "worker_load.png",
+        "report.md",
+    ):
+        assert (out / name).stat().st_size > 0, name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["spec"]["workload"]["profile"] == "heavy-hitters"
+    assert list(summary["arms"]) == ["kernel", "reactive", "shadow", "active"]
+    for arm, m in summary["arms"].items():
+        for key in (
+            "requests",
+            "errors",
+            "throughput_rps",
+            "p50_ms",
+            "p90_ms",
+            "p99_ms",
+            "p99_9_ms",
+            "imbalance",
+            "decisions_per_s",
+            "tuner_cpu_s",
+        ):
+            assert m[key] is not None, (arm, key)
+        assert m["errors"] == 0 and m["requests"] > 500, (arm, m)
+    assert summary["arms"]["kernel"]["tuner_cpu_s"] == 0
+    assert summary["arms"]["active"]["tuner_cpu_s"] > 0
+    table = pq.read_table(out / "samples.parquet")
+    assert set(table.column("arm").to_pylist()) == {"kernel", "reactive", "shadow", "active"}
+    shadow_log = (out / "shadow" / "decisions.jsonl").read_text().splitlines()
+    assert shadow_log and all(not json.loads(x)["written"] for x in shadow_log if "written" in x)
+    report = (out / "report.md").read_text()
+    assert "| reactive |" in report and "latency_cdf.png" in report
+    assert leftovers() == before  # the cluster is gone
+
+
+@pytest.mark.kernel
+def test_profile_override_and_arm_subset(tmp_path, tuner_cli):
+    spec = tmp_path / "short.toml"
+    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
+    out = tmp_path / "out"
+    r = tuner_cli(
+        "experiment",
+        "run",
+        str(spec),
+        "--out",
+        str(out),
+        "--profile",
+        "uniform",
+        "--arms",
+        "kernel",
+        "--json",
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["spec"]["workload"]["profile"] == "uniform"
+    assert list(summary["arms"]) == ["kernel"]
