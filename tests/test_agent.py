@@ -225,3 +225,13 @@ def test_agent_exits_cleanly_when_the_server_goes_away(served, tmp_path):
     err = agent.proc.stderr.read()
     assert agent.proc.returncode == 1 and "exited" in err and "Traceback" not in err
     assert not Path(PIN_ROOT, agent.name).exists()  # detached on the way out
+
+
+def test_bench_loop_reports_latency_and_the_model_beats_last_value(tuner_cli):
+    r = tuner_cli("bench", "loop", "--windows", "60", "--json", check=True)
+    out = json.loads(r.stdout)
+    for n in (8, 64, 512):
+        assert out[f"p99_ms_{n}"] >= out[f"p50_ms_{n}"] > 0
+    # the synthetic pattern is periodic: the learned model must beat the last value
+    assert out["model_mae_64"] < out["baseline_mae_64"]
+    assert not list(Path(PIN_ROOT).glob("bench-loop-*"))

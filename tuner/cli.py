@@ -191,6 +191,20 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     )
     st.add_argument("--json", action="store_true", help="print one JSON object")
     st.set_defaults(func=_run_bench_steer)
+    lp = bench.add_parser(
+        "loop",
+        formatter_class=_formatter,
+        help="control-loop latency (window closed -> table written) for 8, 64, 512 entities",
+        description="Feed synthetic scheduler windows with a periodic hotspot through the\n"
+        "agent's real loop (learner, policy, table written into a kernel map) for\n"
+        "8, 64 and 512 entities; print latency percentiles and model vs baseline MAE.",
+        epilog="examples:\n  tuner bench loop\n  tuner bench loop --windows 1000 --json",
+    )
+    lp.add_argument(
+        "--windows", type=int, default=300, metavar="N", help="windows per size (default: 300)"
+    )
+    lp.add_argument("--json", action="store_true", help="print one JSON object")
+    lp.set_defaults(func=_run_bench_loop)
     p.set_defaults(func=lambda _args: p.print_help() or 2)
 
 
@@ -222,6 +236,14 @@ def _run_cleanup(args: argparse.Namespace) -> int:
 
     done = cleanup()
     print("\n".join(done) if done else "cleanup: nothing to remove")
+    return 0
+
+
+def _run_bench_loop(args: argparse.Namespace) -> int:
+    from tuner.bench import loop
+
+    result = loop.run(args.windows)
+    print(json.dumps(result, indent=2) if args.json else loop.render(result))
     return 0
 
 

@@ -9,7 +9,8 @@ Each target's share of new connections (or new flows) is proportional to its pre
 capacity, so traffic goes where there is room, and a target predicted hot gets only the
 minimum share. Two brakes keep decisions from flapping: a change smaller than ``hysteresis``
 (half the L1 distance between share vectors) is not made at all, and no share moves by more
-than ``max_step`` per window. Slots are reassigned with as few moves as possible, so a flow
+than ``max_step`` per window (the step is taken along the line from the current
+shares to the wanted ones, so they still sum to 1). Slots are reassigned with as few moves as possible, so a flow
 table keyed by slot sees little churn.
 
 >>> p = SharePolicy(min_share=0.05, max_step=1.0, hysteresis=0.0)
@@ -154,9 +155,11 @@ class SharePolicy:
         distance = sum(abs(a - b) for a, b in zip(want, current, strict=True)) / 2
         if self.table_ is not None and distance < self.hysteresis:
             return TableDecision(current, self.table_, False, f"change {distance:.3f} < hysteresis")
-        lim = self.max_step
-        step = [c + max(-lim, min(lim, w - c)) for w, c in zip(want, current, strict=True)]
-        shares = _bounded(step, self.min_share)
+        # move along the line from current to wanted, so the shares keep summing to 1 and
+        # none moves by more than max_step (both ends respect min_share, so every point does)
+        largest = max(abs(w - c) for w, c in zip(want, current, strict=True))
+        alpha = min(1.0, self.max_step / largest) if largest > 0 else 1.0
+        shares = [c + alpha * (w - c) for w, c in zip(want, current, strict=True)]
         hot = [i for i, p in enumerate(predicted) if p >= self.capacity * 0.8]
         why = f"spare capacity; hot targets {hot}" if hot else "spare capacity"
         self.shares_, self.table_ = shares, table_for(shares, self.table_)

@@ -251,8 +251,10 @@ class LoadGenerator:
                 conn.writer.close()
         if tasks:
             await asyncio.wait(tasks, timeout=spec.drain_s)
-        for t in tasks:
+        left = list(tasks)
+        for t in left:
             t.cancel()
+        await asyncio.gather(*left, return_exceptions=True)
         out = np.zeros(len(s["t_send"]), dtype=SAMPLE)
         for k in SAMPLE.names:
             out[k] = s[k]
@@ -261,8 +263,8 @@ class LoadGenerator:
 
 def _send(writer: Any, msg: bytes) -> None:
     """Write one request on a TCP stream writer or a connected UDP transport."""
-    if isinstance(writer, asyncio.DatagramTransport):
-        writer.sendto(msg)
+    if not isinstance(writer, asyncio.StreamWriter):
+        writer.sendto(msg)  # a connected UDP transport
     else:
         writer.write(msg)
 

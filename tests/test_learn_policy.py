@@ -1,0 +1,54 @@
+"""The learner and the policy, in pure Python (no kernel)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import pytest
+
+from tuner.learn.online import Learner
+from tuner.policy.shares import SLOTS, SharePolicy, table_for
+
+
+@pytest.mark.parametrize("model", ["linear", "tree"])
+def test_learned_models_beat_last_value_on_a_periodic_hotspot(model):
+    lr = Learner(model=model, threshold=0.8)
+    for w in range(400):
+        lr.step(
+            {
+                f"w{i}": 0.95 if (w + i) % 4 == 0 else 0.3 + 0.1 * math.sin(w / 7 + i)
+                for i in range(16)
+            }
+        )
+    s = lr.scores()
+    assert s["model_mae"] < 0.5 * s["baseline_mae"], s
+    assert s["model_recall"] > 0.5 and s["model_precision"] > 0.5, s
+
+
+def test_linear_model_stays_finite_with_many_entities():
+    lr = Learner(model="linear")
+    for w in range(200):
+        preds = lr.step({f"w{i}": 0.5 for i in range(64)})
+    assert all(0 <= p.load <= 4 and abs(p.load - 0.5) < 0.05 for p in preds.values())
+
+
+def test_policy_moves_away_from_hot_targets_within_bounds():
+    p = SharePolicy(min_share=0.05, max_step=0.1, hysteresis=0.02)
+    first = p.decide([0.3, 0.3, 0.3, 0.3])
+    assert first.changed and Counter(first.table) == {0: 64, 1: 64, 2: 64, 3: 64}
+    d = p.decide([1.0, 0.2, 0.2, 0.2])
+    assert d.shares[0] == pytest.approx(0.15)  # one bounded step of 0.1 from 0.25
+    assert sum(d.shares) == pytest.approx(1.0)
+    for _ in range(10):
+        d = p.decide([1.0, 0.2, 0.2, 0.2])
+    assert d.shares[0] == pytest.approx(0.05)  # never below the minimum share
+    same = p.decide([1.0, 0.21, 0.2, 0.2])
+    assert not same.changed and same.table == d.table  # hysteresis
+
+
+def test_table_changes_move_few_slots():
+    a = table_for([0.25] * 4)
+    b = table_for([0.1, 0.3, 0.3, 0.3], a)
+    moved = sum(x != y for x, y in zip(a, b, strict=True))
+    assert len(b) == SLOTS and moved == 64 - Counter(b)[0]
