@@ -28,7 +28,7 @@ def test_learned_models_beat_last_value_on_a_periodic_hotspot(model):
 
 def test_linear_model_stays_finite_with_many_entities():
     lr = Learner(model="linear")
-    for w in range(200):
+    for _ in range(200):
         preds = lr.step({f"w{i}": 0.5 for i in range(64)})
     assert all(0 <= p.load <= 4 and abs(p.load - 0.5) < 0.05 for p in preds.values())
 

@@ -10,8 +10,8 @@ capacity, so traffic goes where there is room, and a target predicted hot gets o
 minimum share. Two brakes keep decisions from flapping: a change smaller than ``hysteresis``
 (half the L1 distance between share vectors) is not made at all, and no share moves by more
 than ``max_step`` per window (the step is taken along the line from the current
-shares to the wanted ones, so they still sum to 1). Slots are reassigned with as few moves as possible, so a flow
-table keyed by slot sees little churn.
+shares to the wanted ones, so they still sum to 1). Slots are reassigned with as few moves
+as possible, so a flow table keyed by slot sees little churn.
 
 >>> p = SharePolicy(min_share=0.05, max_step=1.0, hysteresis=0.0)
 >>> d = p.decide([0.9, 0.3, 0.3, 0.3])
