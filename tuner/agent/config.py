@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.schema import check_value
 
 # key: (type, default, allowed: (lo, hi) for numbers or a tuple of choices, help with unit)
 SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
@@ -121,22 +122,7 @@ class AgentConfig:
 
 
 def _check(key: str, value: Any, source: str) -> Any:
-    typ, _, allowed, help_ = SCHEMA[key]
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise TunerError(f"{key!r} in {source} must be a {typ.__name__} ({help_}); got {value!r}")
-    if typ is list and not all(isinstance(v, int) and v > 0 for v in value):
-        raise TunerError(f"{key!r} in {source} must be a list of PIDs; got {value!r}")
-    if isinstance(allowed, tuple) and typ in (int, float):
-        lo, hi = allowed
-        if not lo <= value <= hi:
-            raise TunerError(
-                f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
-            )
-    elif isinstance(allowed, tuple) and value not in allowed:
-        raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
+    return check_value(SCHEMA, key, value, source)
 
 
 def reference() -> str:

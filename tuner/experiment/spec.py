@@ -23,6 +23,7 @@ from typing import Any
 
 from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
+from tuner.schema import check_value
 from tuner.workload.profiles import NAMES as PROFILES
 from tuner.workload.protocol import ServiceTime
 
@@ -134,30 +135,7 @@ class ExperimentSpec:
 
 
 def _check(key: str, value: Any, source: str) -> Any:
-    typ, _, allowed, help_ = SCHEMA[key]
-    if typ is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
-        raise TunerError(f"{key!r} in {source} must be a {typ.__name__} ({help_}); got {value!r}")
-    if typ is list:
-        if key == "arms":
-            bad = [a for a in value if a not in ARMS]
-            if bad or not value or len(set(value)) != len(value):
-                raise TunerError(
-                    f"'arms' in {source} must list distinct arms of {', '.join(ARMS)}; "
-                    f"got {value!r}"
-                )
-        elif not all(isinstance(v, int) and v >= 0 for v in value):
-            raise TunerError(f"{key!r} in {source} must be a list of CPU numbers; got {value!r}")
-    elif isinstance(allowed, tuple) and typ in (int, float):
-        lo, hi = allowed
-        if not lo <= value <= hi:
-            raise TunerError(
-                f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
-            )
-    elif isinstance(allowed, tuple) and value not in allowed:
-        raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
-    return value
+    return check_value(SCHEMA, key, value, source)
 
 
 def list_specs(folder: str | Path) -> list[ExperimentSpec]:

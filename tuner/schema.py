@@ -1,0 +1,52 @@
+"""Validation of typed, ranged settings, shared by the agent's config and experiment specs.
+
+A schema maps ``"section.key"`` to ``(type, default, allowed, meaning)``: ``allowed`` is a
+``(lo, hi)`` range for numbers, a tuple of choices for strings and lists, or None.
+
+>>> SCHEMA = {"agent.window_ms": (int, 100, (10, 10000), "window, in milliseconds")}
+>>> check_value(SCHEMA, "agent.window_ms", 250, "t.toml")
+250
+>>> check_value(SCHEMA, "agent.window_ms", 0, "t.toml")
+Traceback (most recent call last):
+...
+tuner.errors.TunerError: 'agent.window_ms' in t.toml must be in the range [10, 10000] \
+(window, in milliseconds); got 0
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tuner.errors import TunerError
+
+Schema = dict[str, tuple[type, Any, Any, str]]
+
+
+def check_value(schema: Schema, key: str, value: Any, source: str) -> Any:
+    """``value`` converted (an int where a float is wanted) and checked, or a
+    :class:`TunerError` that names the key, the constraint and the value."""
+    typ, _, allowed, help_ = schema[key]
+    if typ is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        raise TunerError(f"{key!r} in {source} must be a {typ.__name__} ({help_}); got {value!r}")
+    if typ is list:
+        if isinstance(allowed, tuple):
+            if not value or any(v not in allowed for v in value) or len(set(value)) != len(value):
+                raise TunerError(
+                    f"{key!r} in {source} must list distinct values of {', '.join(allowed)}; "
+                    f"got {value!r}"
+                )
+        elif not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
+            raise TunerError(
+                f"{key!r} in {source} must be a list of numbers ({help_}); got {value!r}"
+            )
+    elif isinstance(allowed, tuple) and typ in (int, float):
+        lo, hi = allowed
+        if not lo <= value <= hi:
+            raise TunerError(
+                f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
+            )
+    elif isinstance(allowed, tuple) and value not in allowed:
+        raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
+    return value
