@@ -175,7 +175,15 @@ TRACEPOINT_PROBE(sched, sched_switch)
         }
     }
 
-    /* next: its wait since wakeup ends now */
+    /* prev preempted: still runnable, so it waits on the run queue from now on (as BCC's
+     * runqlat counts it); without this, CPU-bound tasks that share a CPU show no wait */
+    if (prev && involuntary) {
+        struct task_state *pt = tasks.lookup(&prev);
+        if (pt && pt->slot >= 0)
+            pt->wakeup_ts = now;
+    }
+
+    /* next: its wait since wakeup or preemption ends now */
     int nslot = UNDECIDED;
     if (next) {
         struct task_state *t = tasks.lookup(&next);

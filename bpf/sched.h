@@ -14,7 +14,7 @@ struct sched_record {
     u32 reserved;
     char comm[16];
     u64 oncpu_ns;         /* task: time on a CPU; CPU: time any non-idle task ran on it */
-    u64 runq_wait_ns;     /* wakeup -> switch-in of observed tasks */
+    u64 runq_wait_ns;     /* wakeup or preemption -> switch-in of observed tasks */
     u64 runq_waits;       /* number of waits summed in runq_wait_ns */
     u64 switches_vol;     /* switched out while blocking */
     u64 switches_invol;   /* switched out while runnable (preempted) */

@@ -7,6 +7,10 @@ weights. Each logical connection is re-opened (a new TCP connection, so a new so
 a new placement by the server's reuseport group) after a lifetime drawn from an exponential
 distribution with mean ``lifetime_s``; the old one closes once its answers are in.
 
+Source ports are drawn from the seed, so that every run with one seed offers the server the
+same sequence of 4-tuples, and the kernel's reuseport hash places them the same way (the arms
+of an experiment differ in what the tuner does, not in luck).
+
 Latency is measured from the request's scheduled send time to its answer. Requests without
 an answer ``drain_s`` after the end, or on a connection that failed, count as errors.
 
@@ -19,9 +23,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import bisect
+import errno
 import itertools
 import json
 import random
+import socket
+import struct
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -32,6 +39,8 @@ import numpy as np
 from tuner.errors import TunerError
 from tuner.workload.profiles import Profile
 from tuner.workload.protocol import REQUEST, RESPONSE, ServiceTime
+
+PORT_LO, PORT_HI = 20000, 60000  # source ports drawn from the seed
 
 SAMPLE = np.dtype(
     [
@@ -106,12 +115,24 @@ class LoadGenerator:
         """End the run early (what Ctrl-C does); answers in flight are still awaited."""
         self._stop = True
 
-    async def _open(self, slot: int, conn: _Conn) -> None:
+    async def _open(self, slot: int, conn: _Conn, sport: int = 0) -> None:
         if self.spec.udp:
             await self._open_udp(conn)
             return
         try:
-            reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+            try:
+                reader, writer = await asyncio.open_connection(
+                    self.spec.host, self.spec.port, local_addr=("0.0.0.0", sport)
+                )
+            except OSError as e:
+                if not sport or e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
+                    raise
+                reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+            # close with a reset: no TIME_WAIT, so the same source port can be used again in
+            # the next arm, and the kernel's reuseport hash sees the same 4-tuples there
+            writer.get_extra_info("socket").setsockopt(
+                socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0)
+            )
         except OSError:
             self.connect_errors += 1
             conn.failed = True
@@ -187,6 +208,7 @@ class LoadGenerator:
         self.check()
         spec = self.spec
         rng = random.Random(spec.seed)
+        ports = random.Random(spec.seed + 7919)
         profile = Profile(spec.profile, spec.connections, spec.seed, **spec.profile_args)
         service = ServiceTime.parse(spec.service)
         s = self.samples
@@ -203,7 +225,8 @@ class LoadGenerator:
             conn = conns[slot] = _Conn()
             life = rng.expovariate(1.0 / spec.lifetime_s) if spec.lifetime_s > 0 else 1e18
             expiry[slot] = now + life
-            task = asyncio.ensure_future(self._open(slot, conn))
+            sport = ports.randrange(PORT_LO, PORT_HI)  # same sequence in every run of a seed
+            task = asyncio.ensure_future(self._open(slot, conn, sport))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
 
