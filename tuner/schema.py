@@ -15,6 +15,8 @@ tuner.errors.TunerError: 'agent.window_ms' in t.toml must be in the range [10, 1
 
 from __future__ import annotations
 
+import tomllib
+from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
@@ -50,3 +52,22 @@ def check_value(schema: Schema, key: str, value: Any, source: str) -> Any:
     elif isinstance(allowed, tuple) and value not in allowed:
         raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
     return value
+
+
+def read_toml(path: str | Path, what: str, fix: str) -> dict[str, Any]:
+    """Parse a TOML file, or raise a one-line :class:`TunerError` naming the file.
+
+    >>> read_toml("/nonexistent.toml", "config file", "check the path")
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: config file /nonexistent.toml does not exist; fix: check the path
+    """
+    p = Path(path)
+    try:
+        return tomllib.loads(p.read_text())
+    except FileNotFoundError:
+        raise TunerError(f"{what} {p} does not exist", fix) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise TunerError(f"cannot read {what} {p}: {e}", fix) from None
+    except tomllib.TOMLDecodeError as e:
+        raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None

@@ -15,13 +15,12 @@ are: capacity, hysteresis, kind, max_step, min_share
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.errors import TunerError
-from tuner.schema import check_value
+from tuner.schema import check_value, read_toml
 
 # key: (type, default, allowed: (lo, hi) for numbers or a tuple of choices, help with unit)
 SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
@@ -95,12 +94,7 @@ class AgentConfig:
     def load(cls, path: str | Path) -> AgentConfig:
         """Read and validate a TOML file."""
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise TunerError(f"config file {p} does not exist", "check the path") from None
-        except tomllib.TOMLDecodeError as e:
-            raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None
+        data = read_toml(p, "config file", "check the path")
         return cls.from_dict(data, source=str(p))
 
     def get(self, key: str) -> Any:

@@ -16,14 +16,13 @@ docs/experiments.md lists every key
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
-from tuner.schema import check_value
+from tuner.schema import check_value, read_toml
 from tuner.workload.profiles import NAMES as PROFILES
 from tuner.workload.protocol import ServiceTime
 
@@ -94,21 +93,12 @@ class ExperimentSpec:
                 raise TunerError(f"[tuner.{sec}] in {source} is set by the experiment", "remove it")
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
-        if values["warmup_s"] >= values["duration_s"] + values["warmup_s"]:
-            raise TunerError(f"'warmup_s' in {source} must be below duration_s")
         return cls(values, agent, source, None, list(values["arms"]))
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentSpec:
         p = Path(path)
-        try:
-            data = tomllib.loads(p.read_text())
-        except FileNotFoundError:
-            raise TunerError(
-                f"experiment spec {p} does not exist", "see `tuner experiment list`"
-            ) from None
-        except tomllib.TOMLDecodeError as e:
-            raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None
+        data = read_toml(p, "experiment spec", "see `tuner experiment list`")
         spec = cls.from_dict(data, source=str(p))
         spec.path = p
         if not spec.values["name"]:
