@@ -21,6 +21,7 @@ import numpy as np
 
 from tuner.experiment.runner import ArmResult
 from tuner.experiment.spec import ExperimentSpec
+from tuner.workload.loadgen import latency_percentiles
 
 BUCKET_S = 1.0
 
@@ -55,9 +56,8 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         "errors": int(x.size - ok.sum()),
         "throughput_rps": round(float(ok.sum()) / dur, 1),
     }
-    for q in (50, 90, 99, 99.9):
-        key = f"p{q:g}_ms".replace(".", "_")
-        out[key] = round(float(np.percentile(lat, q)), 3) if lat.size else None
+    for key, v in latency_percentiles(lat, empty=None).items():
+        out[key] = round(v, 3) if v is not None else None
     load = worker_load(x, spec.get("server.workers"))[int(warm // BUCKET_S) :]
     busy = load[load.mean(axis=1) > 0]
     out["imbalance"] = (

@@ -32,6 +32,7 @@ from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
 
+ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
 AGENT_ARMS = {
     "reactive": ("active", "last"),
     "shadow": ("shadow", None),
@@ -44,7 +45,7 @@ class ArmResult:
     """What one arm produced."""
 
     arm: str
-    samples: np.ndarray  # SAMPLE rows plus a client column, t_send from the arm's start
+    samples: np.ndarray  # ARM_SAMPLE rows, t_send from the arm's start
     started: float  # wall time the load started
     decisions: list[dict] = field(default_factory=list)  # the agent's decision log
     agent_status: dict[str, Any] = field(default_factory=dict)
@@ -235,14 +236,14 @@ class Runner:
             path = arm_dir / f"samples-{i}.npy"
             if path.exists():
                 x = np.load(path)
-                y = np.zeros(x.size, dtype=SAMPLE.descr + [("client", "u1")])
+                y = np.zeros(x.size, dtype=ARM_SAMPLE)
                 for k in SAMPLE.names:
                     y[k] = x[k]
                 y["client"] = i
                 parts.append(y)
                 path.unlink()
         if not parts:
-            return np.zeros(0, dtype=SAMPLE.descr + [("client", "u1")])
+            return np.zeros(0, dtype=ARM_SAMPLE)
         return np.concatenate(parts)
 
 

@@ -31,7 +31,7 @@ import socket
 import struct
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -292,6 +292,24 @@ def _send(writer: Any, msg: bytes) -> None:
         writer.write(msg)
 
 
+PERCENTILES = (50, 90, 99, 99.9)
+
+
+def latency_percentiles(lat_ms: np.ndarray, empty: float | None = 0.0) -> dict[str, Any]:
+    """``{"p50_ms": ..., "p90_ms": ..., "p99_ms": ..., "p99_9_ms": ...}`` of latencies in ms;
+    every value is ``empty`` when there are none.
+
+    >>> latency_percentiles(np.array([1.0, 2.0, 3.0]))["p50_ms"]
+    2.0
+    >>> latency_percentiles(np.array([]), empty=None)["p99_9_ms"] is None
+    True
+    """
+    return {
+        f"p{q:g}_ms".replace(".", "_"): float(np.percentile(lat_ms, q)) if lat_ms.size else empty
+        for q in PERCENTILES
+    }
+
+
 def summarize(samples: np.ndarray) -> dict[str, float]:
     """Totals and latency percentiles (ms) of a sample array.
 
@@ -300,11 +318,7 @@ def summarize(samples: np.ndarray) -> dict[str, float]:
     2.5
     """
     ok = samples["ok"] == 1
-    lat = samples["latency"][ok] * 1e3
-    pct = {f"p{q:g}_ms".replace(".", "_"): 0.0 for q in (50, 90, 99, 99.9)}
-    if lat.size:
-        for q in (50, 90, 99, 99.9):
-            pct[f"p{q:g}_ms".replace(".", "_")] = float(np.percentile(lat, q))
+    pct = latency_percentiles(samples["latency"][ok] * 1e3)
     return {
         "requests": int(samples.size),
         "answered": int(ok.sum()),
@@ -346,6 +360,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
-
-
-__all__ = ["LoadSpec", "LoadGenerator", "SAMPLE", "summarize", "asdict"]

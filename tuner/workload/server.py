@@ -100,11 +100,24 @@ def serve_tcp(lsock: socket.socket, index: int, work: str) -> None:
             spend(us, work)
             if conn in buffers:
                 try:
-                    conn.setblocking(True)
-                    conn.sendall(RESPONSE.pack(rid, index, us))
-                    conn.setblocking(False)
+                    _send_all(conn, RESPONSE.pack(rid, index, us))
                 except OSError:
                     pass  # the client went away; its loss is counted on its side
+
+
+def _send_all(conn: socket.socket, msg: bytes) -> None:
+    """Send all of ``msg`` on a non-blocking socket: one send(2) in the usual case, and a
+    blocking send of the rest only when the socket buffer is full."""
+    try:
+        sent = conn.send(msg)
+    except BlockingIOError:
+        sent = 0
+    if sent < len(msg):
+        conn.setblocking(True)
+        try:
+            conn.sendall(msg[sent:])
+        finally:
+            conn.setblocking(False)
 
 
 def serve_udp(sock: socket.socket, index: int, work: str) -> None:
