@@ -10,6 +10,7 @@ import pytest
 from conftest import REPO
 
 from tuner.cluster import leftovers
+from tuner.cluster.topology import remove_namespaces
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec, list_specs
 
@@ -81,12 +82,25 @@ def test_experiment_list_shows_the_specs(tuner_cli):
     assert "experiments/default.toml" in r.stdout and "heavy-hitters" in r.stdout
 
 
+@pytest.fixture
+def no_leftover_cluster():
+    """Removes the cluster of a run that was killed (a timeout kills `tuner experiment` with
+    SIGKILL, before it can take its namespaces down); yields the namespaces there before."""
+    before = leftovers()
+    try:
+        yield before
+    finally:
+        remove_namespaces([n for n in leftovers() if n not in before])
+
+
 @pytest.mark.kernel
-def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_cli):
+def test_short_experiment_runs_all_arms_and_writes_every_output(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
     spec = tmp_path / "short.toml"
     spec.write_text(textwrap.dedent(SHORT))
     out = tmp_path / "out"
-    before = leftovers()
+    before = no_leftover_cluster
     r = tuner_cli("experiment", "run", str(spec), "--out", str(out), timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| active |" in r.stdout and "| kernel |" in r.stdout
@@ -128,7 +142,7 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_
 
 
 @pytest.mark.kernel
-def test_profile_override_and_arm_subset(tmp_path, tuner_cli):
+def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluster):
     spec = tmp_path / "short.toml"
     spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
