@@ -52,3 +52,59 @@ def test_table_changes_move_few_slots():
     b = table_for([0.1, 0.3, 0.3, 0.3], a)
     moved = sum(x != y for x, y in zip(a, b, strict=True))
     assert len(b) == SLOTS and moved == 64 - Counter(b)[0]
+
+
+class _Recorder:
+    """Stands in for an actuator: remembers what would reach the kernel."""
+
+    def __init__(self) -> None:
+        self.mode, self.writes, self.renewals = "shadow", 0, 0
+
+    def set_mode(self, mode: str) -> None:
+        self.mode = mode
+
+    def apply(self, table):
+        from tuner.actuate.base import Decision
+
+        written = self.mode == "active"
+        self.writes += written
+        return Decision(0.0, self.mode, list(table), written, self.writes)
+
+    def renew(self) -> None:
+        self.renewals += 1
+
+    def expire(self) -> None:
+        pass
+
+
+def _frames(loads_ns: list[float], pids: list[int]):
+    from tuner.probes.base import Frame
+
+    return [
+        Frame("sched", f"task:{p}", 0, 100_000_000, {"oncpu_ns": ns}, {"tgid": str(p)})
+        for p, ns in zip(pids, loads_ns, strict=True)
+    ]
+
+
+def test_switching_to_active_writes_the_table_even_when_the_policy_sees_no_change():
+    from tuner.agent.config import AgentConfig
+    from tuner.agent.loop import Agent
+
+    pids = [11, 12, 13, 14]
+    cfg = AgentConfig.from_dict({"model": {"kind": "last", "warmup_windows": 1}})
+    agent = Agent(cfg, pids, "shadow")
+    act = _Recorder()
+    steady = _frames([90e6, 20e6, 20e6, 20e6], pids)  # the same skew every window
+    for _ in range(30):  # the policy settles on its table while nothing is written
+        agent.step(steady, act)
+    assert act.writes == 0
+    agent.set_mode("active")
+    entry = agent.step(steady, act)
+    assert act.writes == 1 and entry["written"]  # written although "changed" is False
+    agent.step(steady, act)
+    assert act.writes == 1 and act.renewals >= 1  # then only the lease is renewed
+    agent.set_mode("shadow")
+    agent.set_mode("active")
+    agent.step(steady, act)
+    assert act.writes == 2  # back from shadow: the kernel's old table is replaced, not revived
+    assert agent.status()["guard"] == "armed"

@@ -155,6 +155,11 @@ class Agent:
         self._steering: Any = None
         self.records_lost = 0
         self.decisions_written = 0
+        # True while the kernel holds the policy's current table under a live lease. After
+        # shadow, a fallback or start-up it is False, and the first active window writes the
+        # table even when the policy sees no change (its shares moved on while nothing was
+        # written), so `tuner mode active` always takes effect in the next window.
+        self._holding = False
 
     # -- control --------------------------------------------------------------------------
     def set_mode(self, mode: str, why: str = "requested") -> None:
@@ -164,6 +169,7 @@ class Agent:
         with self.lock:
             if mode != self.mode:
                 self.mode = mode
+                self._holding = False
                 if self._steering is not None:
                     self._steering.set_mode(mode)
                 self._write_log({"t": time.time(), "event": "mode", "mode": mode, "why": why})
@@ -201,14 +207,19 @@ class Agent:
                     "hotspot_recall": _ratio(s["hot_tp"], s["hot_tp"] + s["hot_fn"]),
                     "mean_gap_to_balanced": round(s["gap"] / decided, 4),
                 },
-                "guard": self.guard.reason or "armed"
-                if self.guard.shadow_level
-                else "no shadow period yet",
+                "guard": self._guard_text(),
                 "records_lost": self.records_lost,
                 "cpu_s": round(sum(os.times()[:2]), 3),
                 "loop_ms_p50": round(lat[len(lat) // 2], 3) if lat else None,
                 "loop_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,
             }
+
+    def _guard_text(self) -> str:
+        if not self.guard.enabled:
+            return "disabled"
+        if self.guard.reason:
+            return self.guard.reason
+        return "armed" if self.guard.shadow_level else "no shadow period yet"
 
     # -- the loop -------------------------------------------------------------------------
     def open_log(self, path: str) -> None:
@@ -258,17 +269,21 @@ class Agent:
             if fallback:
                 if mode == "active":
                     steering.expire()
+                self._holding = False
                 self.policy.reset()
                 entry.update(mode=mode, written=False, fallback=fallback)
             else:
                 decision = self._decide([preds[e].load for e in entities])
-                d = steering.apply(decision.table) if decision.changed else None
+                write = decision.changed or (mode == "active" and not self._holding)
+                d = steering.apply(decision.table) if write else None
                 self.decisions_written += bool(d and d.written)
-                if not decision.changed:
+                if d is not None and d.written:
+                    self._holding = True
+                elif not write:
                     steering.renew()
                 entry.update(
                     mode=mode,
-                    written=bool(d and d.written) or (mode == "active" and not decision.changed),
+                    written=bool(d and d.written) or (mode == "active" and not write),
                     changed=decision.changed,
                     shares=[round(s, 4) for s in decision.shares],
                     table=decision.table if decision.changed else None,

@@ -117,18 +117,18 @@ class Cluster:
     # -- lifecycle ------------------------------------------------------------------------
     def up(self) -> Cluster:
         """Create the namespaces, the bridge and one veth pair per host."""
-        from pyroute2 import NetNS, netns
+        from pyroute2 import NetNS
 
         planned = self.plan()
         try:
-            netns.create(self.switch)
+            _add_namespace(self.switch)
             with NetNS(self.switch) as sw:
                 sw.link("add", ifname="br0", kind="bridge")
                 bridge = sw.link_lookup(ifname="br0")[0]
                 sw.link("set", index=bridge, state="up")
                 for h in planned:
-                    netns.create(h.netns)
                     self.hosts.append(h)
+                    _add_namespace(h.netns)
                     _quiet_ipv6(h.netns)
                     sw.link(
                         "add",
@@ -168,6 +168,21 @@ class Cluster:
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _add_namespace(name: str) -> None:
+    """Create a named network namespace with iproute2, as ``ip netns exec`` expects it.
+
+    iproute2 makes ``/run/netns`` a shared mount point the first time it is used; a namespace
+    mounted there by another route (pyroute2 forks a helper that does it) could end up hidden
+    under that mount, which showed as a namespace missing right after it was made.
+    """
+    r = subprocess.run(["ip", "netns", "add", name], capture_output=True, text=True, check=False)
+    if r.returncode != 0 or not os.path.exists(f"{NETNS_DIR}/{name}"):
+        raise TunerError(
+            f"cannot create network namespace {name}: {r.stderr.strip() or 'not found after'}",
+            "run as root; `tuner cluster down` removes namespaces an earlier run left",
+        )
 
 
 def _quiet_ipv6(name: str) -> None:
@@ -210,8 +225,6 @@ def namespace_pids(name: str) -> list[int]:
 
 def remove_namespaces(names: Sequence[str]) -> list[str]:
     """Kill the processes inside each namespace, then delete it. Returns the ones deleted."""
-    from pyroute2 import netns
-
     removed = []
     for name in names:
         if not os.path.exists(f"{NETNS_DIR}/{name}"):
@@ -221,7 +234,7 @@ def remove_namespaces(names: Sequence[str]) -> list[str]:
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
-        netns.remove(name)
+        subprocess.run(["ip", "netns", "delete", name], capture_output=True, check=False)
         removed.append(name)
     return removed
 
