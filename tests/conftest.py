@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tuner.cluster import Cluster
 
 REPO = Path(__file__).resolve().parent.parent
 collect_ignore = ["scripts"]  # programs the tests run, not tests
@@ -43,3 +46,36 @@ def run_tuner(
 def tuner_cli():
     """The :func:`run_tuner` helper."""
     return run_tuner
+
+
+@pytest.fixture
+def served(tmp_path):
+    """A cluster with the reference server (4 workers) and a helper to start load."""
+    with Cluster(clients=1) as c:
+        srv = c.popen(
+            "server",
+            [sys.executable, "-m", "tuner.workload.server", "--workers", "4", "--cpus", "0,1"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        pids = json.loads(srv.stdout.readline())["workers"]
+
+        def load(seconds: float, **kw) -> subprocess.Popen:
+            spec = {
+                "host": c.host("server").address,
+                "rate": 400,
+                "seconds": seconds,
+                "connections": 16,
+                "service": "exp:1000",
+                "lifetime_s": 0.3,
+                "profile": "heavy-hitters",
+                **kw,
+            }
+            return c.popen(
+                "client0",
+                [sys.executable, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec)],
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+
+        yield c, pids, load

@@ -15,43 +15,9 @@ from conftest import REPO, run_tuner
 
 from tuner.actuate.base import PIN_ROOT, read_pins
 from tuner.agent.control import request
-from tuner.cluster import Cluster
 
 pytestmark = pytest.mark.kernel
 PORT = 8000
-
-
-@pytest.fixture
-def served(tmp_path):
-    """A cluster with the reference server (4 workers) and a helper to start load."""
-    with Cluster(clients=1) as c:
-        srv = c.popen(
-            "server",
-            [sys.executable, "-m", "tuner.workload.server", "--workers", "4", "--cpus", "0,1"],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        pids = json.loads(srv.stdout.readline())["workers"]
-
-        def load(seconds: float, **kw) -> subprocess.Popen:
-            spec = {
-                "host": c.host("server").address,
-                "rate": 400,
-                "seconds": seconds,
-                "connections": 16,
-                "service": "exp:1000",
-                "lifetime_s": 0.3,
-                "profile": "heavy-hitters",
-                **kw,
-            }
-            return c.popen(
-                "client0",
-                [sys.executable, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec)],
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-
-        yield c, pids, load
 
 
 class Agent:

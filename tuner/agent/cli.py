@@ -29,7 +29,9 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "SIGTERM or Ctrl-C detaches everything and exits 0. The config keys are\n"
         "listed in docs/agent.md.",
         epilog="examples:\n  tuner run --config tuner.toml\n"
-        "  tuner run --config tuner.toml --mode active --seconds 60",
+        "  tuner run --config tuner.toml --mode active --seconds 60\n"
+        "  tuner run --config tuner.toml --record traces/today.parquet\n"
+        "  tuner run --config tuner.toml --model models/shifting",
     )
     p.add_argument("--config", required=True, metavar="FILE", help="TOML config (docs/agent.md)")
     p.add_argument(
@@ -39,7 +41,17 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         help="shadow: decide and log only (default); active: write decisions",
     )
     p.add_argument("--seconds", type=float, default=None, metavar="S", help="stop after S s")
-    p.add_argument("--model", metavar="KIND", help="override model.kind (linear, tree, last)")
+    p.add_argument(
+        "--model",
+        metavar="KIND|DIR",
+        help="override the model: a kind (linear, tree, last) or a directory saved by"
+        " `tuner train` (its feature schema and window must match)",
+    )
+    p.add_argument(
+        "--record",
+        metavar="FILE",
+        help="also record a trace (features, predictions, decisions, outcomes) into FILE",
+    )
     p.set_defaults(func=_run)
 
     m = sub.add_parser(
@@ -70,10 +82,15 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tuner.agent.config import AgentConfig
     from tuner.agent.run import main_loop_banner, run_agent
+    from tuner.learn.models import MODELS
 
     config = AgentConfig.load(args.config)
-    if args.model:
-        config = config.with_values(model__kind=args.model)
+    if args.model in MODELS:
+        config = config.with_values(model__kind=args.model, model__path="")
+    elif args.model:
+        config = config.with_values(model__path=args.model)
+    if args.record:
+        config = config.with_values(agent__record=args.record)
     agent = run_agent(config, args.mode, args.seconds, progress=main_loop_banner)
     print("tuner run: stopped; steering detached", file=sys.stderr)
     print(json.dumps(agent.status()))

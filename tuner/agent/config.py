@@ -32,8 +32,22 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "agent.name": (str, "agent", None, "steering name: pins under /sys/fs/bpf/tuner/<name>"),
     "agent.control_socket": (str, "/run/tuner/agent.sock", None, "Unix socket for mode/status"),
     "agent.decision_log": (str, "", None, "JSON lines file of decisions ('' : none)"),
+    "agent.record": (
+        str,
+        "",
+        None,
+        "trace directory to record into ('': none; tuner run --record)",
+    ),
+    "agent.record_part_mb": (
+        float,
+        64.0,
+        (0.001, 100000.0),
+        "a trace part is closed at this size, MB",
+    ),
+    "agent.record_part_seconds": (float, 30.0, (0.1, 86400.0), "... or after this many seconds"),
     "agent.lease_ms": (int, 1000, (50, 60000), "lease of a written table, in milliseconds"),
     "model.kind": (str, "linear", ("linear", "tree", "last"), "load model"),
+    "model.path": (str, "", None, "model saved by `tuner train` ('': none); replaces model.kind"),
     "model.hot_threshold": (float, 0.8, (0.01, 64.0), "hotspot load, fraction of a CPU"),
     "model.warmup_windows": (int, 20, (0, 100000), "windows before the model may act"),
     "policy.kind": (

@@ -44,6 +44,19 @@ MODES = ("shadow", "active")
 STALE_WINDOWS = 3
 
 
+def _load_model(config: AgentConfig) -> Any:
+    """The learner's load model: a saved offline model when ``model.path`` is set (checked
+    against this agent's features and window), else a fresh one of ``model.kind``."""
+    path = config.get("model.path")
+    if not path:
+        return config.get("model.kind")
+    from tuner.learn.offline import load_model
+
+    saved = load_model(path)
+    saved.check(config.get("agent.window_ms"))
+    return saved.make()
+
+
 def worker_loads(frames: list[Frame], pids: list[int]) -> dict[int, dict[str, float]]:
     """Per worker index: ``load`` and ``runq_frac`` (fractions of the window) from the
     scheduler probe's task frames. A worker without frames was idle: load 0.
@@ -133,7 +146,7 @@ class Agent:
         self.pids = list(pids)
         self.mode = mode
         self.started = time.time()
-        self.learner = Learner(config.get("model.kind"), config.get("model.hot_threshold"))
+        self.learner = Learner(_load_model(config), config.get("model.hot_threshold"))
         self.policy = SharePolicy(
             capacity=config.get("policy.capacity"),
             min_share=config.get("policy.min_share"),
@@ -197,7 +210,7 @@ class Agent:
                 "entities": len(self.pids),
                 "pids": self.pids,
                 "last_decision": self.last,
-                "model": self.config.get("model.kind"),
+                "model": self.config.get("model.path") or self.config.get("model.kind"),
                 "model_mae_recent": round(model_mae, 4),
                 "baseline_mae_recent": round(base_mae, 4),
                 "scores": {k: round(v, 4) for k, v in self.learner.scores().items()},
@@ -234,7 +247,7 @@ class Agent:
 
     def _write_log(self, entry: dict[str, Any]) -> None:
         if self._log is not None:
-            self._log.write(json.dumps(entry) + "\n")
+            self._log.write(json.dumps(_rounded(entry)) + "\n")
 
     def step(self, frames: list[Frame], steering: Any, closed_ns: int | None = None) -> dict:
         """One window: learn, predict, decide, act; returns the decision log entry.
@@ -246,11 +259,23 @@ class Agent:
         entities = [f"worker:{i}" for i in range(len(self.pids))]
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
         extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
+        self.stale = self.stale + 1 if not frames else 0
+        return self.step_loads(loads, extra, steering, closed_ns)
+
+    def step_loads(
+        self,
+        loads: dict[str, float],
+        extra: dict[str, dict[str, float]],
+        steering: Any,
+        closed_ns: int | None = None,
+    ) -> dict:
+        """The part of :meth:`step` after the probes: ``tuner replay`` enters here with a
+        trace's loads, so a replay runs the same learner and policy code as the live loop."""
+        entities = list(loads)
         shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
         self._score_shadow(loads)
         preds = self.learner.step(loads, extra, dict(zip(entities, shares_now, strict=False)))
         self.windows += 1
-        self.stale = self.stale + 1 if not frames else 0
         pressure = max(loads.values())
         if self.guard.observe(self.mode, pressure):
             self.set_mode("shadow", why=f"regression guard: {self.guard.reason}")
@@ -285,7 +310,7 @@ class Agent:
                     mode=mode,
                     written=bool(d and d.written) or (mode == "active" and not write),
                     changed=decision.changed,
-                    shares=[round(s, 4) for s in decision.shares],
+                    shares=list(decision.shares),
                     table=decision.table if decision.changed else None,
                     why=decision.why,
                 )
@@ -293,10 +318,12 @@ class Agent:
             ms = (time.monotonic_ns() - closed_ns) / 1e6
             self.latency_ms.append(ms)
             entry["loop_ms"] = round(ms, 3)
-        entry["loads"] = {e: round(v, 4) for e, v in loads.items()}
-        entry["predictions"] = {
-            e: [round(p.load, 4), round(p.baseline, 4), round(p.p_hot, 3)] for e, p in preds.items()
-        }
+        # full precision here (a trace keeps it, so a replay reproduces the run exactly);
+        # the decision log rounds (see _write_log)
+        entry["loads"] = dict(loads)
+        entry["features"] = {e: dict(x) for e, x in extra.items()}
+        entry["in_force"] = list(shares_now)
+        entry["predictions"] = {e: [p.load, p.baseline, p.p_hot] for e, p in preds.items()}
         self._prev = (preds, decision)
         self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
         self.last["why"] = entry.get("fallback") or entry.get("why", "")
@@ -327,6 +354,21 @@ class Agent:
             s["hot_fn"] += was and not said
         balanced = self.policy.target_shares(list(loads.values()))
         s["gap"] += sum(abs(a - b) for a, b in zip(balanced, decision.shares, strict=False)) / 2
+
+
+def _rounded(x: Any, digits: int = 4) -> Any:
+    """``x`` with every float rounded, for the decision log.
+
+    >>> _rounded({"a": [0.123456, 1], "b": {"c": 2.0000001}})
+    {'a': [0.1235, 1], 'b': {'c': 2.0}}
+    """
+    if isinstance(x, float):
+        return round(x, digits)
+    if isinstance(x, dict):
+        return {k: _rounded(v, digits) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_rounded(v, digits) for v in x]
+    return x
 
 
 def _ratio(a: int, b: int) -> float | None:

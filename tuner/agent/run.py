@@ -89,32 +89,40 @@ def run_agent(
             stack.enter_context(MetricsServer(config.get("metrics.port"), agent))
         agent.open_log(config.get("agent.decision_log"))
         stack.callback(agent.close_log)
+        writer = None
+        if config.get("agent.record"):
+            from tuner.trace.record import open_writer
+
+            writer = stack.enter_context(open_writer(config, pids, config.get("agent.record")))
         if progress:
             progress(agent)
         try:
             windows = stream.windows(seconds)
             for window in windows:
-                _step(agent, pids, stream, steering, window)
+                entry = _step(agent, pids, stream, steering, window)
+                if writer is not None:
+                    writer.add(entry, window.closed)
         except KeyboardInterrupt:
             pass  # SIGTERM or Ctrl-C: leave the stack, which detaches everything
     return agent
 
 
-def _step(agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any) -> None:
+def _step(agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any) -> dict:
     """One window, after checking that every worker still exists."""
     gone = [p for p in pids if not os.path.exists(f"/proc/{p}")]
     if gone:
         raise TunerError(
             f"target process {gone[0]} exited", "restart the agent when the server is back"
         )
-    agent.step(window.frames, steering, window.closed)
+    entry = agent.step(window.frames, steering, window.closed)
     agent.records_lost = sum(s.lost for s in stream.stats().values())
+    return entry
 
 
 def main_loop_banner(agent: Agent) -> None:
     print(
         f"tuner run: {agent.mode} mode, {len(agent.pids)} workers {agent.pids}, "
-        f"model {agent.config.get('model.kind')}; control socket "
+        f"model {agent.config.get('model.path') or agent.config.get('model.kind')}; control socket "
         f"{agent.config.get('agent.control_socket')}; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -119,6 +120,8 @@ class Runner:
                 "agent.decision_log": str(arm_dir / "decisions.jsonl"),
             }
         )
+        if arm in self.spec.get("trace_arms"):
+            cfg["agent.record"] = str(arm_dir / "trace.parquet")
         (arm_dir / "agent.toml").write_text(_to_toml(cfg))
         log = open(arm_dir / "agent.log", "w")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
@@ -146,7 +149,9 @@ class Runner:
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
         s = self.spec
         arm_dir = self.out / arm
-        arm_dir.mkdir(parents=True, exist_ok=True)
+        if arm_dir.exists():  # an earlier run into the same --out: start the arm afresh
+            shutil.rmtree(arm_dir)
+        arm_dir.mkdir(parents=True)
         self.progress(arm, 0.0, "starting server")
         server, pids = self._server(cluster)
         agent = hog = None

@@ -36,6 +36,12 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "duration_s": (float, 20.0, (1.0, 3600.0), "measured time per arm, in seconds"),
     "warmup_s": (float, 3.0, (0.0, 600.0), "time per arm before measuring, in seconds"),
     "arms": (list, list(ARMS), ARMS, "arms to run, in order"),
+    "trace_arms": (
+        list,
+        ["shadow"],
+        ARMS[1:],
+        "arms whose agent records a trace into ARM/trace.parquet (for tuner train)",
+    ),
     "cluster.clients": (int, 2, (1, 20), "client hosts, one load generator each"),
     "server.workers": (int, 4, (1, 64), "worker processes of the server"),
     "server.cpus": (list, [], None, "pin worker i to cpus[i mod n] ([]: no pinning)"),

@@ -20,6 +20,18 @@ from dataclasses import dataclass, field
 
 LAGS = 3
 FAST, SLOW = 0.5, 0.1  # EWMA weights of the newest window
+EXTRA = ("runq_frac",)  # per-window probe features the agent adds (see tuner.agent.loop)
+# The feature schema, in the order an offline model takes them (tuner.learn.offline builds
+# the same values from a trace; a saved model records this list and is refused when it differs)
+FEATURES = (
+    "load",
+    "share",
+    *EXTRA,
+    *(f"lag{k}" for k in range(1, LAGS + 1)),
+    "delta",
+    "ewma_fast",
+    "ewma_slow",
+)
 
 
 @dataclass

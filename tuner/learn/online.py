@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 from tuner.learn.features import History
 from tuner.learn.models import LastValue, make_classifier, make_model
@@ -67,16 +68,18 @@ class Learner:
 
     Parameters
     ----------
-    model : {"linear", "tree", "last"}
-        The load model (see :mod:`tuner.learn.models`).
+    model : {"linear", "tree", "last"} or a model object
+        The load model (see :mod:`tuner.learn.models`), or any object with river's
+        ``learn_one`` / ``predict_one`` (:class:`tuner.learn.offline.OfflineModel`).
     threshold : float
         Load above which an entity is a hotspot, as a fraction of a CPU.
     """
 
-    def __init__(self, model: str = "linear", threshold: float = 0.8) -> None:
-        self.model = model
+    def __init__(self, model: str | Any = "linear", threshold: float = 0.8) -> None:
+        # a name from tuner.learn.models, or a model object (e.g. a saved offline model)
+        self.model = model if isinstance(model, str) else type(model).__name__
         self.threshold = threshold
-        self.model_ = make_model(model)
+        self.model_ = make_model(model) if isinstance(model, str) else model
         self.classifier_ = make_classifier()
         self.baseline_ = LastValue()
         self.history_: dict[str, History] = {}

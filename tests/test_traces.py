@@ -1,0 +1,267 @@
+"""Traces: record from the test cluster, replay, train, evaluate, load into the agent; and
+every kind of bad input gets a one-line error."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from conftest import REPO, run_tuner
+
+from tuner.learn.features import History
+from tuner.learn.offline import feature_matrix
+from tuner.learn.train import synthetic_trace
+from tuner.trace.reader import read_trace
+from tuner.trace.schema import arrow_schema
+
+PORT = 8000
+
+
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    """The command failed with one `tuner: error:` line that contains ``words``."""
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("tuner: error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().endswith(errors[0]), r.stderr  # progress first
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
+
+
+# -- pure Python ------------------------------------------------------------------------------
+def test_offline_features_equal_the_live_agents_features():
+    rng = np.random.default_rng(3)
+    loads = rng.random((30, 3))
+    shares = rng.random((30, 3))
+    runq = rng.random((30, 3)) * 0.1
+    X, y, win = feature_matrix(loads, shares, runq)
+    for e in range(3):
+        h = History()
+        for w in range(29):
+            h.push(loads[w, e], {"runq_frac": runq[w, e]}, shares[w, e])
+            row = X[w * 3 + e]
+            assert np.allclose(row, list(h.features().values())), (w, e)
+            assert y[w * 3 + e] == loads[w + 1, e] and win[w * 3 + e] == w
+
+
+@pytest.fixture
+def trace_and_model(tmp_path):
+    trace = synthetic_trace(str(tmp_path / "t.parquet"), windows=600)
+    run_tuner(
+        "train", "--trace", trace, "--out", str(tmp_path / "m"), "--max-iter", "30", check=True
+    )
+    return trace, str(tmp_path / "m")
+
+
+def test_truncated_or_corrupt_part_is_named(trace_and_model, tmp_path):
+    trace, model = trace_and_model
+    part = os.path.join(trace, "part-00000.parquet")
+    data = open(part, "rb").read()
+    with open(part, "wb") as f:
+        f.write(data[: len(data) // 2])  # as a full disk or a crash mid-copy leaves it
+    for args in (
+        ("replay", trace),
+        ("train", "--trace", trace, "--out", str(tmp_path / "x")),
+        ("evaluate", "--trace", trace, "--model", model),
+    ):
+        one_line_error(run_tuner(*args), part, "truncated or corrupt")
+    with open(part, "wb") as f:
+        f.write(b"PAR1 this is not parquet at all PAR1")
+    one_line_error(run_tuner("replay", trace), part, "not a readable Parquet file")
+
+
+def _write_part(path, rows: int, meta: dict) -> None:
+    os.makedirs(path, exist_ok=True)
+    schema = arrow_schema(meta)
+    cols = {f.name: pa.array([], type=f.type) for f in schema}
+    table = pa.Table.from_pydict(cols, schema=schema)
+    if rows:
+        table = pq.read_table(synthetic_trace(str(path) + ".src", windows=rows)).cast(schema)
+    pq.write_table(table, os.path.join(path, "part-00000.parquet"))
+
+
+def test_wrong_schema_version_empty_trace_and_missing_trace(tmp_path):
+    old = tmp_path / "old.parquet"
+    _write_part(old, 10, {"schema_version": 99, "window_ms": 100, "pids": []})
+    one_line_error(run_tuner("replay", str(old)), "schema version 99", "reads version 1")
+    empty = tmp_path / "empty.parquet"
+    _write_part(empty, 0, {"schema_version": 1, "window_ms": 100, "pids": []})
+    one_line_error(run_tuner("replay", str(empty)), str(empty), "empty")
+    one_line_error(run_tuner("replay", str(tmp_path / "none")), "not found")
+    killed = tmp_path / "killed.parquet"
+    killed.mkdir()
+    (killed / "part-00000.parquet.inprogress").write_bytes(b"PAR1")
+    one_line_error(run_tuner("replay", str(killed)), "no completed part")
+    foreign = tmp_path / "foreign.parquet"
+    pq.write_table(pa.table({"x": [1, 2]}), foreign)
+    one_line_error(run_tuner("replay", str(foreign)), "not a tuner trace")
+
+
+def test_a_model_that_is_not_one_is_refused(trace_and_model, tmp_path):
+    trace, model = trace_and_model
+    one_line_error(
+        run_tuner("evaluate", "--trace", trace, "--model", str(tmp_path / "nope")), "not found"
+    )
+    bogus = tmp_path / "bogus"
+    bogus.mkdir()
+    (bogus / "model.json").write_text("{not json")
+    one_line_error(
+        run_tuner("evaluate", "--trace", trace, "--model", str(bogus)),
+        str(bogus),
+        "not a usable tuner model",
+    )
+    meta = json.loads(open(os.path.join(model, "model.json")).read())
+    meta["features"] = [*meta["features"], "softirq_frac"]
+    with open(os.path.join(model, "model.json"), "w") as f:
+        json.dump(meta, f)
+    one_line_error(
+        run_tuner("evaluate", "--trace", trace, "--model", model), "other features", "softirq_frac"
+    )
+
+
+def test_train_then_evaluate_beats_last_value_on_held_out_windows(trace_and_model, tmp_path):
+    trace, model = trace_and_model
+    meta = json.load(open(os.path.join(model, "model.json")))
+    assert meta["metrics"]["holdout_model_mae"] < meta["metrics"]["holdout_baseline_mae"]
+    assert meta["trained_on"][0]["split_window"] == 479  # the last fifth is never trained on
+    npz = np.load(os.path.join(model, "trees.npz"), allow_pickle=False)  # numbers only
+    assert npz["value"].dtype == np.float64
+    r = run_tuner(
+        "evaluate",
+        "--trace",
+        trace,
+        "--model",
+        model,
+        "--out",
+        str(tmp_path / "ev"),
+        "--json",
+        check=True,
+    )
+    out = json.loads(r.stdout)
+    assert out["scored_from_window"] == 479 and out["model_mae"] < out["baseline_mae"]
+    for png in ("predictions.png", "error_cdf.png", "shares.png"):
+        assert (tmp_path / "ev" / png).stat().st_size > 1000
+
+
+# -- on the kernel ----------------------------------------------------------------------------
+@pytest.mark.kernel
+def test_record_replay_train_evaluate_and_run_with_the_model(served, tmp_path):
+    c, pids, load = served
+    gen = load(30, profile="shifting-hotspot", profile_args={"shift_s": 1.0})
+    trace = str(tmp_path / "rec.parquet")
+    try:
+        r = run_tuner(
+            "record",
+            "--out",
+            trace,
+            "--port",
+            str(PORT),
+            "--netns",
+            c.host("server").netns,
+            "--seconds",
+            "6",
+            "--part-seconds",
+            "1.5",
+            "--window-ms",
+            "50",
+            timeout=60,
+            check=True,
+        )
+        rec = json.loads(r.stdout)
+        t = read_trace(trace)
+        assert rec["windows"] >= 80 and rec["parts"] >= 3 and len(t.parts) == rec["parts"]
+        assert t.entities == [f"worker:{i}" for i in range(4)]
+        assert t.meta["pids"] == pids and t.meta["window_ms"] == 50 and t.meta["kernel"]
+        assert np.nanmax(t.matrix("load")) > 0.1  # the workers' load was seen
+
+        rp = json.loads(run_tuner("replay", trace, "--json", check=True).stdout)
+        assert rp["windows"] == t.windows and rp["max_diff_to_recording"] == 0.0
+
+        model = str(tmp_path / "model")
+        run_tuner("train", "--trace", trace, "--out", model, "--max-iter", "30", check=True)
+        ev = json.loads(
+            run_tuner("evaluate", "--trace", trace, "--model", model, "--json", check=True).stdout
+        )
+        assert ev["rows_scored"] > 0 and ev["model_mae"] >= 0
+
+        cfg = tmp_path / "tuner.toml"
+        cfg.write_text(
+            f"[target]\npids = {pids}\nport = {PORT}\n"
+            f'[agent]\nwindow_ms = 50\nname = "t-trace"\ncontrol_socket = "{tmp_path}/s.sock"\n'
+        )
+        ran = run_tuner(
+            "run",
+            "--config",
+            str(cfg),
+            "--model",
+            model,
+            "--seconds",
+            "2",
+            "--record",
+            str(tmp_path / "run.parquet"),
+            timeout=60,
+            check=True,
+        )
+        status = json.loads(ran.stdout.splitlines()[-1])
+        assert status["model"] == model and status["windows"] >= 10
+        assert read_trace(str(tmp_path / "run.parquet")).windows >= 10
+
+        cfg.write_text(cfg.read_text().replace("window_ms = 50", "window_ms = 100"))
+        one_line_error(
+            run_tuner("run", "--config", str(cfg), "--model", model, "--seconds", "1"),
+            "50 ms windows",
+            "100 ms",
+        )
+    finally:
+        gen.kill()
+        run_tuner("cleanup")
+
+
+@pytest.mark.kernel
+def test_a_recording_killed_with_sigkill_stays_readable(served, tmp_path):
+    c, pids, load = served
+    gen = load(20)
+    trace = tmp_path / "killed.parquet"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tuner",
+            "record",
+            "--out",
+            str(trace),
+            "--pid",
+            str(pids[0]),
+            "--pid",
+            str(pids[1]),
+            "--part-seconds",
+            "0.5",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(list(trace.glob("*.parquet"))) < 2:
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.1)
+        time.sleep(0.2)  # into the next part
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        gen.kill()
+    t = read_trace(str(trace))
+    assert len(t.parts) >= 2 and t.windows >= 5
+    assert t.entities == ["worker:0", "worker:1"]
+    assert run_tuner("replay", str(trace)).returncode == 0

@@ -1,0 +1,369 @@
+"""Offline training: from recorded traces to a saved model the agent can load.
+
+::
+
+    traces --> feature matrix (the live agent's features, built from the past only)
+           --> time-ordered split: train on the earlier windows, score on the later ones
+           --> gradient boosted trees (scikit-learn) on the change of load
+           --> warm start: the online river model replays the end of the training period
+           --> models/NAME/{model.json, trees.npz, online.json}
+
+A saved model holds no pickled code: ``model.json`` (metadata, feature schema, metrics) and
+``online.json`` are JSON, ``trees.npz`` holds only numeric arrays (read with
+``allow_pickle=False``), and the trees are evaluated by :class:`TreeEnsemble` in numpy.
+
+>>> import numpy as np
+>>> rng = np.random.default_rng(0)
+>>> w = np.arange(600)
+>>> loads = np.stack([0.5 + 0.3 * np.sin(w / 5 + k) + rng.normal(0, 0.05, w.size)
+...                   for k in range(4)], axis=1)
+>>> X, y, win = feature_matrix(loads, np.full_like(loads, 0.25), np.zeros_like(loads))
+>>> X.shape, y.shape, list(FEATURES)[:3]
+((2396, 9), (2396,), ['load', 'share', 'runq_frac'])
+>>> train, test, split = time_split(win, holdout=0.25)
+>>> model, metrics = fit(X, y, train, test, max_iter=50)
+>>> metrics["holdout_model_mae"] < metrics["holdout_baseline_mae"]
+True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections import Counter, defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.errors import TunerError
+from tuner.learn.features import FAST, FEATURES, LAGS, SLOW
+
+FORMAT = "tuner-model"
+FORMAT_VERSION = 1
+WARM_START_ROWS = 20_000  # rows of the end of the training period replayed into river
+
+
+def _ewma(x: np.ndarray, alpha: float) -> np.ndarray:
+    """EWMA down axis 0 starting at the first value, as :class:`History` computes it."""
+    from scipy.signal import lfilter
+
+    zi = (1 - alpha) * x[:1]
+    return lfilter([alpha], [1, -(1 - alpha)], x, axis=0, zi=zi)[0]
+
+
+def feature_matrix(
+    loads: np.ndarray, shares: np.ndarray, runq: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Rows (window, entity) of :data:`FEATURES` and the next window's load as the target.
+
+    Inputs are windows x entities arrays. Each row's features use that window and earlier
+    ones only, exactly as :class:`tuner.learn.features.History` does live; the last window,
+    which has no next one, gives no row. Returns ``(X, y, window_of_row)``.
+    """
+    n, m = loads.shape
+    if n < 2:
+        return np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)
+    loads = np.nan_to_num(loads, nan=0.0)
+    cols = {"load": loads, "share": shares, "runq_frac": runq}
+    for k in range(1, LAGS + 1):
+        lag = np.empty_like(loads)
+        lag[k:] = loads[:-k]
+        lag[:k] = loads[:k]  # too early for this lag: the newest load stands in
+        cols[f"lag{k}"] = lag
+    cols["delta"] = loads - cols["lag1"]
+    cols["ewma_fast"] = _ewma(loads, FAST)
+    cols["ewma_slow"] = _ewma(loads, SLOW)
+    X = np.stack([cols[f][:-1].reshape(-1) for f in FEATURES], axis=1)
+    y = loads[1:].reshape(-1)
+    win = np.repeat(np.arange(n - 1), m)
+    return X, y, win
+
+
+class TreeEnsemble:
+    """Gradient boosted regression trees as flat numpy arrays; predicts without sklearn.
+
+    >>> import numpy as np
+    >>> from sklearn.ensemble import HistGradientBoostingRegressor
+    >>> X = np.random.default_rng(1).random((500, 3)); y = X[:, 0] * 2 + X[:, 1]
+    >>> est = HistGradientBoostingRegressor(max_iter=20).fit(X, y)
+    >>> bool(np.allclose(TreeEnsemble.from_sklearn(est).predict(X), est.predict(X)))
+    True
+    """
+
+    ARRAYS = ("feature", "threshold", "left", "right", "leaf", "value", "nan_left", "roots")
+
+    def __init__(self, arrays: dict[str, np.ndarray], baseline: float, depth: int) -> None:
+        for k in self.ARRAYS:
+            setattr(self, k, arrays[k])
+        self.baseline = float(baseline)
+        self.depth = int(depth)
+
+    @classmethod
+    def from_sklearn(cls, est: Any) -> TreeEnsemble:
+        parts: dict[str, list] = {k: [] for k in cls.ARRAYS}
+        offset, depth = 0, 0
+        for (tree,) in est._predictors:
+            nd = tree.nodes
+            parts["feature"].append(nd["feature_idx"].astype(np.int32))
+            parts["threshold"].append(nd["num_threshold"].astype(np.float64))
+            parts["left"].append(nd["left"].astype(np.int32) + offset)
+            parts["right"].append(nd["right"].astype(np.int32) + offset)
+            parts["leaf"].append(nd["is_leaf"].astype(bool))
+            parts["value"].append(nd["value"].astype(np.float64))
+            parts["nan_left"].append(nd["missing_go_to_left"].astype(bool))
+            parts["roots"].append(np.array([offset], dtype=np.int32))
+            depth = max(depth, int(nd["depth"].max()))
+            offset += len(nd)
+        arrays = {k: np.concatenate(v) for k, v in parts.items()}
+        return cls(arrays, float(np.ravel(est._baseline_prediction)[0]), depth)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Sum of the trees' leaf values plus the baseline, for each row of ``X``."""
+        X = np.asarray(X, dtype=np.float64)
+        rows = np.arange(len(X))[:, None]
+        idx = np.broadcast_to(self.roots, (len(X), len(self.roots))).copy()
+        for _ in range(self.depth):
+            x = X[rows, self.feature[idx]]
+            go_left = np.where(np.isnan(x), self.nan_left[idx], x <= self.threshold[idx])
+            nxt = np.where(go_left, self.left[idx], self.right[idx])
+            idx = np.where(self.leaf[idx], idx, nxt)
+        return self.value[idx].sum(axis=1) + self.baseline
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {k: getattr(self, k) for k in self.ARRAYS}
+
+
+def time_split(window: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarray, int]:
+    """(train rows, held-out rows, split window) for rows numbered by ``window``.
+
+    Rows from the split window on are held out; the row just before it is dropped, because
+    its target is the first held-out load. No training row sees a held-out outcome.
+
+    >>> tr, te, s = time_split(np.arange(10), 0.3)
+    >>> s, np.flatnonzero(tr).tolist(), np.flatnonzero(te).tolist()
+    (7, [0, 1, 2, 3, 4, 5], [7, 8, 9])
+    """
+    last = int(window.max()) if len(window) else 0
+    split = last + 2 if holdout <= 0 else last + 1 - max(1, round((last + 1) * holdout))
+    return window < split - 1, window >= split, split
+
+
+def fit(
+    X: np.ndarray,
+    y: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    max_iter: int = 200,
+    threshold: float = 0.8,
+    seed: int = 0,
+) -> tuple[TreeEnsemble, dict[str, Any]]:
+    """Train the trees on the ``train`` rows, score them on the ``test`` rows (boolean masks,
+    from :func:`time_split`). The trees learn the change of load (target minus last load)."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    if train.sum() < 20:
+        raise TunerError(
+            f"too few windows to train on ({int(train.sum())} rows before the held-out part)",
+            "record for longer",
+        )
+    est = HistGradientBoostingRegressor(
+        max_iter=max_iter,
+        learning_rate=0.1,
+        max_leaf_nodes=31,
+        l2_regularization=1.0,
+        early_stopping=False,
+        random_state=seed,
+    )
+    t0 = time.monotonic()
+    load = X[:, 0]
+    est.fit(X[train], y[train] - load[train])
+    fit_s = time.monotonic() - t0
+    trees = TreeEnsemble.from_sklearn(est)
+    metrics: dict[str, Any] = {
+        "train_rows": int(train.sum()),
+        "holdout_rows": int(test.sum()),
+        "fit_s": round(fit_s, 3),
+    }
+    if test.any():
+        pred = np.clip(load[test] + est.predict(X[test]), 0.0, None)  # compiled: fast
+        metrics.update(_scores(pred, load[test], y[test], threshold, "holdout_"))
+    return trees, metrics
+
+
+def _scores(pred: np.ndarray, base: np.ndarray, actual: np.ndarray, thr: float, prefix: str):
+    """MAE and hotspot precision / recall of ``pred`` and of the last-value ``base``."""
+    out: dict[str, float] = {}
+    hot = actual > thr
+    for name, p in (("model", pred), ("baseline", base)):
+        said = p > thr
+        tp = int((said & hot).sum())
+        out[f"{prefix}{name}_mae"] = round(float(np.abs(p - actual).mean()), 6)
+        out[f"{prefix}{name}_precision"] = round(tp / max(1, int(said.sum())), 4)
+        out[f"{prefix}{name}_recall"] = round(tp / max(1, int(hot.sum())), 4)
+    return out
+
+
+# -- the model the agent runs -----------------------------------------------------------------
+class OfflineModel:
+    """The trees' prediction, corrected online by a small river model of their residual.
+
+    It follows river's ``learn_one`` / ``predict_one`` so :class:`tuner.learn.online.Learner`
+    uses it like any other model."""
+
+    def __init__(self, trees: TreeEnsemble, online_state: dict[str, Any] | None = None) -> None:
+        from tuner.learn.models import make_model
+
+        self.trees = trees
+        self._cache: dict[int, tuple[dict, float]] = {}
+        self.online = make_model("linear").regressor  # scaler | linear regression
+        if online_state:
+            _set_online_state(self.online, online_state)
+
+    def _vector(self, x: dict[str, float]) -> np.ndarray:
+        return np.array([[x.get(f, math.nan) for f in FEATURES]])
+
+    def _base(self, x: dict[str, float]) -> float:
+        # the learner predicts from x, then learns from the same x one window later: the
+        # trees' answer is kept for it rather than computed twice
+        hit = self._cache.get(id(x))
+        if hit is not None and hit[0] is x:
+            return hit[1]
+        base = x.get("load", 0.0) + float(self.trees.predict(self._vector(x))[0])
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[id(x)] = (x, base)
+        return base
+
+    def learn_one(self, x: dict[str, float], y: float) -> None:
+        self.online.learn_one(x, y - self._base(x))
+        self._cache.pop(id(x), None)
+
+    def predict_one(self, x: dict[str, float]) -> float:
+        return min(max(self._base(x) + self.online.predict_one(x), 0.0), 4.0)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        """Trees only (no online correction), for offline evaluation of many rows."""
+        return np.clip(X[:, 0] + self.trees.predict(X), 0.0, 4.0)
+
+
+def _online_state(pipe: Any) -> dict[str, Any]:
+    sc, lr = pipe["StandardScaler"], pipe["LinearRegression"]
+    return {
+        "counts": dict(sc.counts),
+        "means": dict(sc.means),
+        "vars": dict(sc.vars),
+        "weights": {k: float(v) for k, v in lr._weights.to_dict().items()},
+        "intercept": float(lr.intercept),
+    }
+
+
+def _set_online_state(pipe: Any, state: dict[str, Any]) -> None:
+    sc, lr = pipe["StandardScaler"], pipe["LinearRegression"]
+    sc.counts = Counter({k: int(v) for k, v in state["counts"].items()})
+    sc.means = defaultdict(float, {k: float(v) for k, v in state["means"].items()})
+    sc.vars = defaultdict(float, {k: float(v) for k, v in state["vars"].items()})
+    for k, v in state["weights"].items():
+        lr._weights[k] = float(v)
+    lr.intercept = float(state["intercept"])
+
+
+def warm_start(trees: TreeEnsemble, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
+    """Replay rows (in time order) through the online residual model; return its state."""
+    m = OfflineModel(trees)
+    base = X[:, 0] + trees.predict(X)
+    for row, target, b in zip(X, y, base, strict=True):
+        x = {f: float(v) for f, v in zip(FEATURES, row, strict=True) if not math.isnan(v)}
+        m.online.learn_one(x, float(target - b))
+    return _online_state(m.online)
+
+
+# -- saving and loading -----------------------------------------------------------------------
+@dataclass
+class SavedModel:
+    """A model directory as :func:`load_model` reads it."""
+
+    path: str
+    meta: dict[str, Any]
+    trees: TreeEnsemble
+    online: dict[str, Any]
+
+    def make(self) -> OfflineModel:
+        """A fresh, warm-started model for the learner."""
+        return OfflineModel(self.trees, self.online)
+
+    def check(self, window_ms: int) -> None:
+        """Refuse to run this model where its features would mean something else."""
+        want = self.meta.get("features")
+        if want != list(FEATURES):
+            missing = [f for f in want or [] if f not in FEATURES]
+            extra = [f for f in FEATURES if f not in (want or [])]
+            raise TunerError(
+                f"model {self.path} was trained on other features than this tuner computes"
+                + (f" (it wants {', '.join(missing)})" if missing else "")
+                + (f" (it lacks {', '.join(extra)})" if extra else "")
+                + ("" if missing or extra else " (same features, another order)"),
+                "train it again from a trace recorded with this version: tuner train",
+            )
+        if self.meta.get("window_ms") != window_ms:
+            raise TunerError(
+                f"model {self.path} was trained on {self.meta.get('window_ms')} ms windows; "
+                f"this agent uses {window_ms} ms",
+                f"set agent.window_ms = {self.meta.get('window_ms')}, or train on such a trace",
+            )
+
+
+def save_model(
+    path: str, trees: TreeEnsemble, online: dict[str, Any], meta: dict[str, Any]
+) -> None:
+    """Write ``model.json``, ``trees.npz`` and ``online.json`` into the directory ``path``."""
+    os.makedirs(path, exist_ok=True)
+    full = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "features": list(FEATURES),
+        "tree_depth": trees.depth,
+        "tree_baseline": trees.baseline,
+        **meta,
+    }
+    np.savez_compressed(os.path.join(path, "trees.npz"), **trees.arrays())
+    with open(os.path.join(path, "online.json"), "w") as f:
+        json.dump(online, f)
+    with open(os.path.join(path, "model.json"), "w") as f:
+        json.dump(full, f, indent=2)
+
+
+def load_model(path: str) -> SavedModel:
+    """Read a model directory written by :func:`save_model`; one-line errors otherwise."""
+    meta_path = os.path.join(path, "model.json")
+    if not os.path.isdir(path):
+        raise TunerError(f"model {path} not found", "give a directory written by `tuner train`")
+    try:
+        with open(meta_path) as f:
+            meta = json.load(f)
+        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+            raise ValueError("not a tuner model")
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise TunerError(
+                f"model {path} has format version {meta.get('format_version')}; "
+                f"this tuner reads {FORMAT_VERSION}",
+                "train it again with this version",
+            )
+        with np.load(os.path.join(path, "trees.npz"), allow_pickle=False) as z:
+            arrays = {k: z[k] for k in TreeEnsemble.ARRAYS}
+        with open(os.path.join(path, "online.json")) as f:
+            online = json.load(f)
+        trees = TreeEnsemble(arrays, meta["tree_baseline"], meta["tree_depth"])
+        if len(trees.roots) == 0 or trees.feature.max(initial=0) >= len(meta["features"]):
+            raise ValueError("trees do not fit the feature schema")
+    except TunerError:
+        raise
+    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
+        why = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise TunerError(
+            f"{path} is not a usable tuner model ({why})",
+            "give a directory written by `tuner train`",
+        ) from e
+    return SavedModel(path, meta, trees, online)

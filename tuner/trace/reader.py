@@ -1,0 +1,139 @@
+"""Read a trace back, refusing bad input with one line that names the file and the problem.
+
+>>> import tempfile, os
+>>> from tuner.trace.writer import TraceWriter
+>>> d = os.path.join(tempfile.mkdtemp(), "t.parquet")
+>>> entry = {"mode": "shadow", "loads": {"worker:0": 0.5, "worker:1": 0.2},
+...          "predictions": {}, "in_force": [0.5, 0.5]}
+>>> with TraceWriter(d, {"window_ms": 100, "pids": [7, 8]}) as w:
+...     w.add(entry, 100); w.add(entry, 200)
+>>> t = read_trace(d)
+>>> t.windows, t.entities, t.meta["window_ms"], t.columns["load"].tolist()
+(2, ['worker:0', 'worker:1'], 100, [0.5, 0.2, 0.5, 0.2])
+>>> try:
+...     read_trace("/no/such/trace")
+... except TunerError as e:
+...     print(e)
+trace /no/such/trace not found; fix: give the --out path of `tuner record`
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from tuner.errors import TunerError
+from tuner.trace.schema import COLUMNS, META_KEY, SCHEMA_VERSION
+from tuner.trace.writer import INPROGRESS
+
+
+@dataclass
+class Trace:
+    """A trace in memory: ``columns`` maps each column of :data:`COLUMNS` to a numpy array."""
+
+    path: str
+    meta: dict[str, Any]
+    columns: dict[str, np.ndarray]
+    parts: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # parts still in progress (a crash)
+
+    @property
+    def windows(self) -> int:
+        w = self.columns["window"]
+        return int(w.max()) + 1 if len(w) else 0
+
+    @property
+    def entities(self) -> list[str]:
+        return list(dict.fromkeys(self.columns["entity"].tolist()))
+
+    def matrix(self, column: str) -> np.ndarray:
+        """``column`` as a windows x entities array (NaN where an entity has no row)."""
+        ents = {e: i for i, e in enumerate(self.entities)}
+        out = np.full((self.windows, len(ents)), np.nan)
+        cols = [ents[e] for e in self.columns["entity"].tolist()]
+        out[self.columns["window"], cols] = self.columns[column]
+        return out
+
+    def per_window(self, column: str) -> list:
+        """The value of ``column`` in each window (its first row), e.g. ``mode``."""
+        out: list = [None] * self.windows
+        for w, v in zip(
+            self.columns["window"].tolist(), self.columns[column].tolist(), strict=True
+        ):
+            if out[w] is None:
+                out[w] = v
+        return out
+
+
+def _parts(path: str) -> tuple[list[str], list[str]]:
+    if not os.path.exists(path):
+        raise TunerError(f"trace {path} not found", "give the --out path of `tuner record`")
+    if os.path.isfile(path):
+        return [path], []
+    parts = sorted(glob.glob(os.path.join(path, "*.parquet")))
+    busy = sorted(glob.glob(os.path.join(path, "*.parquet" + INPROGRESS)))
+    if not parts:
+        why = "only a part still being written (the recorder was killed before it closed one)"
+        raise TunerError(
+            f"trace {path} holds no completed part" + (f": {why}" if busy else ""),
+            "record for longer, or stop the recorder with Ctrl-C so it closes its part",
+        )
+    return parts, busy
+
+
+def _read_part(part: str) -> tuple[dict[str, Any], Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(part)
+    except (pa.ArrowException, OSError, ValueError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        first = re.sub(r"^Could not open Parquet input source '[^']*': ", "", first)
+        first = first.split(". Either")[0].rstrip(".")
+        raise TunerError(
+            f"{part} is not a readable Parquet file (truncated or corrupt: {first})",
+            "re-record it, or remove this part to read the others",
+        ) from e
+    raw = (table.schema.metadata or {}).get(META_KEY)
+    if raw is None:
+        raise TunerError(
+            f"{part} is not a tuner trace (no tuner metadata)", "record it with `tuner record`"
+        )
+    try:
+        meta = json.loads(raw)
+    except ValueError as e:
+        raise TunerError(f"{part} has corrupt tuner metadata", "re-record it") from e
+    version = meta.get("schema_version")
+    if version != SCHEMA_VERSION:
+        raise TunerError(
+            f"{part} has trace schema version {version}; this tuner reads version {SCHEMA_VERSION}",
+            "record it again with this version of tuner",
+        )
+    missing = [n for n, _, _ in COLUMNS if n not in table.column_names]
+    if missing:
+        raise TunerError(f"{part} lacks the column(s) {', '.join(missing)}", "re-record it")
+    return meta, table
+
+
+def read_trace(path: str) -> Trace:
+    """Read every completed part of the trace at ``path`` (a directory or one part)."""
+    import pyarrow as pa
+
+    parts, busy = _parts(path)
+    metas, tables = zip(*(_read_part(p) for p in parts), strict=True)
+    table = pa.concat_tables(tables)
+    if table.num_rows == 0:
+        raise TunerError(f"trace {path} is empty: no windows recorded", "record for longer")
+    columns = {n: table.column(n).to_numpy(zero_copy_only=False) for n, _, _ in COLUMNS}
+    order = np.lexsort((np.arange(table.num_rows), columns["window"]))
+    columns = {n: a[order] for n, a in columns.items()}
+    meta = dict(metas[0])
+    meta.pop("part", None)
+    return Trace(path, meta, columns, list(parts), busy)
