@@ -94,6 +94,7 @@ def train(
         "holdout": holdout,
         "params": {
             "model": "HistGradientBoostingRegressor",
+            "loss": "absolute_error",
             "max_iter": max_iter,
             "target": "next window's load minus this window's",
         },

@@ -63,12 +63,14 @@ class ReplayResult:
     entries: list[dict[str, Any]] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
+        scores = {k: round(v, 6) for k, v in self.scores.items() if k != "windows"}
         return {
             "windows": self.windows,
+            "scored_windows": self.scores["windows"],
             "entities": self.entities,
             "decisions": self.decisions,
             "max_diff_to_recording": self.max_diff_to_recording,
-            **{k: round(v, 6) for k, v in self.scores.items()},
+            **scores,
         }
 
 
