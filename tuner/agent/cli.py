@@ -80,15 +80,11 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tuner.agent.config import AgentConfig
+    from tuner.agent.config import AgentConfig, model_override
     from tuner.agent.run import main_loop_banner, run_agent
-    from tuner.learn.models import MODELS
 
     config = AgentConfig.load(args.config)
-    if args.model in MODELS:
-        config = config.with_values(model__kind=args.model, model__path="")
-    elif args.model:
-        config = config.with_values(model__path=args.model)
+    config = config.with_values(**model_override(args.model))
     if args.record:
         config = config.with_values(agent__record=args.record)
     agent = run_agent(config, args.mode, args.seconds, progress=main_loop_banner)

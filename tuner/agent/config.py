@@ -129,6 +129,22 @@ class AgentConfig:
         return AgentConfig(values, self.source)
 
 
+def model_override(arg: str | None) -> dict[str, Any]:
+    """``--model KIND|DIR`` as changes for :meth:`AgentConfig.with_values`: a model kind, or
+    the directory of a model saved by ``tuner train``.
+
+    >>> model_override("tree"), model_override("models/web"), model_override(None)
+    ({'model__kind': 'tree', 'model__path': ''}, {'model__path': 'models/web'}, {})
+    """
+    from tuner.learn.models import MODELS
+
+    if not arg:
+        return {}
+    if arg in MODELS:
+        return {"model__kind": arg, "model__path": ""}
+    return {"model__path": arg}
+
+
 def _check(key: str, value: Any, source: str) -> Any:
     return check_value(SCHEMA, key, value, source)
 

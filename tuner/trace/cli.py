@@ -170,16 +170,12 @@ def _record(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from tuner.learn.models import MODELS
+    from tuner.agent.config import model_override
     from tuner.trace.replay import config_of, read_trace, replay, write_log
 
     trace = read_trace(args.trace)
-    changes = {}
-    if args.model in MODELS:
-        changes = {"model__kind": args.model, "model__path": ""}
-    elif args.model:
-        changes = {"model__path": args.model}
-    result = replay(trace, config_of(trace, **changes), keep_entries=bool(args.log))
+    config = config_of(trace, **model_override(args.model))
+    result = replay(trace, config, keep_entries=bool(args.log))
     if args.log:
         write_log(result, args.log)
     s = result.summary()
@@ -191,7 +187,7 @@ def _replay(args: argparse.Namespace) -> int:
         f" {s['model_mae']:.4f} vs last value {s['baseline_mae']:.4f};"
         f" {s['decisions']} table changes"
     )
-    if s["max_diff_to_recording"] is not None:
+    if s["max_diff_to_recording"] is not None and not args.model:
         print(f"largest difference to the recorded predictions: {s['max_diff_to_recording']:.2e}")
     if trace.skipped:
         print(f"note: skipped {len(trace.skipped)} part(s) still in progress: {trace.skipped[0]}")
