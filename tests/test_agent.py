@@ -201,3 +201,33 @@ def test_bench_loop_reports_latency_and_the_model_beats_last_value(tuner_cli):
     # the synthetic pattern is periodic: the learned model must beat the last value
     assert out["model_mae_64"] < out["baseline_mae_64"]
     assert not list(Path(PIN_ROOT).glob("bench-loop-*"))
+
+
+def test_metrics_endpoint_serves_predictions_errors_and_loop_latency(served, tmp_path):
+    import socket
+    import urllib.request
+
+    c, pids, load = served
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    gen = load(6)
+    agent = Agent(tmp_path, pids, "shadow", metrics={"port": port})
+    try:
+        wait_for(lambda: agent.status()["windows"] >= 10)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        values = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                name, value = line.rsplit(" ", 1)
+                values[name] = float(value)
+        assert values["tuner_windows_total"] >= 10 and values["tuner_active"] == 0
+        assert values["tuner_records_lost_total"] == 0
+        assert values['tuner_loop_latency_ms_bucket{le="+Inf"}'] >= 10
+        for i in range(4):
+            assert values[f'tuner_predicted_load{{entity="worker:{i}"}}'] >= 0
+            assert 0 <= values[f'tuner_hotspot_probability{{entity="worker:{i}"}}'] <= 1
+        assert 'tuner_model_mae{model="baseline"}' in values
+    finally:
+        gen.kill()
+        assert agent.stop().returncode == 0

@@ -168,6 +168,7 @@ class Agent:
         self._steering: Any = None
         self.records_lost = 0
         self.decisions_written = 0
+        self.predictions: dict[str, list[float]] = {}
         # True while the kernel holds the policy's current table under a live lease. After
         # shadow, a fallback or start-up it is False, and the first active window writes the
         # table even when the policy sees no change (its shares moved on while nothing was
@@ -325,6 +326,7 @@ class Agent:
         entry["in_force"] = list(shares_now)
         entry["predictions"] = {e: [p.load, p.baseline, p.p_hot] for e, p in preds.items()}
         self._prev = (preds, decision)
+        self.predictions = entry["predictions"]  # for the metrics endpoint
         self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
         self.last["why"] = entry.get("fallback") or entry.get("why", "")
         self._write_log(entry)

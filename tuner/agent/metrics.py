@@ -1,12 +1,14 @@
 """Prometheus metrics of a running agent on ``127.0.0.1:<metrics.port>`` (off by default).
 
-Served in the text exposition format at ``/metrics``: windows, decisions, model and baseline
-error, records lost, mode, and a histogram of the control-loop latency.
+Served in the text exposition format at ``/metrics``: windows, decisions, each entity's
+predicted load and hotspot probability, model and baseline error, records lost, mode, and a
+histogram of the control-loop latency.
 
 >>> class A:
 ...     windows, records_lost, mode = 3, 0, "shadow"
 ...     latency_ms = [0.5, 2.0]
 ...     decisions_written = 1
+...     predictions = {"worker:0": (0.5, 0.4, 0.1)}
 ...     learner = type("L", (), {"recent_mae": lambda self: (0.1, 0.2)})()
 >>> print(render(A()).splitlines()[0])
 # TYPE tuner_windows_total counter
@@ -39,8 +41,15 @@ def render(agent: Any) -> str:
         "# TYPE tuner_model_mae gauge",
         f'tuner_model_mae{{model="model"}} {model}',
         f'tuner_model_mae{{model="baseline"}} {base}',
-        "# TYPE tuner_loop_latency_ms histogram",
+        "# TYPE tuner_predicted_load gauge",
     ]
+    preds = getattr(agent, "predictions", {})
+    for e, p in preds.items():
+        lines.append(f'tuner_predicted_load{{entity="{e}"}} {p[0]}')
+    lines.append("# TYPE tuner_hotspot_probability gauge")
+    for e, p in preds.items():
+        lines.append(f'tuner_hotspot_probability{{entity="{e}"}} {p[2]}')
+    lines.append("# TYPE tuner_loop_latency_ms histogram")
     for b in BUCKETS_MS:
         lines.append(f'tuner_loop_latency_ms_bucket{{le="{b}"}} {sum(x <= b for x in lat)}')
     lines.append(f'tuner_loop_latency_ms_bucket{{le="+Inf"}} {len(lat)}')
