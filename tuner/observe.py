@@ -131,7 +131,7 @@ def run_observe(args) -> int:
                     continue
                 summary.add(window.frames)
                 if time.monotonic() - shown >= args.interval:
-                    lost = sum(s.lost for s in stream.stats().values())
+                    lost = stream.lost()
                     header = time.strftime("%H:%M:%S") + f"  records lost: {lost}"
                     print(render(summary.rows(), header) + "\n", flush=True)
                     summary, shown = Summary(args.interval), time.monotonic()

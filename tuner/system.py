@@ -25,6 +25,15 @@ CAPABILITIES: dict[str, int] = {
 }
 
 
+def exited(pids: list[int]) -> list[int]:
+    """The processes of ``pids`` that no longer exist.
+
+    >>> exited([os.getpid()])
+    []
+    """
+    return [p for p in pids if not os.path.exists(f"/proc/{p}")]
+
+
 def parse_kernel_version(release: str) -> tuple[int, int, int]:
     """Return ``(major, minor, patch)`` from a kernel release string such as ``uname -r``.
 

@@ -114,6 +114,14 @@ class AgentConfig:
     def get(self, key: str) -> Any:
         return self.values[key]
 
+    def model_name(self) -> str:
+        """What the agent predicts with: the saved model's path, else the model kind.
+
+        >>> AgentConfig.from_dict({"model": {"path": "models/web"}}).model_name()
+        'models/web'
+        """
+        return self.get("model.path") or self.get("model.kind")
+
     def with_values(self, **changes: Any) -> AgentConfig:
         """A copy with ``section__key=value`` changes, validated.
 

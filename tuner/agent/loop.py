@@ -37,7 +37,7 @@ from typing import Any, TextIO
 from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
 from tuner.learn.online import Learner, Prediction
-from tuner.policy.shares import SharePolicy, TableDecision, table_for
+from tuner.policy.shares import SharePolicy, TableDecision, distance, table_for
 from tuner.probes.base import Frame
 
 MODES = ("shadow", "active")
@@ -211,7 +211,7 @@ class Agent:
                 "entities": len(self.pids),
                 "pids": self.pids,
                 "last_decision": self.last,
-                "model": self.config.get("model.path") or self.config.get("model.kind"),
+                "model": self.config.model_name(),
                 "model_mae_recent": round(model_mae, 4),
                 "baseline_mae_recent": round(base_mae, 4),
                 "scores": {k: round(v, 4) for k, v in self.learner.scores().items()},
@@ -355,7 +355,7 @@ class Agent:
             s["hot_fp"] += said and not was
             s["hot_fn"] += was and not said
         balanced = self.policy.target_shares(list(loads.values()))
-        s["gap"] += sum(abs(a - b) for a, b in zip(balanced, decision.shares, strict=False)) / 2
+        s["gap"] += distance(balanced, decision.shares)
 
 
 def _rounded(x: Any, digits: int = 4) -> Any:

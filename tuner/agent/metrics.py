@@ -43,7 +43,7 @@ def render(agent: Any) -> str:
         f'tuner_model_mae{{model="baseline"}} {base}',
         "# TYPE tuner_predicted_load gauge",
     ]
-    preds = getattr(agent, "predictions", {})
+    preds = agent.predictions
     for e, p in preds.items():
         lines.append(f'tuner_predicted_load{{entity="{e}"}} {p[0]}')
     lines.append("# TYPE tuner_hotspot_probability gauge")

@@ -8,7 +8,6 @@ SIGKILL the lease lapses (kernel defaults return within ``agent.lease_ms``) and
 
 from __future__ import annotations
 
-import os
 import sys
 from contextlib import ExitStack
 from typing import Any
@@ -17,6 +16,7 @@ from tuner.agent.config import AgentConfig
 from tuner.agent.control import ControlServer
 from tuner.agent.loop import Agent
 from tuner.errors import TunerError
+from tuner.system import exited
 
 
 def resolve_pids(config: AgentConfig) -> list[int]:
@@ -36,9 +36,9 @@ def resolve_pids(config: AgentConfig) -> list[int]:
             raise TunerError(
                 f"no process listens on port {port}", "start the server first, or fix target.port"
             )
-    for pid in pids:
-        if not os.path.exists(f"/proc/{pid}"):
-            raise TunerError(f"target process {pid} does not exist", "check target.pids")
+    gone = exited(pids)
+    if gone:
+        raise TunerError(f"target process {gone[0]} does not exist", "check target.pids")
     return sorted(pids)
 
 
@@ -109,20 +109,20 @@ def run_agent(
 
 def _step(agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any) -> dict:
     """One window, after checking that every worker still exists."""
-    gone = [p for p in pids if not os.path.exists(f"/proc/{p}")]
+    gone = exited(pids)
     if gone:
         raise TunerError(
             f"target process {gone[0]} exited", "restart the agent when the server is back"
         )
     entry = agent.step(window.frames, steering, window.closed)
-    agent.records_lost = sum(s.lost for s in stream.stats().values())
+    agent.records_lost = stream.lost()
     return entry
 
 
 def main_loop_banner(agent: Agent) -> None:
     print(
         f"tuner run: {agent.mode} mode, {len(agent.pids)} workers {agent.pids}, "
-        f"model {agent.config.get('model.path') or agent.config.get('model.kind')}; control socket "
+        f"model {agent.config.model_name()}; control socket "
         f"{agent.config.get('agent.control_socket')}; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,

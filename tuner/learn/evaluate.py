@@ -31,7 +31,7 @@ import numpy as np
 
 from tuner.learn import offline
 from tuner.learn.train import trace_features
-from tuner.policy.shares import SharePolicy
+from tuner.policy.shares import SharePolicy, distance
 from tuner.trace.reader import read_trace
 from tuner.trace.replay import config_of, replay
 
@@ -44,8 +44,7 @@ def _gap(shares: np.ndarray, loads: np.ndarray, policy: SharePolicy, start: int)
         if not np.isnan(shares[w]).any():
             current = shares[w]
         if w >= start:
-            balanced = np.array(policy.target_shares(loads[w + 1].tolist()))
-            gaps.append(float(np.abs(current - balanced).sum() / 2))
+            gaps.append(distance(current.tolist(), policy.target_shares(loads[w + 1].tolist())))
     return round(float(np.mean(gaps)), 6) if gaps else float("nan")
 
 

@@ -365,7 +365,7 @@ def load_model(path: str) -> SavedModel:
     except TunerError:
         raise
     except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
-        why = getattr(e, "strerror", None) or str(e).splitlines()[0] if str(e) else type(e).__name__
+        why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise TunerError(
             f"{path} is not a usable tuner model ({why})",
             "give a directory written by `tuner train`",

@@ -63,6 +63,16 @@ def _bounded(shares: list[float], floor: float) -> list[float]:
     return s
 
 
+def distance(a: Sequence[float], b: Sequence[float]) -> float:
+    """How far apart two share vectors are: half their L1 distance, the fraction of new
+    connections that would go elsewhere (0: the same, 1: disjoint).
+
+    >>> distance([0.5, 0.5], [1.0, 0.0])
+    0.5
+    """
+    return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / 2
+
+
 def table_for(shares: Sequence[float], previous: Sequence[int] | None = None) -> list[int]:
     """A table of :data:`SLOTS` target indices with counts in proportion to ``shares``
     (largest remainder), changing as few slots of ``previous`` as it can.
@@ -152,9 +162,9 @@ class SharePolicy:
         if current is None:
             current = [1.0 / n] * n
             self.table_ = None
-        distance = sum(abs(a - b) for a, b in zip(want, current, strict=True)) / 2
-        if self.table_ is not None and distance < self.hysteresis:
-            return TableDecision(current, self.table_, False, f"change {distance:.3f} < hysteresis")
+        change = distance(want, current)
+        if self.table_ is not None and change < self.hysteresis:
+            return TableDecision(current, self.table_, False, f"change {change:.3f} < hysteresis")
         # move along the line from current to wanted, so the shares keep summing to 1 and
         # none moves by more than max_step (both ends respect min_share, so every point does)
         largest = max(abs(w - c) for w, c in zip(want, current, strict=True))

@@ -171,7 +171,8 @@ def _record(args: argparse.Namespace) -> int:
 
 def _replay(args: argparse.Namespace) -> int:
     from tuner.agent.config import model_override
-    from tuner.trace.replay import config_of, read_trace, replay, write_log
+    from tuner.trace.reader import read_trace
+    from tuner.trace.replay import config_of, replay, write_log
 
     trace = read_trace(args.trace)
     config = config_of(trace, **model_override(args.model))

@@ -24,6 +24,7 @@ import json
 import os
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -43,21 +44,25 @@ class Trace:
     parts: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)  # parts still in progress (a crash)
 
-    @property
+    @cached_property
     def windows(self) -> int:
         w = self.columns["window"]
         return int(w.max()) + 1 if len(w) else 0
 
-    @property
+    @cached_property
     def entities(self) -> list[str]:
         return list(dict.fromkeys(self.columns["entity"].tolist()))
 
+    @cached_property
+    def _entity_index(self) -> np.ndarray:
+        """Each row's entity as an index into :attr:`entities` (worked out once)."""
+        index = {e: i for i, e in enumerate(self.entities)}
+        return np.array([index[e] for e in self.columns["entity"].tolist()], dtype=np.int64)
+
     def matrix(self, column: str) -> np.ndarray:
         """``column`` as a windows x entities array (NaN where an entity has no row)."""
-        ents = {e: i for i, e in enumerate(self.entities)}
-        out = np.full((self.windows, len(ents)), np.nan)
-        cols = [ents[e] for e in self.columns["entity"].tolist()]
-        out[self.columns["window"], cols] = self.columns[column]
+        out = np.full((self.windows, len(self.entities)), np.nan)
+        out[self.columns["window"], self._entity_index] = self.columns[column]
         return out
 
     def per_window(self, column: str) -> list:

@@ -19,6 +19,7 @@ from typing import Any
 
 from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
+from tuner.system import exited
 from tuner.trace.schema import base_meta
 from tuner.trace.writer import TraceWriter
 
@@ -31,11 +32,10 @@ def find_pids(
     netns: str | None = None,
 ) -> list[int]:
     """The processes the filters select, in PID order; an error if none is found."""
-    found = set()
-    for pid in pids or []:
-        if not os.path.exists(f"/proc/{pid}"):
-            raise TunerError(f"process {pid} does not exist", "check the --pid value")
-        found.add(pid)
+    gone = exited(pids or [])
+    if gone:
+        raise TunerError(f"process {gone[0]} does not exist", "check the --pid value")
+    found = set(pids or [])
     if comm:
         for p in os.listdir("/proc"):
             if p.isdigit():
@@ -102,7 +102,7 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
         last = 0.0
         try:
             for window in stream.windows(seconds):
-                gone = [p for p in pids if not os.path.exists(f"/proc/{p}")]
+                gone = exited(pids)
                 if gone:
                     print(f"tuner record: process {gone[0]} exited; stopping", file=sys.stderr)
                     break
@@ -110,7 +110,7 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
                 writer.add(entry, window.closed)
                 if time.monotonic() - last >= 1.0:
                     last = time.monotonic()
-                    lost = sum(s.lost for s in stream.stats().values())
+                    lost = stream.lost()
                     print(
                         f"\rtuner record: {writer.windows} windows, {writer.rows} rows,"
                         f" {len(writer.parts)} parts closed, records lost {lost}",

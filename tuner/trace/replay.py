@@ -7,6 +7,7 @@ reproduced and a change of model or policy compared on the same windows.
 
 >>> import tempfile, os
 >>> from tuner.learn.train import synthetic_trace
+>>> from tuner.trace.reader import read_trace
 >>> t = synthetic_trace(os.path.join(tempfile.mkdtemp(), "t.parquet"), windows=120)
 >>> r = replay(read_trace(t))
 >>> r.windows, r.entities, r.scores["windows"]
@@ -18,7 +19,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,9 +26,7 @@ import numpy as np
 
 from tuner.actuate.base import Decision
 from tuner.agent.config import SCHEMA, AgentConfig
-from tuner.trace.reader import Trace, read_trace
-
-__all__ = ["NullSteering", "ReplayResult", "config_of", "read_trace", "replay"]
+from tuner.trace.reader import Trace
 
 
 class NullSteering:
@@ -78,23 +76,17 @@ def config_of(trace: Trace, **changes: Any) -> AgentConfig:
     """The agent configuration a trace was recorded with (defaults for keys it lacks), with
     ``section__key`` changes."""
     recorded = trace.meta.get("agent") or {}
-    values = {k: v for k, v in recorded.items() if k in SCHEMA}
-    data: dict[str, dict[str, Any]] = {}
-    for key, value in values.items():
-        sec, name = key.split(".", 1)
-        data.setdefault(sec, {})[name] = value
-    data.setdefault("agent", {})["window_ms"] = trace.meta.get("window_ms", 100)
-    for k in ("agent.decision_log", "agent.record"):
-        data.get("agent", {}).pop(k.split(".")[1], None)
-    cfg = AgentConfig.from_dict(data, source=f"the metadata of {trace.path}")
-    return cfg.with_values(**changes) if changes else cfg
+    skip = ("agent.decision_log", "agent.record")  # a replay writes neither
+    values = {k.replace(".", "__"): v for k, v in recorded.items() if k in SCHEMA and k not in skip}
+    values["agent__window_ms"] = trace.meta.get("window_ms", 100)
+    cfg = AgentConfig.from_dict({}, source=f"the metadata of {trace.path}")
+    return cfg.with_values(**{**values, **changes})
 
 
 def replay(
     trace: Trace,
     config: AgentConfig | None = None,
     keep_entries: bool = False,
-    progress: Callable[[int, int], None] | None = None,
 ) -> ReplayResult:
     """Feed every window of ``trace`` through a fresh shadow-mode agent."""
     from tuner.agent.loop import Agent
@@ -131,8 +123,6 @@ def replay(
         decisions += bool(entry.get("changed"))
         if keep_entries:
             entries.append(entry)
-        if progress and (w % 1000 == 0 or w == n - 1):
-            progress(w + 1, n)
     recorded = trace.matrix("pred_load")
     both = ~np.isnan(recorded)
     diff = float(np.abs(predicted[both] - recorded[both]).max()) if both.any() else None
