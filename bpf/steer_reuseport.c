@@ -6,7 +6,7 @@
  * -DSOCKMAP_FD (BCC does not turn `&map` into a map pointer for bpf_sk_select_reuseport). */
 #include "steer.h"
 
-BPF_ARRAY(lease, u64, 1);                        /* deadline, ns of bpf_ktime_get_ns */
+BPF_ARRAY(lease, struct steer_lease, 1);
 BPF_ARRAY(ctl, struct steer_ctl, 1);
 BPF_ARRAY(tables, struct steer_table, 2);
 BPF_HASH(overrides, u32, u32, 4096);             /* flow hash -> target index */
@@ -22,9 +22,9 @@ static __always_inline void count(u64 *c)
 int steer_reuseport(struct sk_reuseport_md *ctx)
 {
     u32 zero = 0, one = 1;
-    u64 *deadline = lease.lookup(&zero);
+    struct steer_lease *l = lease.lookup(&zero);
     struct steer_ctl *c = ctl.lookup(&zero);
-    if (!deadline || !c || !c->generation || bpf_ktime_get_ns() > *deadline) {
+    if (!l || !c || !c->generation || bpf_jiffies64() > l->deadline_jiffies) {
         count(fallbacks.lookup(&zero));
         return SK_PASS;                          /* kernel default */
     }

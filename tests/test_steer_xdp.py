@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 
 import pytest
 
@@ -88,7 +89,15 @@ def test_what_cannot_be_parsed_passes(steer, pkt):
     assert steer.counters()["redirected"] == [0, 0]
 
 
-def test_existing_flow_keeps_its_target_across_a_table_change(steer):
+@pytest.mark.parametrize("flow_cache", [True, False], ids=["cache", "flow-table-only"])
+def test_existing_flow_keeps_its_target_across_a_table_change(flow_cache):
+    with XdpSteering(
+        name=f"t-xdp-f-{os.getpid()}", devices=["lo", "lo"], mode="active", flow_cache=flow_cache
+    ) as steer:
+        _keeps_its_target(steer)
+
+
+def _keeps_its_target(steer):
     steer.apply([0] * 256)
     assert verdict(steer, V4) == XDP_REDIRECT
     steer.apply([1] * 256)
@@ -97,6 +106,46 @@ def test_existing_flow_keeps_its_target_across_a_table_change(steer):
     assert verdict(steer, new_flow) == XDP_REDIRECT
     assert steer.counters()["redirected"] == [2, 1]
     assert steer.flows() == 2
+
+
+def _age_the_flow_cache(steer, touched=None):
+    """Make every cached flow look untouched for long (or drop the cache with touched=None)."""
+    cache = steer._bpf[b"flow_cache"]
+    if touched is None:
+        cache.clear()
+        return
+    for key in range(len(cache)):
+        leaves = cache[cache.Key(key)]
+        if any(leaf.valid for leaf in leaves):
+            for leaf in leaves:
+                leaf.touched = touched
+            cache[cache.Key(key)] = leaves
+
+
+def test_flow_served_from_the_cache_is_put_back_into_an_evicted_flow_table(steer):
+    ack = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40000, 80, flags=0x10)))  # V4's flow, later
+    steer.apply([0] * 256)
+    assert verdict(steer, V4) == XDP_REDIRECT and steer.flows() == 1
+    steer._bpf[b"flows"].clear()  # as if the LRU had evicted it while the cache served it
+    steer.apply([1] * 256)
+    assert verdict(steer, ack) == XDP_REDIRECT  # from the cache: still target 0
+    _age_the_flow_cache(steer, touched=0)
+    assert verdict(steer, ack) == XDP_REDIRECT  # due for a touch: the flow table gets it back
+    assert steer.flows() == 1
+    _age_the_flow_cache(steer)  # its cache slot taken by another flow
+    assert verdict(steer, ack) == XDP_REDIRECT  # from the flow table: still target 0
+    assert steer.counters()["redirected"] == [4, 0]
+
+
+def test_lease_lapses_by_itself():
+    with XdpSteering(
+        name=f"t-xdp-l-{os.getpid()}", devices=["lo"], mode="active", lease_ms=100
+    ) as s:
+        s.apply([0] * 256)
+        assert verdict(s, V4) == XDP_REDIRECT
+        time.sleep(0.25)  # 100 ms lease and up to two ticks of margin
+        assert verdict(s, V4) == XDP_PASS
+        assert s.counters()["passed_default"] == 1
 
 
 def test_connection_open_before_the_table_stays_with_the_kernel(steer):

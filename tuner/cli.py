@@ -170,9 +170,10 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         "steer",
         formatter_class=_formatter,
         help="cost per packet of the XDP steering program vs a no-op XDP program",
-        description="Run the XDP steering program (established flow, and lease expired) and\n"
-        "a no-op XDP program on the same packet with BPF_PROG_TEST_RUN, rounds\n"
-        "interleaved, and print mean ns per packet and the ratios.",
+        description="Run the XDP steering program (established flow from the flow cache,\n"
+        "from the flow table, and with the lease expired) and a no-op XDP program on\n"
+        "the same packet with BPF_PROG_TEST_RUN, rounds interleaved, and print mean\n"
+        "ns per packet and the ratios.",
         epilog="examples:\n  tuner bench steer\n  tuner bench steer --repeat 100000 --json",
     )
     st.add_argument(
@@ -185,7 +186,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     st.add_argument(
         "--rounds",
         type=int,
-        default=5,
+        default=9,
         metavar="N",
         help="interleaved rounds; medians are reported (default: %(default)s)",
     )

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner import bpfsys
+from tuner.actuate.lease import JiffiesClock, read_clock
 from tuner.errors import TunerError
 
 SLOTS = 256
@@ -99,6 +100,7 @@ class Steering:
     decisions: deque[Decision] = field(default_factory=lambda: deque(maxlen=1000), init=False)
     _bpf: Any = field(default=None, init=False, repr=False)
     _generation: int = field(default=0, init=False)
+    _clock: JiffiesClock | None = field(default=None, init=False, repr=False)
 
     # -- to be provided by subclasses -----------------------------------------------------
     def targets(self) -> int:
@@ -127,6 +129,7 @@ class Steering:
                 f"{pins} exists: another tuner steers under the name {self.name!r} or one crashed",
                 "run `tuner cleanup`, or pick another name",
             )
+        self._clock = read_clock()  # before anything is loaded: a failure leaves nothing behind
         try:
             self._load()
             pins.mkdir(parents=True)
@@ -181,14 +184,18 @@ class Steering:
 
     def renew(self) -> None:
         """Extend the lease by ``lease_ms`` from now (active mode only)."""
-        if self.mode == "active" and self._bpf is not None:
+        if self.mode == "active" and self._bpf is not None and self._clock is not None:
             deadline = time.monotonic_ns() + self.lease_ms * 1_000_000
-            self._bpf[b"lease"][self._bpf[b"lease"].Key(0)] = self._bpf[b"lease"].Leaf(deadline)
+            self._write_lease(deadline, self._clock.at(deadline))
 
     def expire(self) -> None:
         """End the lease now: the datapath falls back to kernel defaults at once."""
         if self._bpf is not None:
-            self._bpf[b"lease"][self._bpf[b"lease"].Key(0)] = self._bpf[b"lease"].Leaf(0)
+            self._write_lease(0, 0)
+
+    def _write_lease(self, deadline_ns: int, deadline_jiffies: int) -> None:
+        lease = self._bpf[b"lease"]
+        lease[lease.Key(0)] = lease.Leaf(deadline_ns, deadline_jiffies)
 
     def live_table(self) -> tuple[int, list[int]]:
         """(generation, table of map keys) as the kernel holds them; generation 0 means none
@@ -241,7 +248,7 @@ def read_pins(name: str) -> dict[str, Any]:
         raise TunerError(f"no steering named {name!r} is pinned", "is the agent running?") from None
     try:
         zero = struct.pack("I", 0)
-        (deadline,) = struct.unpack("Q", bpfsys.map_lookup(fds["lease"], zero, 8))
+        deadline, _ = struct.unpack("QQ", bpfsys.map_lookup(fds["lease"], zero, 16))
         active, generation = struct.unpack("II", bpfsys.map_lookup(fds["ctl"], zero, 8))
         raw = bpfsys.map_lookup(fds["tables"], struct.pack("I", active & 1), 4 * SLOTS)
     finally:

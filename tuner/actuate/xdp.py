@@ -27,7 +27,9 @@ class XdpSteering(Steering):
     """Attach the XDP steering program to ``ifname`` (in network namespace ``netns``).
 
     With ``ifname=None`` the program is loaded but not attached (for BPF_PROG_TEST_RUN).
-    Give ``devices`` (interface names) or ``cpus``, not both.
+    Give ``devices`` (interface names) or ``cpus``, not both. ``flow_cache=False`` builds the
+    program without its per-CPU flow cache, so that ``tuner bench steer`` can show what the
+    cache saves.
     """
 
     ifname: str | None = None
@@ -35,6 +37,7 @@ class XdpSteering(Steering):
     devices: Sequence[str] = ()
     cpus: Sequence[int] = ()
     xdp_flags: int = 0  # 0: native if the driver has it; 2: generic (skb) mode
+    flow_cache: bool = True
     prog: Any = None
 
     def targets(self) -> int:
@@ -46,6 +49,7 @@ class XdpSteering(Steering):
         if self.targets() > MAX_TARGETS:
             raise TunerError(f"{self.targets()} targets; at most {MAX_TARGETS} are supported")
         cflags = [f"-DMAX_TARGETS={MAX_TARGETS}"] + (["-DTARGET_CPUMAP=1"] if self.cpus else [])
+        cflags += [] if self.flow_cache else ["-DNO_FLOW_CACHE=1"]
         self._bpf = bcc_runtime.compile_program(
             src_file=bcc_runtime.bpf_dir() / "steer_xdp.c", cflags=cflags
         )
