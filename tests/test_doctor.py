@@ -60,7 +60,7 @@ def test_missing_bpffs_in_text_mode_shows_fail_and_fix(tuner_cli):
     lines = proc.stdout.splitlines()
     i = next(i for i, ln in enumerate(lines) if ln.startswith("FAIL") and "bpffs" in ln)
     assert "fix: mount -t bpf bpf /tmp" in lines[i + 1]
-    assert lines[-1] == "doctor: 1 of 19 required checks failed"
+    assert lines[-1] == "doctor: 1 of 20 required checks failed"
 
 
 # An XDP program that reads packet data without a bounds check: compiles, the verifier refuses.
@@ -108,3 +108,9 @@ def test_uncompilable_program_fails_the_headers_row():
     rows = {c.name: c for c in report.checks}
     assert not rows["bcc headers"].ok and "error:" in rows["bcc headers"].detail
     assert not rows["program: xdp"].ok
+
+
+def test_unreadable_jiffies_fails_the_lease_clock_row(tmp_path):
+    report = Doctor(timer_list=str(tmp_path / "timer_list")).run()
+    row = next(c for c in report.checks if c.name == "lease clock")
+    assert not row.ok and "timer_list" in row.detail and row.fix

@@ -146,12 +146,15 @@ class Doctor:
         Where tracefs should be mounted.
     bpffs : str
         Where the BPF file system should be mounted (tuner pins under ``<bpffs>/tuner``).
+    timer_list : str
+        Where the kernel shows its jiffies (the steering lease is calibrated from it).
     programs : sequence of ProgramSpec, optional
         The program types to prove by loading (default :data:`PROGRAMS`).
     """
 
     tracefs: str = "/sys/kernel/tracing"
     bpffs: str = "/sys/fs/bpf"
+    timer_list: str = "/proc/timer_list"
     programs: Sequence[ProgramSpec] | None = None
     progress: Callable[[str], None] | None = field(default=None, repr=False)
 
@@ -164,6 +167,7 @@ class Doctor:
             self._btf,
             self._tracefs,
             self._bpffs,
+            self._lease_clock,
         ):
             checks.append(step())
         checks.extend(self._bcc_and_programs())
@@ -221,6 +225,15 @@ class Doctor:
             f"{self.bpffs} ({kind or 'not mounted'})",
             f"mount -t bpf bpf {self.bpffs} (or {SETUP_FIX})",
         )
+
+    def _lease_clock(self) -> Check:
+        from tuner.actuate.lease import read_clock
+
+        try:
+            clock = read_clock(timer_list=self.timer_list)
+        except TunerError as e:
+            return Check("lease clock", False, e.problem, e.fix or "mount procfs on /proc")
+        return Check("lease clock", True, f"jiffies at HZ={clock.hz} from {self.timer_list}", "")
 
     # -- BCC and program types ------------------------------------------------------------
     def _bcc_and_programs(self) -> list[Check]:
