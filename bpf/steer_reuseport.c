@@ -2,6 +2,10 @@
  * (TCP) or datagram (UDP) from an indirection table, unless the lease has expired or no table
  * was written, in which case it selects nothing and the kernel hashes as usual.
  *
+ * With -DCOUNT_FLOWS (UDP groups, where every datagram is selected and a flow's hash is stable)
+ * it also counts datagrams per flow hash, lease or not, so that the tuner can find hot flows
+ * and pin them away from hotspots with an override.
+ *
  * The SOCKMAP that holds the group's sockets is created by the loader, which passes its fd as
  * -DSOCKMAP_FD (BCC does not turn `&map` into a map pointer for bpf_sk_select_reuseport). */
 #include "steer.h"
@@ -12,6 +16,9 @@ BPF_ARRAY(tables, struct steer_table, 2);
 BPF_HASH(overrides, u32, u32, 4096);             /* flow hash -> target index */
 BPF_PERCPU_ARRAY(selected, u64, MAX_TARGETS);    /* selections per socket */
 BPF_PERCPU_ARRAY(fallbacks, u64, 2);             /* 0: lease/no table, 1: select failed */
+#ifdef COUNT_FLOWS
+BPF_TABLE("lru_hash", u32, u64, flow_hits, 4096); /* flow hash -> datagrams (read and cleared) */
+#endif
 
 static __always_inline void count(u64 *c)
 {
@@ -22,6 +29,16 @@ static __always_inline void count(u64 *c)
 int steer_reuseport(struct sk_reuseport_md *ctx)
 {
     u32 zero = 0, one = 1;
+#ifdef COUNT_FLOWS
+    u32 h = ctx->hash;
+    u64 *hits = flow_hits.lookup(&h);
+    if (hits) {
+        __sync_fetch_and_add(hits, 1);
+    } else {
+        u64 first = 1;
+        flow_hits.update(&h, &first);
+    }
+#endif
     struct steer_lease *l = lease.lookup(&zero);
     struct steer_ctl *c = ctl.lookup(&zero);
     if (!l || !c || !c->generation || bpf_jiffies64() > l->deadline_jiffies) {

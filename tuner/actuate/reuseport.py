@@ -14,6 +14,8 @@ import ctypes
 import os
 import socket
 import struct
+import time
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -82,12 +84,19 @@ class ReuseportSteering(Steering):
     Give either ``sockets`` (owned by this process) or ``pids`` and ``port`` (an unmodified
     server; every listed process's sockets on that port join the group, in order).
     See :class:`~tuner.actuate.base.Steering` for mode, lease and shares.
+
+    ``count_flows`` (default: when the group is UDP) counts datagrams per flow hash in the
+    kernel (:meth:`flow_hits`), and :meth:`set_overrides` pins flows to sockets.
     """
 
     sockets: Sequence[socket.socket] = ()
     pids: Sequence[int] = ()
     port: int | None = None
     protocol: str = "tcp"
+    count_flows: bool | None = None
+    #: the latest override sets asked for, written or not (shadow), as (time, mode, overrides)
+    override_log: deque = field(default_factory=lambda: deque(maxlen=1000), init=False)
+    _overrides: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     _socks: list[socket.socket] = field(default_factory=list, init=False, repr=False)
     _taken: bool = field(default=False, init=False, repr=False)
     _sockmap: int = field(default=-1, init=False, repr=False)
@@ -119,9 +128,12 @@ class ReuseportSteering(Steering):
                     f"socket {i} of the group cannot join a SOCKMAP: {e.strerror}",
                     "steer listening TCP or bound UDP sockets",
                 ) from None
+        if self.count_flows is None:
+            self.count_flows = self._socks[0].type == socket.SOCK_DGRAM
         self._bpf = bcc_runtime.compile_program(
             src_file=bcc_runtime.bpf_dir() / "steer_reuseport.c",
-            cflags=[f"-DSOCKMAP_FD={self._sockmap}", f"-DMAX_TARGETS={MAX_TARGETS}"],
+            cflags=[f"-DSOCKMAP_FD={self._sockmap}", f"-DMAX_TARGETS={MAX_TARGETS}"]
+            + (["-DCOUNT_FLOWS=1"] if self.count_flows else []),
         )
         fn = bcc_runtime.load_function(self._bpf, "steer_reuseport", ProgType.SK_REUSEPORT)
         try:
@@ -165,3 +177,47 @@ class ReuseportSteering(Steering):
             "fallback_lease": int(sum(fb[fb.Key(0)])),
             "fallback_select": int(sum(fb[fb.Key(1)])),
         }
+
+    def flow_hits(self) -> dict[int, int]:
+        """Datagrams per flow hash since the last call (read and cleared in one batch).
+        Empty unless ``count_flows``."""
+        if not self.count_flows or self._bpf is None:
+            return {}
+        hits = self._bpf[b"flow_hits"]
+        try:
+            return {_int(k): _int(v) for k, v in hits.items_lookup_and_delete_batch()}
+        except Exception:  # an empty map: some BCC versions raise on ENOENT from the batch
+            return {}
+
+    def set_overrides(self, overrides: dict[int, int]) -> bool:
+        """Pin flow hashes to target indices; flows not named lose their pin. Active mode:
+        written to the kernel (only what changed); shadow: recorded only. True if written."""
+        for h, t in overrides.items():
+            if not 0 <= t < self.targets():
+                raise TunerError(f"override names target {t}, not in the group of {self.targets()}")
+            if not 0 <= h < 2**32:
+                raise TunerError(f"override flow hash {h} is not a u32")
+        self.override_log.append((time.time(), self.mode, dict(overrides)))
+        if self.mode != "active" or self._bpf is None:
+            return False
+        m = self._bpf[b"overrides"]
+        for h in set(self._overrides) - set(overrides):
+            try:
+                del m[m.Key(h)]
+            except KeyError:
+                pass
+        for h, t in overrides.items():
+            if self._overrides.get(h) != t:
+                m[m.Key(h)] = m.Leaf(t)
+        self._overrides = dict(overrides)
+        return True
+
+    def overrides(self) -> dict[int, int]:
+        """The overrides the kernel holds."""
+        m = self._bpf[b"overrides"]
+        return {int(k.value): int(v.value) for k, v in m.items()}
+
+
+def _int(x: Any) -> int:
+    """A BCC key or value as an int (batch calls give ints, others ctypes)."""
+    return int(getattr(x, "value", x))

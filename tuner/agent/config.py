@@ -10,7 +10,7 @@ a value out of range is refused with a message that names the key.
 Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
-are: capacity, hysteresis, kind, max_step, min_share
+are: capacity, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -60,6 +60,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "policy.min_share": (float, 0.05, (0.0, 1.0), "smallest share of a live target"),
     "policy.max_step": (float, 0.25, (0.001, 1.0), "largest share change per window"),
     "policy.hysteresis": (float, 0.05, (0.0, 1.0), "smallest share change made"),
+    "policy.hot_flow_share": (
+        float,
+        0.1,
+        (0.0, 1.0),
+        "UDP: a flow with this share of a window's datagrams is pinned apart (0: off)",
+    ),
+    "policy.hot_flow_hold": (int, 50, (0, 100000), "windows a pin outlives its flow's heat"),
     "guard.enabled": (bool, True, None, "go back to shadow when active makes things worse"),
     "guard.margin": (float, 0.25, (0.0, 10.0), "allowed worsening, fraction of shadow level"),
     "guard.windows": (int, 10, (1, 100000), "consecutive worse windows before tripping"),

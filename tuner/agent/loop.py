@@ -37,6 +37,7 @@ from typing import Any, TextIO
 from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
 from tuner.learn.online import Learner, Prediction
+from tuner.policy.flows import HotFlowPolicy
 from tuner.policy.shares import SharePolicy, TableDecision, distance, table_for
 from tuner.probes.base import Frame
 
@@ -154,6 +155,11 @@ class Agent:
             hysteresis=config.get("policy.hysteresis"),
         )
         self.policy.check(len(pids))
+        self.flow_policy = HotFlowPolicy(
+            share=config.get("policy.hot_flow_share"),
+            hold_windows=config.get("policy.hot_flow_hold"),
+            margin=0.1 * config.get("policy.capacity"),
+        )
         self.guard = Guard(
             config.get("guard.margin"), config.get("guard.windows"), config.get("guard.enabled")
         )
@@ -261,7 +267,9 @@ class Agent:
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
         extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
         self.stale = self.stale + 1 if not frames else 0
-        return self.step_loads(loads, extra, steering, closed_ns)
+        flow_hits = getattr(steering, "flow_hits", None)
+        hits = flow_hits() if flow_hits is not None and self.flow_policy.enabled else None
+        return self.step_loads(loads, extra, steering, closed_ns, hits)
 
     def step_loads(
         self,
@@ -269,9 +277,11 @@ class Agent:
         extra: dict[str, dict[str, float]],
         steering: Any,
         closed_ns: int | None = None,
+        hits: dict[int, int] | None = None,
     ) -> dict:
         """The part of :meth:`step` after the probes: ``tuner replay`` enters here with a
-        trace's loads, so a replay runs the same learner and policy code as the live loop."""
+        trace's loads, so a replay runs the same learner and policy code as the live loop.
+        ``hits`` (datagrams per flow hash, UDP groups) lets the hot-flow policy pin flows."""
         entities = list(loads)
         shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
         self._score_shadow(loads)
@@ -297,9 +307,11 @@ class Agent:
                     steering.expire()
                 self._holding = False
                 self.policy.reset()
+                self.flow_policy.reset()
                 entry.update(mode=mode, written=False, fallback=fallback)
             else:
-                decision = self._decide([preds[e].load for e in entities])
+                predicted = [preds[e].load for e in entities]
+                decision = self._decide(predicted)
                 write = decision.changed or (mode == "active" and not self._holding)
                 d = steering.apply(decision.table) if write else None
                 self.decisions_written += bool(d and d.written)
@@ -315,6 +327,14 @@ class Agent:
                     table=decision.table if decision.changed else None,
                     why=decision.why,
                 )
+                if hits:
+                    flows = self.flow_policy.decide(hits, decision.table, predicted)
+                    steering.set_overrides(flows.overrides)
+                    entry.update(
+                        hot_flows=len(flows.hot),
+                        overrides={str(h): t for h, t in flows.overrides.items()},
+                        flows_why=flows.why,
+                    )
         if closed_ns is not None:
             ms = (time.monotonic_ns() - closed_ns) / 1e6
             self.latency_ms.append(ms)
