@@ -8,8 +8,10 @@ can be pinned to a socket (the sk_reuseport program's ``overrides`` map).
 Each window :meth:`HotFlowPolicy.decide` takes the datagrams per flow hash counted in the
 kernel, the table in force and the predicted load per target:
 
-1. a flow is *hot* when it carried at least ``share`` of the group's datagrams (and at least
-   ``min_hits``); its load is estimated as that fraction of the predicted total;
+1. datagrams per flow are smoothed over windows (an exponential average with weight
+   ``alpha`` on the newest window, so a flow of a few datagrams a window is still seen); a
+   flow is *hot* when its average is at least ``share`` of the group's (and at least
+   ``min_hits`` a window); its load is estimated as that fraction of the predicted total;
 2. the hot flows' estimated load is taken off the targets they are on now (their override,
    else their slot's target), which leaves each target's load without them;
 3. hot flows, heaviest first, go to the target with the least load so far; a flow already
@@ -18,7 +20,7 @@ kernel, the table in force and the predicted load per target:
 
 Two hot flows whose slots both point at target 0, the predicted hotspot: one is moved.
 
->>> p = HotFlowPolicy(share=0.2, min_hits=10)
+>>> p = HotFlowPolicy(share=0.2, min_hits=10, alpha=1.0)
 >>> table = [0] * 256
 >>> d = p.decide({7: 400, 8: 400, 9: 50}, table, predicted=[0.9, 0.1])
 >>> d.overrides, d.hot, d.moved
@@ -53,18 +55,20 @@ class HotFlowPolicy:
     """Pins hot flows to the targets with the most predicted room (see the module text)."""
 
     share: float = 0.1
-    min_hits: int = 20
+    min_hits: float = 2.0
     hold_windows: int = 50
     margin: float = 0.1
+    alpha: float = 0.3
     overrides: dict[int, int] = field(default_factory=dict, init=False)
+    _rate: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     _last_hot: dict[int, int] = field(default_factory=dict, init=False, repr=False)
     _window: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.share <= 1.0:
             raise TunerError(f"hot flow share must be in [0, 1]; got {self.share}")
-        if self.hold_windows < 0 or self.min_hits < 1:
-            raise TunerError("hot flow hold_windows must be >= 0 and min_hits >= 1")
+        if self.hold_windows < 0 or self.min_hits <= 0 or not 0 < self.alpha <= 1:
+            raise TunerError("hot flows need hold_windows >= 0, min_hits > 0, 0 < alpha <= 1")
 
     @property
     def enabled(self) -> bool:
@@ -76,13 +80,14 @@ class HotFlowPolicy:
         """Overrides for the next window from this window's datagrams per flow hash."""
         self._window += 1
         targets = len(predicted)
-        total = sum(hits.values())
+        rate = self._smooth(hits)
+        total = sum(rate.values())
         hot = sorted(
-            (h for h, n in hits.items() if n >= self.min_hits and total and n / total >= self.share),
-            key=lambda h: -hits[h],
+            (h for h, n in rate.items() if n >= self.min_hits and n >= self.share * total),
+            key=lambda h: -rate[h],
         )
         total_load = sum(predicted)
-        flow_load = {h: total_load * hits[h] / total for h in hot}
+        flow_load = {h: total_load * rate[h] / total for h in hot}
 
         def placed(h: int) -> int:
             t = self.overrides.get(h, table[h % SLOTS])
@@ -115,7 +120,17 @@ class HotFlowPolicy:
         )
         return FlowDecision(dict(self.overrides), hot, moved, why)
 
+    def _smooth(self, hits: dict[int, int]) -> dict[int, float]:
+        """Per-flow datagrams a window, averaged over windows; flows that faded are dropped."""
+        a = self.alpha
+        rate = {h: (1 - a) * r for h, r in self._rate.items()}
+        for h, n in hits.items():
+            rate[h] = rate.get(h, 0.0) + a * n
+        self._rate = {h: r for h, r in rate.items() if r >= 0.05}
+        return self._rate
+
     def reset(self) -> None:
-        """Forget every pin (the agent fell back to kernel defaults)."""
+        """Forget every pin and rate (the agent fell back to kernel defaults)."""
         self.overrides.clear()
         self._last_hot.clear()
+        self._rate.clear()
