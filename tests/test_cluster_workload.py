@@ -43,6 +43,17 @@ def test_cluster_down_command_removes_what_a_crash_left(tuner_cli):
     assert r.returncode == 0 and f"removed {c.host('server').netns}" in r.stdout
     assert not [n for n in leftovers() if c.tag in n]
     assert "no cluster namespaces" in tuner_cli("cluster", "down").stdout
+    c.down()  # lets go of the namespace fds this process held
+
+
+def test_a_namespace_that_lost_its_name_is_put_back_with_its_links():
+    with Cluster(clients=1) as c:
+        path = f"/var/run/netns/{c.host('server').netns}"
+        subprocess.run(["umount", "-l", path], check=True)  # what was seen on CI, on purpose
+        os.unlink(path)
+        p = c.popen("server", ["ip", "-o", "addr", "show", "eth0"], stdout=subprocess.PIPE)
+        out, _ = p.communicate(timeout=30)
+        assert p.returncode == 0 and c.host("server").address in out.decode()
 
 
 def _serve_and_load(c: Cluster, spec: dict, server_args=()) -> tuple[dict, np.ndarray, list]:

@@ -23,9 +23,11 @@ crashed run left behind (``tuner cluster down``).
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Sequence
@@ -36,6 +38,7 @@ from tuner.errors import TunerError
 PREFIX = "tnr-"
 SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
 NETNS_DIR = "/var/run/netns"
+MS_BIND = 4096
 
 
 @dataclass(frozen=True)
@@ -69,6 +72,9 @@ class Cluster:
     tag: str = ""
     hosts: list[Host] = field(default_factory=list, init=False)
     _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
+    # an fd per namespace: it keeps the namespace (and its links) alive, so that a name whose
+    # mount under /run/netns went missing can be put back (see :meth:`reattach`)
+    _fds: dict[str, int] = field(default_factory=dict, init=False, repr=False)
 
     def plan(self) -> list[Host]:
         """The hosts this cluster will have, without creating anything."""
@@ -121,14 +127,14 @@ class Cluster:
 
         planned = self.plan()
         try:
-            _add_namespace(self.switch)
+            self._add(self.switch)
             with NetNS(self.switch) as sw:
                 sw.link("add", ifname="br0", kind="bridge")
                 bridge = sw.link_lookup(ifname="br0")[0]
                 sw.link("set", index=bridge, state="up")
                 for h in planned:
                     self.hosts.append(h)
-                    _add_namespace(h.netns)
+                    self._add(h.netns)
                     _quiet_ipv6(h.netns)
                     sw.link(
                         "add",
@@ -148,9 +154,37 @@ class Cluster:
             raise
         return self
 
+    def _add(self, name: str) -> None:
+        _add_namespace(name)
+        self._fds[name] = os.open(f"{NETNS_DIR}/{name}", os.O_RDONLY)
+
+    def reattach(self) -> list[str]:
+        """Put back the ``/run/netns`` name of any cluster namespace whose mount went missing
+        (seen rarely on CI, cause unknown), from the fd held since creation, so that ``ip
+        netns exec`` and the agent find it again. Returns the names put back."""
+        back = []
+        for name, fd in self._fds.items():
+            path = f"{NETNS_DIR}/{name}"
+            if os.path.exists(path):
+                continue
+            os.close(os.open(path, os.O_RDONLY | os.O_CREAT, 0))
+            libc = ctypes.CDLL(None, use_errno=True)
+            src = f"/proc/self/fd/{fd}".encode()  # the kernel follows this link to the nsfs
+            if libc.mount(src, path.encode(), None, MS_BIND, None) != 0:
+                err = ctypes.get_errno()
+                raise TunerError(
+                    f"network namespace {name} lost its name and cannot get it back: "
+                    f"{os.strerror(err)}",
+                    "run `tuner cluster down` and try again",
+                )
+            back.append(name)
+        return back
+
     def popen(self, host: str | Host, argv: Sequence[str], **kwargs) -> subprocess.Popen:
         """Start ``argv`` inside ``host``; it is killed when the cluster goes down."""
         h = host if isinstance(host, Host) else self.host(host)
+        for name in self.reattach():
+            print(f"tuner: warning: namespace {name} had lost its name; put it back", file=sys.stderr)
         proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv], **kwargs)
         self._procs.append(proc)
         return proc
@@ -160,6 +194,9 @@ class Cluster:
         stop_processes(self._procs)
         self._procs = []
         names = [h.netns for h in self.hosts] + ([self.switch] if self.tag else [])
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds = {}
         remove_namespaces(names)
         self.hosts = []
 
