@@ -215,7 +215,7 @@ class ReuseportSteering(Steering):
     def overrides(self) -> dict[int, int]:
         """The overrides the kernel holds."""
         m = self._bpf[b"overrides"]
-        return {int(k.value): int(v.value) for k, v in m.items()}
+        return {_int(k): _int(v) for k, v in m.items()}
 
 
 def _int(x: Any) -> int:

@@ -71,6 +71,8 @@ def run_agent(
                 pids=pids,
                 port=port,
                 protocol=config.get("target.protocol"),
+                # the kernel counts datagrams per flow only for a policy that reads them
+                count_flows=None if config.get("policy.hot_flow_share") > 0 else False,
             )
         )
         if steering.targets() != len(pids):

@@ -32,11 +32,12 @@ def run(repeat: int = 1_000_000, rounds: int = 9) -> dict:
     name = f"bench-{os.getpid()}"
     try:
         noop = bcc_runtime.load_function(noop_bpf, "noop", ProgType.XDP)
-        with XdpSteering(
-            name=name, devices=["lo"], mode="active", lease_ms=60000
-        ) as steer, XdpSteering(
-            name=f"{name}-nc", devices=["lo"], mode="active", lease_ms=60000, flow_cache=False
-        ) as uncached:
+        with (
+            XdpSteering(name=name, devices=["lo"], mode="active", lease_ms=60000) as steer,
+            XdpSteering(
+                name=f"{name}-nc", devices=["lo"], mode="active", lease_ms=60000, flow_cache=False
+            ) as uncached,
+        ):
             for s in (steer, uncached):
                 s.apply([0] * 256)
             times: dict[str, list[int]] = {"noop": [], "steer": [], "uncached": [], "unleased": []}
@@ -44,10 +45,7 @@ def run(repeat: int = 1_000_000, rounds: int = 9) -> dict:
             def timed(key: str, fd: int) -> None:
                 times[key].append(bpfsys.prog_test_run(fd, pkt, repeat).duration_ns)
 
-            for r in range(rounds + 1):  # round 0 warms caches and clocks up and is dropped
-                if r == 1:
-                    for v in times.values():
-                        v.clear()
+            for _ in range(rounds + 1):
                 timed("noop", noop.fd)
                 steer.renew()
                 uncached.renew()
@@ -57,12 +55,13 @@ def run(repeat: int = 1_000_000, rounds: int = 9) -> dict:
                 timed("unleased", steer.prog.fd)
     finally:
         noop_bpf.cleanup()
+    times = {k: v[1:] for k, v in times.items()}  # round 0 warmed caches and clocks up
     m = {k: median(v) for k, v in times.items()}
 
     def ratio(k: str) -> float:
         """Median of the per-round ratios: each round times both programs back to back, so
         a slow spell of this shared machine falls on both sides of a ratio."""
-        return round(median(t / max(n, 1) for t, n in zip(times[k], times["noop"])), 3)
+        return round(median(t / max(n, 1) for t, n in zip(times[k], times["noop"], strict=True)), 3)
 
     return {
         "repeat": repeat,

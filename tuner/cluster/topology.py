@@ -184,7 +184,7 @@ class Cluster:
         """Start ``argv`` inside ``host``; it is killed when the cluster goes down."""
         h = host if isinstance(host, Host) else self.host(host)
         for name in self.reattach():
-            print(f"tuner: warning: namespace {name} had lost its name; put it back", file=sys.stderr)
+            print(f"tuner: warning: namespace {name} lost its name; put back", file=sys.stderr)
         proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv], **kwargs)
         self._procs.append(proc)
         return proc

@@ -35,8 +35,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tuner.errors import TunerError
+from tuner.policy.shares import SLOTS
 
-SLOTS = 256
 MAX_OVERRIDES = 4096  # the size of the kernel's overrides map
 
 
