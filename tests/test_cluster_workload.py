@@ -56,6 +56,35 @@ def test_a_namespace_that_lost_its_name_is_put_back_with_its_links():
         assert p.returncode == 0 and c.host("server").address in out.decode()
 
 
+FORKED_CHILD_SIGTERMED = """
+import os, signal, sys, time
+from tuner.cli import _terminate_for
+from tuner.cluster import Cluster
+signal.signal(signal.SIGTERM, _terminate_for(os.getpid()))
+with Cluster(clients=1) as c:
+    names = [h.netns for h in c.hosts] + [c.switch]
+    pid = os.fork()  # as pyroute2 does for a namespaced socket, then SIGTERMs the child
+    if pid == 0:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(10)
+        os._exit(3)
+    os.waitpid(pid, 0)
+    missing = [n for n in names if not os.path.exists("/var/run/netns/" + n)]
+    print("missing:", missing)
+"""
+
+
+def test_a_forked_child_that_gets_sigterm_leaves_the_cluster_alone():
+    """A CI run lost its server namespace while the cluster came up: pyroute2's forked helper
+    got SIGTERM, the inherited handler unwound the parent's stack in the child, and the
+    child's copy of the cluster deleted the namespaces."""
+    r = subprocess.run(
+        [sys.executable, "-c", FORKED_CHILD_SIGTERMED], capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 0, r.stderr
+    assert "missing: []" in r.stdout
+
+
 def _serve_and_load(c: Cluster, spec: dict, server_args=()) -> tuple[dict, np.ndarray, list]:
     srv = c.popen(
         "server",

@@ -16,7 +16,7 @@ import os
 import signal
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from tuner import __version__
 from tuner.errors import TunerError
@@ -324,9 +324,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _terminate(signum: int, _frame: object) -> None:
-    """SIGTERM unwinds like Ctrl-C, so that every context manager detaches what it attached."""
-    raise KeyboardInterrupt
+def _terminate_for(owner: int) -> Callable[[int, object], None]:
+    """A SIGTERM handler for process ``owner``: SIGTERM unwinds like Ctrl-C, so that every
+    context manager detaches what it attached.
+
+    A fork that did not exec inherits the handler. pyroute2 forks such a helper for every
+    netlink socket it opens in a namespace and SIGTERMs it when done; unwinding there ran the
+    parent's clean-up in the child, which deleted a cluster namespace under the running
+    experiment. In any process but ``owner`` the handler exits at once instead.
+
+    >>> handler = _terminate_for(os.getpid())
+    >>> try:
+    ...     handler(signal.SIGTERM, None)
+    ... except KeyboardInterrupt:
+    ...     print("unwinds")
+    unwinds
+    """
+
+    def _terminate(signum: int, _frame: object) -> None:
+        if os.getpid() != owner:
+            os._exit(128 + signum)
+        raise KeyboardInterrupt
+
+    return _terminate
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -336,7 +356,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not hasattr(args, "func"):
         parser.print_help()
         return 2
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, _terminate_for(os.getpid()))
     try:
         return int(args.func(args) or 0)
     except TunerError as e:

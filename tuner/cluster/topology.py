@@ -75,6 +75,9 @@ class Cluster:
     # an fd per namespace: it keeps the namespace (and its links) alive, so that a name whose
     # mount under /run/netns went missing can be put back (see :meth:`reattach`)
     _fds: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    # the process that made the cluster: a fork of it that did not exec (pyroute2 forks a
+    # helper for every namespaced netlink socket) must never tear the cluster down
+    _owner: int = field(default_factory=os.getpid, init=False, repr=False)
 
     def plan(self) -> list[Host]:
         """The hosts this cluster will have, without creating anything."""
@@ -190,7 +193,10 @@ class Cluster:
         return proc
 
     def down(self) -> None:
-        """Kill what runs in the cluster and delete its namespaces (links go with them)."""
+        """Kill what runs in the cluster and delete its namespaces (links go with them).
+        Does nothing in a forked child of the process that made the cluster."""
+        if os.getpid() != self._owner:
+            return
         stop_processes(self._procs)
         self._procs = []
         names = [h.netns for h in self.hosts] + ([self.switch] if self.tag else [])
