@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_tuner
+from helpers import tuner_prog_ids
 
 from tuner.actuate.base import PIN_ROOT, read_pins
 from tuner.agent.control import request
@@ -180,6 +181,46 @@ def test_bad_config_and_missing_target_are_one_line_errors(tmp_path):
 
     r = run_tuner("status", "--socket", str(tmp_path / "no.sock"))
     assert r.returncode == 1 and "no agent is listening" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "unmount,message",
+    [
+        (["/sys/fs/bpf"], "the BPF file system is not mounted at /sys/fs/bpf"),
+        (["/sys/kernel/tracing", "/sys/kernel/debug"], "tracefs is not mounted"),
+    ],
+    ids=["no-bpffs", "no-tracefs"],
+)
+def test_a_missing_kernel_feature_is_a_one_line_error_and_leaves_nothing(
+    served, tmp_path, unmount, message
+):
+    """`tuner run` in a private mount namespace where a file system it needs is unmounted:
+    the machine's own mounts stay as they are."""
+    c, pids, _ = served
+    name = f"t-miss-{uuid.uuid4().hex[:6]}"
+    cfg = tmp_path / "tuner.toml"
+    cfg.write_text(
+        _toml(
+            {
+                "target": {"pids": pids, "port": PORT},
+                "agent": {"name": name, "control_socket": str(tmp_path / "a.sock")},
+            }
+        )
+    )
+    before = tuner_prog_ids()
+    umounts = "; ".join(f"umount -l {m}" for m in unmount)
+    script = f"{umounts}; exec {sys.executable} -m tuner run --config {cfg} --seconds 2"
+    r = subprocess.run(
+        ["unshare", "-m", "--propagation", "private", "sh", "-c", script],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and message in r.stderr and "fix: mount -t" in r.stderr
+    assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert tuner_prog_ids() - before == set()  # the steering program was detached again
+    assert not Path(PIN_ROOT, name).exists() and not (tmp_path / "a.sock").exists()
 
 
 def test_agent_exits_cleanly_when_the_server_goes_away(served, tmp_path):

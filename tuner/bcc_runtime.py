@@ -24,6 +24,30 @@ from tuner.errors import TunerError
 SETUP_FIX = "run `make setup` as root (installs python3-bpfcc, kernel headers, mounts tracefs)"
 
 
+# where BCC looks for tracepoint formats, in its order (it needs them to compile a probe)
+TRACEFS_PATHS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
+
+
+def require_tracefs(paths: Sequence[str] = TRACEFS_PATHS) -> str:
+    """Return where tracefs shows the scheduler's tracepoints, or raise TunerError saying
+    how to mount it (without it BCC fails with a confusing compile error).
+
+    >>> require_tracefs() in TRACEFS_PATHS
+    True
+    >>> require_tracefs(["/nonexistent"])
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: tracefs is not mounted (no tracepoint events under /nonexistent); fix: mount -t tracefs tracefs /sys/kernel/tracing, or run `make setup`
+    """
+    for path in paths:
+        if os.path.isdir(os.path.join(path, "events", "sched")):
+            return path
+    raise TunerError(
+        f"tracefs is not mounted (no tracepoint events under {' or '.join(paths)})",
+        "mount -t tracefs tracefs /sys/kernel/tracing, or run `make setup`",
+    )
+
+
 def import_bcc() -> Any:
     """Return the ``bcc`` module, or raise TunerError saying how to install it."""
     try:

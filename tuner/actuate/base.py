@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tuner import bpfsys
+from tuner import bpfsys, system
 from tuner.actuate.lease import JiffiesClock, read_clock
 from tuner.errors import TunerError
 
@@ -129,7 +129,9 @@ class Steering:
                 f"{pins} exists: another tuner steers under the name {self.name!r} or one crashed",
                 "run `tuner cleanup`, or pick another name",
             )
-        self._clock = read_clock()  # before anything is loaded: a failure leaves nothing behind
+        # checked before anything is loaded, so that a failure leaves nothing behind
+        require_bpffs(Path(PIN_ROOT).parent)
+        self._clock = read_clock()
         try:
             self._load()
             pins.mkdir(parents=True)
@@ -264,6 +266,23 @@ def read_pins(name: str) -> dict[str, Any]:
 def state_file(name: str) -> Path:
     """Where a steering actuator notes what it attached, for ``tuner cleanup``."""
     return Path(STATE_ROOT) / f"{name}.json"
+
+
+def require_bpffs(path: Path) -> None:
+    """Raise TunerError unless the BPF file system is mounted at ``path`` (the pins of
+    every steering program live there, so that `tuner cleanup` finds them after a crash).
+
+    >>> require_bpffs(Path("/proc"))
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: the BPF file system is not mounted at /proc (proc is); fix: mount -t bpf bpf /proc, or run `make setup`
+    """
+    kind = system.mount_type(str(path))
+    if kind != "bpf":
+        raise TunerError(
+            f"the BPF file system is not mounted at {path} ({kind or 'nothing'} is)",
+            f"mount -t bpf bpf {path}, or run `make setup`",
+        )
 
 
 def remove_pins(pins: Path) -> None:

@@ -75,6 +75,7 @@ class Probe:
     def open(self) -> Probe:
         """Compile, check the layout, fill the filters; the tracepoints attach on load."""
         cfg = self.config.validate()
+        bcc_runtime.require_tracefs()
         self._bpf = bcc_runtime.compile_program(
             text=self.source(), cflags=cfg.cflags(), where=f"bpf/{self.name}.c"
         )
