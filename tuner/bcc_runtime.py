@@ -34,10 +34,11 @@ def require_tracefs(paths: Sequence[str] = TRACEFS_PATHS) -> str:
 
     >>> require_tracefs() in TRACEFS_PATHS
     True
-    >>> require_tracefs(["/nonexistent"])
-    Traceback (most recent call last):
-    ...
-    tuner.errors.TunerError: tracefs is not mounted (no tracepoint events under /nonexistent); fix: mount -t tracefs tracefs /sys/kernel/tracing, or run `make setup`
+    >>> try:
+    ...     require_tracefs(["/nonexistent"])
+    ... except TunerError as e:
+    ...     print(e.problem)
+    tracefs is not mounted (no tracepoint events under /nonexistent)
     """
     for path in paths:
         if os.path.isdir(os.path.join(path, "events", "sched")):

@@ -272,10 +272,11 @@ def require_bpffs(path: Path) -> None:
     """Raise TunerError unless the BPF file system is mounted at ``path`` (the pins of
     every steering program live there, so that `tuner cleanup` finds them after a crash).
 
-    >>> require_bpffs(Path("/proc"))
-    Traceback (most recent call last):
-    ...
-    tuner.errors.TunerError: the BPF file system is not mounted at /proc (proc is); fix: mount -t bpf bpf /proc, or run `make setup`
+    >>> try:
+    ...     require_bpffs(Path("/proc"))
+    ... except TunerError as e:
+    ...     print(e.problem)
+    the BPF file system is not mounted at /proc (proc is)
     """
     kind = system.mount_type(str(path))
     if kind != "bpf":
