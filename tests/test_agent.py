@@ -104,6 +104,12 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
         decided = [e for e in agent.entries() if e.get("changed")]
         assert decided and all(not e["written"] for e in decided)
         assert all(len(e["table"]) == 256 for e in decided)
+        # the served workers are pinned to CPUs 0 and 1: those CPUs are entities too, loaded
+        # by the workers (and the load generator), and the shares count room per CPU
+        busy = [e["cpu_loads"] for e in agent.entries() if "cpu_loads" in e]
+        assert busy and set(busy[-1]) == {"cpu:0", "cpu:1"}
+        assert max(max(b.values()) for b in busy) > 0.1
+        assert all(set(e["cpu_predictions"]) == {"cpu:0", "cpu:1"} for e in decided)
 
         r = run_tuner("mode", "active", "--socket", agent.sock)
         assert r.returncode == 0 and "active" in r.stdout

@@ -78,6 +78,16 @@ def test_truncated_or_corrupt_part_is_named(trace_and_model, tmp_path):
     one_line_error(run_tuner("replay", trace), part, "not a readable Parquet file")
 
 
+def test_a_trace_from_before_the_cpu_columns_still_replays(tmp_path):
+    src = synthetic_trace(str(tmp_path / "new.parquet"), windows=50)
+    part = os.path.join(src, "part-00000.parquet")
+    table = pq.read_table(part)
+    old = table.drop_columns(["cpu", "cpu_load"]).replace_schema_metadata(table.schema.metadata)
+    pq.write_table(old, part)
+    rp = json.loads(run_tuner("replay", src, "--json", check=True).stdout)
+    assert rp["windows"] == 50
+
+
 def _write_part(path, rows: int, meta: dict) -> None:
     os.makedirs(path, exist_ok=True)
     schema = arrow_schema(meta)

@@ -10,7 +10,7 @@ a value out of range is refused with a message that names the key.
 Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
-are: capacity, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
+are: by_cpu, capacity, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -57,6 +57,12 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "spare: by spare capacity; pin-first: everything to target 0 (to test the guard)",
     ),
     "policy.capacity": (float, 1.0, (0.01, 64.0), "load at which a target is full"),
+    "policy.by_cpu": (
+        bool,
+        True,
+        None,
+        "workers pinned to one CPU each: count spare room per CPU, shared by its workers",
+    ),
     "policy.min_share": (float, 0.05, (0.0, 1.0), "smallest share of a live target"),
     "policy.max_step": (float, 0.25, (0.001, 1.0), "largest share change per window"),
     "policy.hysteresis": (float, 0.05, (0.0, 1.0), "smallest share change made"),

@@ -11,12 +11,17 @@
 
 One window of the loop (:meth:`Agent.step`):
 
-1. Loads per worker from the scheduler probe: ``(on-CPU + run-queue wait) / window``.
-2. The learner scores last window's predictions, learns, and predicts the next window.
+1. Loads per worker from the scheduler probe: ``(on-CPU + run-queue wait) / window``; and,
+   for the CPUs that workers are pinned to, loads per CPU (every task's on-CPU time plus the
+   workers' run-queue wait, per window).
+2. The learner scores last window's predictions, learns, and predicts the next window (a
+   second learner of the same kind does the same for the CPUs).
 3. Fall back to kernel defaults (the lease is ended) while the features are stale, the model
    is warming up, or its recent error is worse than the last-value baseline's.
-4. Otherwise the policy picks a table. Active: it is written and the lease renewed. Shadow:
-   it is only logged, and scored one window later against the load that occurred.
+4. Otherwise the policy picks a table: shares in proportion to predicted spare capacity,
+   counted per CPU for pinned workers (two workers on one busy CPU share its little room).
+   Active: it is written and the lease renewed. Shadow: it is only logged, and scored one
+   window later against the load that occurred.
 5. The regression guard compares the hottest worker's load with its level during the last
    shadow period; too much worse for too long, and the agent goes back to shadow by itself.
 
@@ -38,7 +43,7 @@ from tuner.agent.config import AgentConfig
 from tuner.errors import TunerError
 from tuner.learn.online import Learner, Prediction
 from tuner.policy.flows import HotFlowPolicy
-from tuner.policy.shares import SharePolicy, TableDecision, distance, table_for
+from tuner.policy.shares import SharePolicy, TableDecision, cpu_spare, distance, table_for
 from tuner.probes.base import Frame
 
 MODES = ("shadow", "active")
@@ -86,6 +91,38 @@ def worker_loads(frames: list[Frame], pids: list[int]) -> dict[int, dict[str, fl
         lo, hi = span.get(i, (0, 1))
         length = max(hi - lo, 1)
         out[i] = {"load": busy[i] / length, "runq_frac": wait[i] / length}
+    return out
+
+
+def worker_cpus(pids: list[int]) -> list[int | None]:
+    """The one CPU each worker is pinned to, or None for a worker allowed on several.
+
+    >>> worker_cpus([os.getpid()]) in ([None], [sorted(os.sched_getaffinity(0))[0]])
+    True
+    """
+    out: list[int | None] = []
+    for pid in pids:
+        try:
+            allowed = os.sched_getaffinity(pid)
+        except OSError:
+            allowed = set()
+        out.append(next(iter(allowed)) if len(allowed) == 1 else None)
+    return out
+
+
+def cpu_loads(frames: list[Frame], cpus: list[int]) -> dict[str, float]:
+    """Per CPU of ``cpus``, ``cpu:<n>``: (on-CPU time of every task + run-queue wait of the
+    observed ones) / window, from the scheduler probe's CPU frames. No frame: idle, 0.
+
+    >>> x = {"oncpu_ns": 60.0, "runq_wait_ns": 30.0}
+    >>> cpu_loads([Frame("sched", "cpu:1", 0, 100, x, {})], [0, 1])
+    {'cpu:0': 0.0, 'cpu:1': 0.9}
+    """
+    out = {f"cpu:{c}": 0.0 for c in cpus}
+    for f in frames:
+        if f.probe == "sched" and f.entity in out:
+            busy = f.features.get("oncpu_ns", 0.0) + f.features.get("runq_wait_ns", 0.0)
+            out[f.entity] += busy / max(f.window_end - f.window_start, 1)
     return out
 
 
@@ -140,7 +177,13 @@ class Agent:
     ``set_mode(mode)`` (:class:`~tuner.actuate.reuseport.ReuseportSteering`).
     """
 
-    def __init__(self, config: AgentConfig, pids: list[int], mode: str = "shadow") -> None:
+    def __init__(
+        self,
+        config: AgentConfig,
+        pids: list[int],
+        mode: str = "shadow",
+        worker_cpu: list[int | None] | None = None,
+    ) -> None:
         if mode not in MODES:
             raise TunerError(f"mode must be shadow or active; got {mode!r}")
         self.config = config
@@ -148,6 +191,17 @@ class Agent:
         self.mode = mode
         self.started = time.time()
         self.learner = Learner(_load_model(config), config.get("model.hot_threshold"))
+        # pinned workers: their CPUs are entities too, and spare room is counted per CPU
+        # (``worker_cpu`` given: a replay, with the CPUs the recording saw)
+        if worker_cpu is None:
+            worker_cpu = worker_cpus(self.pids)
+        self.worker_cpu = list(worker_cpu) if config.get("policy.by_cpu") else []
+        self.cpus = sorted({c for c in self.worker_cpu if c is not None})
+        self.cpu_learner = (
+            Learner(config.get("model.kind"), config.get("model.hot_threshold"))
+            if self.cpus
+            else None
+        )
         self.policy = SharePolicy(
             capacity=config.get("policy.capacity"),
             min_share=config.get("policy.min_share"),
@@ -269,7 +323,8 @@ class Agent:
         self.stale = self.stale + 1 if not frames else 0
         flow_hits = getattr(steering, "flow_hits", None)
         hits = flow_hits() if flow_hits is not None and self.flow_policy.enabled else None
-        return self.step_loads(loads, extra, steering, closed_ns, hits)
+        cpus = cpu_loads(frames, self.cpus) if self.cpus else None
+        return self.step_loads(loads, extra, steering, closed_ns, hits, cpus)
 
     def step_loads(
         self,
@@ -278,14 +333,17 @@ class Agent:
         steering: Any,
         closed_ns: int | None = None,
         hits: dict[int, int] | None = None,
+        cpus: dict[str, float] | None = None,
     ) -> dict:
         """The part of :meth:`step` after the probes: ``tuner replay`` enters here with a
         trace's loads, so a replay runs the same learner and policy code as the live loop.
-        ``hits`` (datagrams per flow hash, UDP groups) lets the hot-flow policy pin flows."""
+        ``hits`` (datagrams per flow hash, UDP groups) lets the hot-flow policy pin flows;
+        ``cpus`` (load per ``cpu:<n>`` of pinned workers) counts spare room per CPU."""
         entities = list(loads)
         shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
         self._score_shadow(loads)
         preds = self.learner.step(loads, extra, dict(zip(entities, shares_now, strict=False)))
+        cpu_preds = self.cpu_learner.step(cpus) if cpus and self.cpu_learner is not None else {}
         self.windows += 1
         pressure = max(loads.values())
         if self.guard.observe(self.mode, pressure):
@@ -311,7 +369,13 @@ class Agent:
                 entry.update(mode=mode, written=False, fallback=fallback)
             else:
                 predicted = [preds[e].load for e in entities]
-                decision = self._decide(predicted)
+                spare = None
+                if cpu_preds:
+                    by_cpu = {int(e.split(":")[1]): p.load for e, p in cpu_preds.items()}
+                    spare = cpu_spare(
+                        predicted, self.worker_cpu, by_cpu, self.config.get("policy.capacity")
+                    )
+                decision = self._decide(predicted, spare)
                 write = decision.changed or (mode == "active" and not self._holding)
                 d = steering.apply(decision.table) if write else None
                 self.decisions_written += bool(d and d.written)
@@ -345,6 +409,9 @@ class Agent:
         entry["features"] = {e: dict(x) for e, x in extra.items()}
         entry["in_force"] = list(shares_now)
         entry["predictions"] = {e: [p.load, p.baseline, p.p_hot] for e, p in preds.items()}
+        if cpus:
+            entry["cpu_loads"] = dict(cpus)
+            entry["cpu_predictions"] = {e: [p.load, p.baseline] for e, p in cpu_preds.items()}
         self._prev = (preds, decision)
         self.predictions = entry["predictions"]  # for the metrics endpoint
         self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
@@ -352,11 +419,11 @@ class Agent:
         self._write_log(entry)
         return entry
 
-    def _decide(self, predicted: list[float]) -> TableDecision:
+    def _decide(self, predicted: list[float], spare: list[float] | None = None) -> TableDecision:
         if self.config.get("policy.kind") == "pin-first":
             shares = [1.0] + [0.0] * (len(predicted) - 1)
             return TableDecision(shares, table_for(shares), True, "pin-first policy")
-        return self.policy.decide(predicted)
+        return self.policy.decide(predicted, spare)
 
     def _score_shadow(self, loads: dict[str, float]) -> None:
         """Score the previous window's decision against the load that occurred."""

@@ -157,6 +157,8 @@ def synthetic_trace(path: str, windows: int, entities: int = 4, seed: int = 0) -
         "mode": np.full(n, "shadow"),
         "written": np.zeros(n, dtype=bool),
         "fallback": np.full(n, ""),
+        "cpu": np.full(n, -1, dtype=np.int32),
+        "cpu_load": np.full(n, np.nan),
     }
     os.makedirs(path, exist_ok=True)
     table = pa.Table.from_pydict(cols, schema=arrow_schema({**meta, "part": 0}))

@@ -108,6 +108,37 @@ def table_for(shares: Sequence[float], previous: Sequence[int] | None = None) ->
     return table
 
 
+def cpu_spare(
+    predicted: Sequence[float],
+    worker_cpu: Sequence[int | None],
+    cpu_predicted: dict[int, float],
+    capacity: float = 1.0,
+) -> list[float]:
+    """Spare capacity per worker, counted per CPU for workers pinned to one CPU.
+
+    Workers that share a CPU share its room: a pinned worker's spare is what its CPU has left
+    (1 minus the CPU's predicted load, which counts every task on it, the tuner's workers and
+    the rest) divided among the workers pinned there. A worker that may run anywhere
+    (``None``) keeps ``capacity - predicted``, as without this function.
+
+    >>> cpu_spare([0.5, 0.5, 0.2, 0.2], [0, 1, 0, 1], {0: 0.9, 1: 0.5})
+    [0.05, 0.25, 0.05, 0.25]
+    >>> cpu_spare([0.5, 0.3], [None, None], {})
+    [0.5, 0.7]
+    """
+    on_cpu: dict[int, int] = {}
+    for c in worker_cpu:
+        if c is not None:
+            on_cpu[c] = on_cpu.get(c, 0) + 1
+    out = []
+    for p, c in zip(predicted, worker_cpu, strict=True):
+        if c is None or c not in cpu_predicted:
+            out.append(max(capacity - p, 0.0))
+        else:
+            out.append(round(max(1.0 - cpu_predicted[c], 0.0) / on_cpu[c], 12))
+    return out
+
+
 @dataclass
 class SharePolicy:
     """Turns per-target predicted load into a table; keeps the table it last chose.
@@ -146,18 +177,26 @@ class SharePolicy:
                     f"[{lo:g}, {hi:g}]. Got {value!r} instead."
                 )
 
-    def target_shares(self, predicted: Sequence[float]) -> list[float]:
-        """Shares in proportion to predicted spare capacity, each at least ``min_share``."""
-        spare = [max(self.capacity - p, 0.0) for p in predicted]
+    def target_shares(
+        self, predicted: Sequence[float], spare: Sequence[float] | None = None
+    ) -> list[float]:
+        """Shares in proportion to predicted spare capacity, each at least ``min_share``.
+        ``spare`` replaces ``capacity - predicted`` (see :func:`cpu_spare`)."""
+        if spare is None:
+            spare = [max(self.capacity - p, 0.0) for p in predicted]
+        spare = list(spare)
         if sum(spare) <= 1e-9:  # everything predicted full: spread evenly
             spare = [1.0] * len(predicted)
         return _bounded(spare, self.min_share)
 
-    def decide(self, predicted: Sequence[float]) -> TableDecision:
-        """The table for the next window, given each target's predicted load."""
+    def decide(
+        self, predicted: Sequence[float], spare: Sequence[float] | None = None
+    ) -> TableDecision:
+        """The table for the next window, given each target's predicted load (and, when
+        given, its spare capacity counted some other way, see :func:`cpu_spare`)."""
         n = len(predicted)
         self.check(n)
-        want = self.target_shares(predicted)
+        want = self.target_shares(predicted, spare)
         current = self.shares_ if self.shares_ is not None and len(self.shares_) == n else None
         if current is None:
             current = [1.0 / n] * n

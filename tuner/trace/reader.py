@@ -30,7 +30,13 @@ from typing import Any
 import numpy as np
 
 from tuner.errors import TunerError
-from tuner.trace.schema import COLUMNS, META_KEY, SCHEMA_VERSION
+from tuner.trace.schema import (
+    COLUMNS,
+    META_KEY,
+    OPTIONAL_COLUMNS,
+    SCHEMA_VERSION,
+    arrow_schema,
+)
 from tuner.trace.writer import INPROGRESS
 
 
@@ -122,8 +128,12 @@ def _read_part(part: str) -> tuple[dict[str, Any], Any]:
             "record it again with this version of tuner",
         )
     missing = [n for n, _, _ in COLUMNS if n not in table.column_names]
-    if missing:
+    if [n for n in missing if n not in OPTIONAL_COLUMNS]:
         raise TunerError(f"{part} lacks the column(s) {', '.join(missing)}", "re-record it")
+    types = arrow_schema({})
+    for name in missing:  # an older trace: fill the later columns with their defaults
+        column = pa.array(np.full(table.num_rows, OPTIONAL_COLUMNS[name]), types.field(name).type)
+        table = table.append_column(name, column)
     return meta, table
 
 

@@ -69,8 +69,12 @@ def find_pids(
 
 def recording_meta(config: AgentConfig, pids: list[int], probes: tuple[str, ...]) -> dict[str, Any]:
     """The metadata written with every part of a recording."""
+    from tuner.agent.loop import worker_cpus
+
     probe = {"probes": list(probes), "window_ms": config.get("agent.window_ms"), "pids": pids}
-    return base_meta(config.get("agent.window_ms"), pids, probe, dict(config.values))
+    meta = base_meta(config.get("agent.window_ms"), pids, probe, dict(config.values))
+    meta["worker_cpus"] = worker_cpus(pids)  # replay counts spare room per CPU as live did
+    return meta
 
 
 def open_writer(config: AgentConfig, pids: list[int], path: str) -> TraceWriter:

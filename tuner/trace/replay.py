@@ -96,8 +96,11 @@ def replay(
     pids = trace.meta.get("pids") or list(range(len(ents)))
     if len(pids) != len(ents):
         pids = list(range(len(ents)))
-    agent = Agent(config, pids, "shadow")
+    cpu_col = trace.matrix("cpu")[0]  # a worker's CPU does not change during a recording
+    worker_cpu = [int(c) if not math.isnan(c) and c >= 0 else None for c in cpu_col]
+    agent = Agent(config, pids, "shadow", worker_cpu=worker_cpu)
     steering = NullSteering()
+    cpu_load = trace.matrix("cpu_load")
     loads = np.nan_to_num(trace.matrix("load"), nan=0.0)
     runq = trace.matrix("runq_frac")
     fallback = [v or "" for v in trace.per_window("fallback")]
@@ -116,7 +119,12 @@ def replay(
             agent.stale += 1
         else:
             agent.stale = 0
-        entry = agent.step_loads(window_loads, extra, steering)
+        cpus = {
+            f"cpu:{c}": float(cpu_load[w, i])
+            for i, c in enumerate(worker_cpu)
+            if c is not None and not math.isnan(cpu_load[w, i])
+        }
+        entry = agent.step_loads(window_loads, extra, steering, cpus=cpus or None)
         predicted[w] = [entry["predictions"][e][0] for e in ents]
         if "shares" in entry:
             shares[w] = entry["shares"]

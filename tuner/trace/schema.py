@@ -47,7 +47,17 @@ COLUMNS: list[tuple[str, str, str]] = [
     ("mode", "string", "agent mode: shadow or active"),
     ("written", "bool", "the decision reached the kernel (active mode)"),
     ("fallback", "string", "why the agent left the kernel's default in place, empty if it did not"),
+    ("cpu", "int32", "the one CPU the worker is pinned to; -1 when it may run on several"),
+    (
+        "cpu_load",
+        "float64",
+        "load of that CPU in this window: every task's on-CPU time + the workers' run-queue "
+        "wait, / window (NaN: not pinned, or `policy.by_cpu` off)",
+    ),
 ]
+
+# columns added after the first release: a trace without them reads with these values
+OPTIONAL_COLUMNS: dict[str, float] = {"cpu": -1, "cpu_load": float("nan")}
 
 
 def arrow_schema(meta: dict[str, Any]):

@@ -72,6 +72,8 @@ class TraceWriter:
         in_force = entry.get("in_force") or []
         decided = entry.get("shares")
         pids = self.meta.get("pids", [])
+        cpu_of = self.meta.get("worker_cpus") or []
+        cpu_loads = entry.get("cpu_loads") or {}
         c = self._cols
         for i, (e, load) in enumerate(loads.items()):
             p = preds.get(e, [math.nan, math.nan, math.nan])
@@ -92,6 +94,9 @@ class TraceWriter:
             c["mode"].append(str(entry.get("mode", "")))
             c["written"].append(bool(entry.get("written", False)))
             c["fallback"].append(str(entry.get("fallback", "")))
+            cpu = cpu_of[i] if i < len(cpu_of) and cpu_of[i] is not None else -1
+            c["cpu"].append(cpu)
+            c["cpu_load"].append(float(cpu_loads.get(f"cpu:{cpu}", math.nan)))
             self._last_pred[e] = float(p[0])
             self.rows += 1
         self.windows += 1
