@@ -116,13 +116,15 @@ def cpu_spare(
 ) -> list[float]:
     """Spare capacity per worker, counted per CPU for workers pinned to one CPU.
 
-    Workers that share a CPU share its room: a pinned worker's spare is what its CPU has left
-    (1 minus the CPU's predicted load, which counts every task on it, the tuner's workers and
-    the rest) divided among the workers pinned there. A worker that may run anywhere
-    (``None``) keeps ``capacity - predicted``, as without this function.
+    A worker's load is its on-CPU time plus its run-queue wait, and it is full at
+    ``capacity``. A CPU with ``n`` pinned workers is full at ``n * capacity`` of the same
+    measure (every task's on-CPU time plus the workers' waits), and its workers share its
+    spare room equally. So two workers on one CPU do not each count the room the other one
+    uses, and a CPU hog beside them takes its part. A worker that may run anywhere (``None``)
+    keeps ``capacity - predicted``, as without this function.
 
-    >>> cpu_spare([0.5, 0.5, 0.2, 0.2], [0, 1, 0, 1], {0: 0.9, 1: 0.5})
-    [0.05, 0.25, 0.05, 0.25]
+    >>> cpu_spare([0.6, 0.5, 0.6, 0.2], [0, 1, 0, 1], {0: 1.8, 1: 0.8})
+    [0.1, 0.6, 0.1, 0.6]
     >>> cpu_spare([0.5, 0.3], [None, None], {})
     [0.5, 0.7]
     """
@@ -135,7 +137,8 @@ def cpu_spare(
         if c is None or c not in cpu_predicted:
             out.append(max(capacity - p, 0.0))
         else:
-            out.append(round(max(1.0 - cpu_predicted[c], 0.0) / on_cpu[c], 12))
+            room = max(capacity * on_cpu[c] - cpu_predicted[c], 0.0)
+            out.append(round(room / on_cpu[c], 12))
     return out
 
 
