@@ -29,8 +29,9 @@ TRACEFS_PATHS = ("/sys/kernel/debug/tracing", "/sys/kernel/tracing")
 
 
 def require_tracefs(paths: Sequence[str] = TRACEFS_PATHS) -> str:
-    """Return where tracefs shows the scheduler's tracepoints, or raise TunerError saying
-    how to mount it (without it BCC fails with a confusing compile error).
+    """Return the first of ``paths`` where tracefs shows ``sched:sched_switch``, or raise
+    TunerError saying how to mount it (without it BCC fails with a confusing compile error).
+    ``tuner doctor`` runs the same check on its ``--tracefs``.
 
     >>> require_tracefs() in TRACEFS_PATHS
     True
@@ -41,11 +42,11 @@ def require_tracefs(paths: Sequence[str] = TRACEFS_PATHS) -> str:
     tracefs is not mounted (no tracepoint events under /nonexistent)
     """
     for path in paths:
-        if os.path.isdir(os.path.join(path, "events", "sched")):
+        if os.path.isdir(os.path.join(path, "events", "sched", "sched_switch")):
             return path
     raise TunerError(
         f"tracefs is not mounted (no tracepoint events under {' or '.join(paths)})",
-        "mount -t tracefs tracefs /sys/kernel/tracing, or run `make setup`",
+        f"mount -t tracefs tracefs {paths[-1]}, or run `make setup`",
     )
 
 

@@ -19,8 +19,9 @@ import errno
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
-from tuner import bpfsys, system
+from tuner import bcc_runtime, bpfsys, system
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
@@ -207,24 +208,20 @@ class Doctor:
         )
 
     def _tracefs(self) -> Check:
-        events = os.path.join(self.tracefs, "events", "sched", "sched_switch")
-        ok = os.path.isdir(events)
-        detail = f"{self.tracefs} ({system.mount_type(self.tracefs) or 'not mounted'})"
-        return Check(
-            "tracefs",
-            ok,
-            detail if ok else f"no {events}",
-            f"mount -t tracefs tracefs {self.tracefs} (or {SETUP_FIX})",
-        )
+        try:
+            bcc_runtime.require_tracefs([self.tracefs])  # the check the probes make
+        except TunerError as e:
+            return Check("tracefs", False, e.problem, e.fix)
+        return Check("tracefs", True, f"{self.tracefs} ({system.mount_type(self.tracefs)})")
 
     def _bpffs(self) -> Check:
-        kind = system.mount_type(self.bpffs)
-        return Check(
-            "bpffs",
-            kind == "bpf",
-            f"{self.bpffs} ({kind or 'not mounted'})",
-            f"mount -t bpf bpf {self.bpffs} (or {SETUP_FIX})",
-        )
+        from tuner.actuate.base import require_bpffs
+
+        try:
+            require_bpffs(Path(self.bpffs))  # the check steering makes before it loads
+        except TunerError as e:
+            return Check("bpffs", False, e.problem, e.fix)
+        return Check("bpffs", True, f"{self.bpffs} (bpf)")
 
     def _lease_clock(self) -> Check:
         from tuner.actuate.lease import read_clock
@@ -237,8 +234,6 @@ class Doctor:
 
     # -- BCC and program types ------------------------------------------------------------
     def _bcc_and_programs(self) -> list[Check]:
-        from tuner import bcc_runtime
-
         programs = PROGRAMS if self.programs is None else self.programs
         try:
             bcc = bcc_runtime.import_bcc()
@@ -267,8 +262,6 @@ class Doctor:
         return rows
 
     def _program(self, bpf, spec: ProgramSpec) -> Check:
-        from tuner import bcc_runtime
-
         fix = (
             f"this kernel or user cannot load {spec.name.split(': ')[-1]} programs; "
             f"{ROOT_FIX} on a kernel >= {MIN_KERNEL[0]}.{MIN_KERNEL[1]}"

@@ -192,11 +192,11 @@ class Agent:
         self.started = time.time()
         self.learner = Learner(_load_model(config), config.get("model.hot_threshold"))
         # pinned workers: their CPUs are entities too, and spare room is counted per CPU
-        # (``worker_cpu`` given: a replay, with the CPUs the recording saw)
-        if worker_cpu is None:
-            worker_cpu = worker_cpus(self.pids)
-        self.worker_cpu = list(worker_cpu) if config.get("policy.by_cpu") else []
-        self.cpus = sorted({c for c in self.worker_cpu if c is not None})
+        # (``worker_cpu`` given: a replay, with the CPUs the recording saw; a recording
+        # writes this list into the trace)
+        self.worker_cpu = list(worker_cpus(self.pids) if worker_cpu is None else worker_cpu)
+        pinned = {c for c in self.worker_cpu if c is not None}
+        self.cpus = sorted(pinned) if config.get("policy.by_cpu") else []
         self.cpu_learner = (
             Learner(config.get("model.kind"), config.get("model.hot_threshold"))
             if self.cpus
@@ -372,9 +372,7 @@ class Agent:
                 spare = None
                 if cpu_preds:
                     by_cpu = {int(e.split(":")[1]): p.load for e, p in cpu_preds.items()}
-                    spare = cpu_spare(
-                        predicted, self.worker_cpu, by_cpu, self.config.get("policy.capacity")
-                    )
+                    spare = cpu_spare(predicted, self.worker_cpu, by_cpu, self.policy.capacity)
                 decision = self._decide(predicted, spare)
                 write = decision.changed or (mode == "active" and not self._holding)
                 d = steering.apply(decision.table) if write else None

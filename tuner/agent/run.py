@@ -95,7 +95,7 @@ def run_agent(
         if config.get("agent.record"):
             from tuner.trace.record import open_writer
 
-            writer = stack.enter_context(open_writer(config, pids, config.get("agent.record")))
+            writer = stack.enter_context(open_writer(config, agent, config.get("agent.record")))
         if progress:
             progress(agent)
         try:

@@ -67,20 +67,25 @@ def find_pids(
     return sorted(found)
 
 
-def recording_meta(config: AgentConfig, pids: list[int], probes: tuple[str, ...]) -> dict[str, Any]:
-    """The metadata written with every part of a recording."""
-    from tuner.agent.loop import worker_cpus
-
+def recording_meta(
+    config: AgentConfig,
+    pids: list[int],
+    probes: tuple[str, ...],
+    worker_cpu: list[int | None],
+) -> dict[str, Any]:
+    """The metadata written with every part of a recording; ``worker_cpu`` (the agent's: the
+    CPU each worker is pinned to, or None) lets a replay count spare room per CPU as live did."""
     probe = {"probes": list(probes), "window_ms": config.get("agent.window_ms"), "pids": pids}
     meta = base_meta(config.get("agent.window_ms"), pids, probe, dict(config.values))
-    meta["worker_cpus"] = worker_cpus(pids)  # replay counts spare room per CPU as live did
+    meta["worker_cpus"] = list(worker_cpu)
     return meta
 
 
-def open_writer(config: AgentConfig, pids: list[int], path: str) -> TraceWriter:
+def open_writer(config: AgentConfig, agent: Any, path: str) -> TraceWriter:
+    """A writer for the windows of ``agent`` (an :class:`~tuner.agent.loop.Agent`)."""
     return TraceWriter(
         path,
-        recording_meta(config, pids, ("sched",)),
+        recording_meta(config, agent.pids, ("sched",), agent.worker_cpu),
         part_mb=config.get("agent.record_part_mb"),
         part_seconds=config.get("agent.record_part_seconds"),
     )
@@ -97,7 +102,7 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
     agent = Agent(config, pids, "shadow")
     steering = NullSteering()
     with ExitStack() as stack:
-        writer = stack.enter_context(open_writer(config, pids, out))
+        writer = stack.enter_context(open_writer(config, agent, out))
         stream = stack.enter_context(
             FeatureStream(
                 ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)), ("sched",)
