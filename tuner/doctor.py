@@ -211,7 +211,8 @@ class Doctor:
         try:
             bcc_runtime.require_tracefs([self.tracefs])  # the check the probes make
         except TunerError as e:
-            return Check("tracefs", False, e.problem, e.fix)
+            events = os.path.join(self.tracefs, "events", "sched", "sched_switch")
+            return Check("tracefs", False, f"no {events}", e.fix)
         return Check("tracefs", True, f"{self.tracefs} ({system.mount_type(self.tracefs)})")
 
     def _bpffs(self) -> Check:
@@ -220,7 +221,8 @@ class Doctor:
         try:
             require_bpffs(Path(self.bpffs))  # the check steering makes before it loads
         except TunerError as e:
-            return Check("bpffs", False, e.problem, e.fix)
+            kind = system.mount_type(self.bpffs)
+            return Check("bpffs", False, f"{self.bpffs} ({kind or 'not mounted'})", e.fix)
         return Check("bpffs", True, f"{self.bpffs} (bpf)")
 
     def _lease_clock(self) -> Check:
