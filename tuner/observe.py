@@ -113,7 +113,11 @@ def run_observe(args) -> int:
     if args.interval <= 0:
         raise TunerError(f"--interval must be > 0 seconds, got {args.interval}")
     cfg = ProbeConfig(
-        window_ms=args.window_ms, pids=tuple(pids), comm=args.comm, cgroup=args.cgroup
+        window_ms=args.window_ms,
+        pids=tuple(pids),
+        comm=args.comm,
+        cgroup=args.cgroup,
+        latency_sample=args.latency_sample,
     )
     what = (
         ", ".join(f"pid {p}" for p in pids)

@@ -57,20 +57,42 @@ class Run:
     seconds: float = 0.0
 
 
-def run_workload(binary: Path, kind: str, seconds: float, probed: bool) -> Run:
-    """One run of a workload, bare or with every probe observing it (by command name)."""
-    if not probed:
-        out = subprocess.run(
-            [str(binary), kind, str(seconds)], capture_output=True, text=True, check=True
-        ).stdout
-        ops, elapsed = out.split()
-        return Run(int(ops) / float(elapsed), seconds=float(elapsed))
-    cfg = ProbeConfig(window_ms=100, comm=WORKLOAD_COMM)
+#: The arms of each workload: what is attached while it runs. ``floor`` is empty programs on the
+#: probes' attach points (bpf/bench_floor.c); ``sampled`` is all probes with the syscall probe
+#: timing one call in SAMPLED_LATENCY.
+ARMS = {"syscall": ("bare", "floor", "probed", "sampled"), "ctxswitch": ("bare", "floor", "probed")}
+SAMPLED_LATENCY = 16
+
+
+def _start(binary: Path, kind: str, seconds: float) -> subprocess.Popen:
+    return subprocess.Popen([str(binary), kind, str(seconds)], stdout=subprocess.PIPE, text=True)
+
+
+def _ops(out: str) -> tuple[float, float]:
+    ops, elapsed = out.split()
+    return int(ops) / float(elapsed), float(elapsed)
+
+
+def run_workload(binary: Path, kind: str, seconds: float, arm: str = "probed") -> Run:
+    """One run of a workload with ``arm`` attached (see :data:`ARMS`)."""
+    if arm in ("bare", "floor"):
+        floor = None
+        if arm == "floor":
+            from tuner import bcc_runtime
+
+            floor = bcc_runtime.compile_program(src_file=bcc_runtime.bpf_dir() / "bench_floor.c")
+        try:
+            out = _start(binary, kind, seconds).communicate()[0]
+        finally:
+            if floor is not None:
+                floor.cleanup()
+        rate, elapsed = _ops(out)
+        return Run(rate, seconds=elapsed)
+    sample = SAMPLED_LATENCY if arm == "sampled" else 1
+    cfg = ProbeConfig(window_ms=100, comm=WORKLOAD_COMM, latency_sample=sample)
     with FeatureStream(cfg) as stream:
         before = stream.stats()
-        proc = subprocess.Popen(
-            [str(binary), kind, str(seconds)], stdout=subprocess.PIPE, text=True
-        )
+        proc = _start(binary, kind, seconds)
         for _ in stream.windows():
             if proc.poll() is not None:
                 break
@@ -78,70 +100,82 @@ def run_workload(binary: Path, kind: str, seconds: float, probed: bool) -> Run:
         for _ in range(2):  # let the last windows close and drain
             next(stream.windows())
         after = stream.stats()
-    ops, elapsed = out.split()
-    d = {
-        k: (
-            after[k].events - before[k].events,
-            after[k].records - before[k].records,
-            after[k].lost - before[k].lost,
-        )
-        for k in after
-    }
-    return Run(
-        int(ops) / float(elapsed),
-        sum(v[0] for v in d.values()),
-        sum(v[1] for v in d.values()),
-        sum(v[2] for v in d.values()),
-        float(elapsed),
-    )
+    rate, elapsed = _ops(out)
+    d = [
+        (a.events - b.events, a.records - b.records, a.lost - b.lost)
+        for a, b in ((after[k], before[k]) for k in after)
+    ]
+    return Run(rate, *(sum(v[i] for v in d) for i in range(3)), elapsed)
 
 
 def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
-    """Measure both workloads; return the figures as a dict (see ``--json``)."""
+    """Measure both workloads under every arm; return the figures as a dict (see ``--json``).
+
+    Each round runs the arms in a rotated order, so that drifts in machine load hit all alike.
+    """
     if seconds <= 0 or rounds < 1:
         raise TunerError(f"--seconds must be > 0 and --rounds >= 1 (got {seconds}, {rounds})")
     binary = build_workload()
     result: dict = {"seconds": seconds, "rounds": rounds, "records_lost": 0}
     for kind, label in (("sys", "syscall"), ("ctx", "ctxswitch")):
-        bare, probed = [], []
+        arms = ARMS[label]
+        runs: dict[str, list[Run]] = {a: [] for a in arms}
         for r in range(rounds):
-            for is_probed in (False, True) if r % 2 == 0 else (True, False):
+            for i in range(len(arms)):
+                arm = arms[(i + r) % len(arms)]
                 if progress:
-                    progress(
-                        f"{label}: round {r + 1}/{rounds}, {'with probes' if is_probed else 'bare'}"
-                    )
-                (probed if is_probed else bare).append(
-                    run_workload(binary, kind, seconds, is_probed)
-                )
-        ratio = median([p.ops_per_s for p in probed]) / median([b.ops_per_s for b in bare])
-        lost = sum(p.lost for p in probed)
+                    progress(f"{label}: round {r + 1}/{rounds}, {arm}")
+                runs[arm].append(run_workload(binary, kind, seconds, arm))
+        rate = {a: median([x.ops_per_s for x in runs[a]]) for a in arms}
+        probed = runs["probed"]
+        lost = sum(x.lost for a in arms for x in runs[a])
         result.update(
             {
-                f"{label}_throughput_ratio": round(ratio, 4),
-                f"{label}_bare_ops_per_s": round(median([b.ops_per_s for b in bare])),
-                f"{label}_probed_ops_per_s": round(median([p.ops_per_s for p in probed])),
+                f"{label}_throughput_ratio": round(rate["probed"] / rate["bare"], 4),
+                f"{label}_floor_ratio": round(rate["floor"] / rate["bare"], 4),
+                f"{label}_bare_ops_per_s": round(rate["bare"]),
+                f"{label}_probed_ops_per_s": round(rate["probed"]),
                 f"{label}_events_per_s": round(median([p.events / p.seconds for p in probed])),
                 f"{label}_records": sum(p.records for p in probed),
                 f"{label}_records_lost": lost,
             }
         )
+        if "sampled" in rate:
+            result[f"{label}_sampled_ratio"] = round(rate["sampled"] / rate["bare"], 4)
+            result["latency_sample"] = SAMPLED_LATENCY
         result["records_lost"] += lost
     return result
 
 
 def render(r: dict) -> str:
-    """The figures as a short table."""
+    """The figures as a short table: throughput ratios to bare, and what the probes saw.
+
+    >>> print(render({"syscall_bare_ops_per_s": 1000, "syscall_floor_ratio": 0.5,
+    ...   "syscall_throughput_ratio": 0.4, "syscall_sampled_ratio": 0.45, "latency_sample": 16,
+    ...   "syscall_events_per_s": 800, "syscall_records": 9, "syscall_records_lost": 0}))
+    workload     bare ops/s   floor  probed  sampled   events/s  records  lost
+    syscall           1,000   0.500   0.400    0.450        800        9     0
+    floor: empty programs on the probes' attach points; sampled: syscall latency 1 in 16
+    """
     lines = [
-        f"{'workload':<10} {'bare ops/s':>12} {'probed ops/s':>13} {'ratio':>7} "
+        f"{'workload':<10} {'bare ops/s':>12} {'floor':>7} {'probed':>7} {'sampled':>8} "
         f"{'events/s':>10} {'records':>8} {'lost':>5}"
     ]
     for label in ("syscall", "ctxswitch"):
+        if label + "_bare_ops_per_s" not in r:
+            continue
+        sampled = r.get(label + "_sampled_ratio")
         lines.append(
-            f"{label:<10} {r[label + '_bare_ops_per_s']:>12,} "
-            f"{r[label + '_probed_ops_per_s']:>13,} "
-            f"{r[label + '_throughput_ratio']:>7.3f} {r[label + '_events_per_s']:>10,} "
+            f"{label:<10} {r[label + '_bare_ops_per_s']:>12,} {r[label + '_floor_ratio']:>7.3f} "
+            f"{r[label + '_throughput_ratio']:>7.3f} "
+            f"{'-' if sampled is None else format(sampled, '.3f'):>8} "
+            f"{r[label + '_events_per_s']:>10,} "
             f"{r[label + '_records']:>8} {r[label + '_records_lost']:>5}"
         )
+    lines.append(
+        "floor: empty programs on the probes' attach points; "
+        f"sampled: syscall latency 1 in {r.get('latency_sample', SAMPLED_LATENCY)}"
+    )
     return "\n".join(lines)
 
 

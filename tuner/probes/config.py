@@ -45,6 +45,11 @@ class ProbeConfig:
         Entity slots per probe; entities beyond it are counted as overflow and not observed.
     ringbuf_pages : int
         Ring buffer size in pages (a power of two).
+    latency_sample : int
+        The syscall probe times one in this many calls, chosen at random, and counts each
+        timed call this many times in ``time_ns_*`` and the histogram (a power of two; 1, the
+        default, times every call). Calls and errors are always counted exactly. Timing is
+        the dearest part of the probe's work, so a larger value costs a busy process less.
     """
 
     window_ms: int = 100
@@ -53,6 +58,7 @@ class ProbeConfig:
     cgroup: str | None = None
     max_entities: int = 256
     ringbuf_pages: int = 64
+    latency_sample: int = 1
     max_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def validate(self) -> ProbeConfig:
@@ -61,12 +67,13 @@ class ProbeConfig:
             raise _range_error("window_ms", 10, 10000, self.window_ms)
         if not isinstance(self.max_entities, int) or not 1 <= self.max_entities <= 4096:
             raise _range_error("max_entities", 1, 4096, self.max_entities)
-        p = self.ringbuf_pages
-        if not isinstance(p, int) or p < 1 or p & (p - 1) or p > 65536:
-            raise TunerError(
-                f"The 'ringbuf_pages' parameter of ProbeConfig must be a power of "
-                f"two in [1, 65536]. Got {p!r} instead."
-            )
+        for name, hi in (("ringbuf_pages", 65536), ("latency_sample", 1024)):
+            p = getattr(self, name)
+            if not isinstance(p, int) or p < 1 or p & (p - 1) or p > hi:
+                raise TunerError(
+                    f"The '{name}' parameter of ProbeConfig must be a power of "
+                    f"two in [1, {hi}]. Got {p!r} instead."
+                )
         for pid in self.pids:
             if not os.path.exists(f"/proc/{pid}"):
                 raise TunerError(f"process {pid} does not exist", "check the --pid value")
@@ -104,6 +111,7 @@ class ProbeConfig:
             f"-DMAX_ENTITIES={self.max_entities}",
             f"-DMAX_CPUS={self.max_cpus}",
             f"-DRINGBUF_PAGES={self.ringbuf_pages}",
+            f"-DLATENCY_SAMPLE={self.latency_sample}",
         ]
         if self.pids:
             flags.append("-DFILTER_PIDS=1")

@@ -140,12 +140,15 @@ class SyscallProbe(Probe):
 
     name = "syscalls"
     record_type = SysRecord
-    decision_maps = ("tasks", "procs")
+    #: per-thread decisions live in task-local storage, which user space cannot clear; the
+    #: program makes none until ``armed`` is set, after the filters are filled
+    decision_maps = ("procs",)
 
     def setup(self, bpf: Any) -> None:
         table = bpf[b"classes"]
         for nr, cls in SYSCALL_CLASS.items():
             table[ctypes.c_int(nr)] = ctypes.c_uint8(cls)
+        bpf[b"armed"][ctypes.c_int(0)] = ctypes.c_uint32(1)
 
     def to_frame(self, r: Any) -> Frame:
         a = r.acc
