@@ -163,3 +163,34 @@ def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluste
     summary = json.loads(r.stdout)
     assert summary["spec"]["workload"]["profile"] == "uniform"
     assert list(summary["arms"]) == ["kernel"]
+
+
+@pytest.mark.kernel
+def test_repeated_rounds_report_medians_of_per_round_ratios(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
+    spec = tmp_path / "short.toml"
+    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
+    out = tmp_path / "out"
+    r = tuner_cli(
+        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,shadow",
+        "--repeats", "2", "--json", timeout=240,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["repeats"] == 2 and list(summary["arms"]) == ["kernel", "shadow"]
+    shadow = summary["arms"]["shadow"]
+    assert len(shadow["p99_vs_kernel_rounds"]) == 2 and shadow["rounds"] == 2
+    lo, hi = sorted(shadow["p99_vs_kernel_rounds"])
+    assert lo <= shadow["p99_vs_kernel"] <= hi
+    for i in (1, 2):
+        one = json.loads((out / f"round-{i}" / "summary.json").read_text())
+        assert list(one["arms"]) == ["kernel", "shadow"]
+        assert (out / f"round-{i}" / "latency_cdf.png").is_file()
+    total = sum(
+        json.loads((out / f"round-{i}" / "summary.json").read_text())["arms"]["kernel"]["requests"]
+        for i in (1, 2)
+    )
+    assert summary["arms"]["kernel"]["requests"] == total
+    assert "p99/kernel per round" in (out / "report.md").read_text()
+    assert json.loads((out / "summary.json").read_text()) == summary

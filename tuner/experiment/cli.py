@@ -47,6 +47,13 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     r.add_argument("--out", metavar="DIR", help="output folder (default: results/<name>)")
     r.add_argument("--profile", choices=PROFILES, help="override the spec's skew profile")
     r.add_argument("--arms", metavar="A,B", help="run only these arms (comma-separated)")
+    r.add_argument(
+        "--repeats",
+        type=int,
+        metavar="N",
+        help="run N rounds of all arms, their order turned each round, and report medians "
+        "(default: the spec's repeats, 1)",
+    )
     r.add_argument("--json", action="store_true", help="print summary.json instead of a table")
     r.set_defaults(func=_run)
     ls = esub.add_parser(
@@ -102,8 +109,10 @@ class _Progress:
 
 def _run(args: argparse.Namespace) -> int:
     from tuner.experiment.report import table, write_all
+    from tuner.experiment.rounds import run_rounds
     from tuner.experiment.runner import Runner
-    from tuner.experiment.spec import ARMS, ExperimentSpec
+    from tuner.experiment.spec import ARMS, SCHEMA, ExperimentSpec
+    from tuner.schema import check_value
     from tuner.system import require_root
 
     spec = ExperimentSpec.load(args.path)
@@ -115,18 +124,26 @@ def _run(args: argparse.Namespace) -> int:
         if bad:
             raise TunerError(f"unknown arm {bad[0]!r}", f"choose from {', '.join(ARMS)}")
         spec.arms = arms
+    if args.repeats is not None:
+        spec.values["repeats"] = check_value(SCHEMA, "repeats", args.repeats, "--repeats")
+    repeats = spec.get("repeats")
     require_root("tuner experiment run")
     out = Path(args.out or f"results/{spec.get('name')}-{spec.get('workload.profile')}")
     print(
         f"experiment {spec.get('name')}: profile {spec.get('workload.profile')}, arms "
-        f"{', '.join(spec.arms)}, {spec.get('warmup_s') + spec.get('duration_s'):g} s each; "
+        f"{', '.join(spec.arms)}, {spec.get('warmup_s') + spec.get('duration_s'):g} s each"
+        f"{f', {repeats} rounds' if repeats > 1 else ''}; "
         f"output in {out}; Ctrl-C stops and keeps what was measured",
         file=sys.stderr,
     )
-    results = Runner(spec, out, _Progress()).run()
-    summary = write_all(spec, results, out)
+    if repeats > 1:
+        summary, interrupted = run_rounds(spec, out, repeats, _Progress())
+    else:
+        results = Runner(spec, out, _Progress()).run()
+        summary = write_all(spec, results, out)
+        interrupted = any(r.interrupted for r in results)
     print(json.dumps(summary, indent=2) if args.json else table(summary))
-    if any(r.interrupted for r in results):
+    if interrupted:
         print(f"tuner: interrupted; partial results in {out}", file=sys.stderr)
         return 130
     return 0

@@ -36,6 +36,12 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "duration_s": (float, 20.0, (1.0, 3600.0), "measured time per arm, in seconds"),
     "warmup_s": (float, 3.0, (0.0, 600.0), "time per arm before measuring, in seconds"),
     "arms": (list, list(ARMS), ARMS, "arms to run, in order"),
+    "repeats": (
+        int,
+        1,
+        (1, 100),
+        "rounds of all arms, the order turned each round; figures are medians over rounds",
+    ),
     "trace_arms": (
         list,
         ["shadow"],

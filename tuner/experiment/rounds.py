@@ -1,0 +1,130 @@
+"""Repeated rounds of one experiment, the arms' order rotated each round, figures as medians.
+
+One round of an experiment is noisy on a shared machine: the kernel arm's p99 has been seen to
+move from 88 ms to 377 ms between runs of the same spec, when stalls hit every CPU at once.
+With ``repeats = N`` (spec key, or ``--repeats``) the runner runs N rounds into
+``OUT/round-<i>/`` (each a complete single-round output), every arm taking each place in the
+order in turn, so that a drift in machine load hits all arms alike. The top-level
+``summary.json`` then gives, per arm, the median over rounds of each figure (``requests`` and
+``errors``: totals) and ``p99_vs_kernel`` as the median of the per-round ratios, each ratio
+taken within one round, with the per-round ratios beside it.
+
+>>> rotated(["kernel", "reactive", "active"], 1)
+['reactive', 'active', 'kernel']
+>>> s = combine([{"arms": {"kernel": {"requests": 5, "p99_ms": 10.0},
+...                        "active": {"requests": 5, "p99_ms": 4.0}}},
+...              {"arms": {"kernel": {"requests": 6, "p99_ms": 20.0},
+...                        "active": {"requests": 6, "p99_ms": 12.0}}}], {"name": "x"})
+>>> s["arms"]["active"]["requests"], s["arms"]["active"]["p99_ms"]
+(11, 8.0)
+>>> s["arms"]["active"]["p99_vs_kernel"], s["arms"]["active"]["p99_vs_kernel_rounds"]
+(0.5, [0.4, 0.6])
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+from tuner.experiment.spec import ExperimentSpec
+
+#: figures summed over rounds rather than taken as a median
+TOTALS = ("requests", "errors")
+
+
+def rotated(arms: list[str], r: int) -> list[str]:
+    """The arms in round ``r``'s order: the list turned left by ``r`` places."""
+    k = r % len(arms) if arms else 0
+    return arms[k:] + arms[:k]
+
+
+def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str, Any]:
+    """The summary of several rounds' summaries (see the module docstring)."""
+    arms: dict[str, dict[str, Any]] = {}
+    names = [a for a in rounds[0]["arms"]] if rounds else []
+    for arm in names:
+        per = [r["arms"][arm] for r in rounds if arm in r["arms"]]
+        m: dict[str, Any] = {}
+        for key in per[0]:
+            vals = [p.get(key) for p in per]
+            nums = [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
+            if key in TOTALS:
+                m[key] = sum(nums)
+            elif key == "interrupted":
+                m[key] = any(vals)
+            elif nums:
+                m[key] = round(statistics.median(nums), 3)
+            else:
+                m[key] = None
+        ratios = []
+        for r in rounds:
+            k = r["arms"].get("kernel", {}).get("p99_ms")
+            a = r["arms"].get(arm, {}).get("p99_ms")
+            if k and a is not None:
+                ratios.append(round(a / k, 3))
+        if ratios:
+            m["p99_vs_kernel"] = round(statistics.median(ratios), 3)
+            m["p99_vs_kernel_rounds"] = ratios
+        m["rounds"] = len(per)
+        arms[arm] = m
+    return {"spec": spec_json, "repeats": len(rounds), "arms": arms}
+
+
+def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = None) -> tuple:
+    """Run ``repeats`` rounds into ``out/round-<i>``; write and return the combined summary.
+
+    Returns ``(summary, interrupted)``. An interrupted round ends the run; the rounds done
+    by then (the interrupted one included) make up the summary.
+    """
+    from tuner.experiment.report import write_all
+    from tuner.experiment.runner import Runner
+
+    out.mkdir(parents=True, exist_ok=True)
+    summaries, interrupted = [], False
+    arms = list(spec.arms)
+    for r in range(repeats):
+        spec.arms = rotated(arms, r)
+
+        def note(arm: str, frac: float, text: str, tag: str = f"round {r + 1}/{repeats}") -> None:
+            if progress:
+                progress(arm, frac, f"{tag}: {text}")
+
+        results = Runner(spec, out / f"round-{r + 1}", note).run()
+        results.sort(key=lambda x: arms.index(x.arm))
+        summaries.append(write_all(spec, results, out / f"round-{r + 1}"))
+        if any(x.interrupted for x in results):
+            interrupted = True
+            break
+    spec.arms = arms
+    summary = combine(summaries, spec.to_json())
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / "report.md").write_text(report(spec, summary))
+    return summary, interrupted
+
+
+def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
+    """``report.md`` of a repeated run: the median table and each round's p99 ratio."""
+    from tuner.experiment.report import table
+
+    n = summary["repeats"]
+    lines = [
+        f"# Experiment {spec.get('name')}, {n} rounds",
+        "",
+        f"{spec.get('description')}",
+        "",
+        f"Profile `{spec.get('workload.profile')}`; the arms' order turned one place each round.",
+        "Each figure is the median over rounds (requests and errors: totals); `p99/kernel` is",
+        "the median of the per-round ratios, each taken within one round.",
+        "",
+        table(summary),
+        "",
+        "| arm | p99/kernel per round |",
+        "|---|---|",
+    ]
+    for arm, m in summary["arms"].items():
+        per = ", ".join(f"{v:.3f}" for v in m.get("p99_vs_kernel_rounds", []))
+        lines.append(f"| {arm} | {per or '-'} |")
+    lines += ["", "Each round's own outputs (plots, samples, decisions): `round-<i>/`.", ""]
+    return "\n".join(lines)
