@@ -94,11 +94,19 @@ def wait_for(cond, seconds: float = 10.0):
 def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served, tmp_path):
     c, pids, load = served
     gen = load(8)
-    agent = Agent(tmp_path, pids, "shadow")
+    # XDP on the server host's interface spreads new flows over both CPUs, by their predicted
+    # spare room: a second steering under the same modes
+    xdp = {"interface": "eth0", "netns": c.host("server").netns, "cpus": [0, 1]}
+    agent = Agent(tmp_path, pids, "shadow", xdp=xdp)
     try:
         wait_for(lambda: agent.status()["shadow"]["decisions"] >= 10)
-        pins = read_pins(agent.name)
-        assert pins["generation"] == 0 and pins["lease_left_ms"] < 0  # untouched
+        for name in (agent.name, agent.name + "-xdp"):
+            pins = read_pins(name)
+            assert pins["generation"] == 0 and pins["lease_left_ms"] < 0  # untouched
+        steered = [e["xdp"] for e in agent.entries() if "xdp" in e]
+        assert steered and all(x["cpus"] == [0, 1] and not x["written"] for x in steered)
+        assert all(set(e["xdp_predictions"]) == {"cpu:0", "cpu:1"} for e in agent.entries()
+                   if "xdp" in e)  # fmt: skip
         st = agent.status()
         assert st["mode"] == "shadow" and st["shadow"]["mean_gap_to_balanced"] >= 0
         decided = [e for e in agent.entries() if e.get("changed")]
@@ -115,13 +123,16 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
         assert r.returncode == 0 and "active" in r.stdout
         live = wait_for(lambda: (p := read_pins(agent.name))["generation"] > 0 and p)
         assert live["lease_left_ms"] > 0 and set(live["table"]) <= set(range(4))
+        live = wait_for(lambda: (p := read_pins(agent.name + "-xdp"))["generation"] > 0 and p)
+        assert live["lease_left_ms"] > 0 and set(live["table"]) <= {0, 1}
 
         run_tuner("mode", "shadow", "--socket", agent.sock, check=True)
-        gen_at_switch = read_pins(agent.name)["generation"]
+        gens = {n: read_pins(n)["generation"] for n in (agent.name, agent.name + "-xdp")}
         time.sleep(0.6)  # two leases of 300 ms
-        pins = read_pins(agent.name)
-        assert pins["generation"] == gen_at_switch  # no write after the switch
-        assert pins["lease_left_ms"] < 0  # lapsed: the kernel's own hashing again
+        for name, gen_at_switch in gens.items():
+            pins = read_pins(name)
+            assert pins["generation"] == gen_at_switch  # no write after the switch
+            assert pins["lease_left_ms"] < 0  # lapsed: the kernel's own placement again
         text = run_tuner("status", "--socket", agent.sock, check=True).stdout
         assert "mode        shadow" in text and "loop" in text
     finally:
@@ -130,6 +141,7 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1])["mode"] == "shadow"
     assert not Path(PIN_ROOT, agent.name).exists()
+    assert not Path(PIN_ROOT, agent.name + "-xdp").exists()
 
 
 def test_forced_regression_trips_the_guard_back_to_shadow(served, tmp_path):

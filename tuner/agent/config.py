@@ -77,6 +77,14 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "guard.margin": (float, 0.25, (0.0, 10.0), "allowed worsening, fraction of shadow level"),
     "guard.windows": (int, 10, (1, 100000), "consecutive worse windows before tripping"),
     "metrics.port": (int, 0, (0, 65535), "Prometheus metrics on 127.0.0.1:port (0: off)"),
+    "xdp.interface": (
+        str,
+        "",
+        None,
+        "interface whose new flows XDP spreads over xdp.cpus by predicted spare room ('': off)",
+    ),
+    "xdp.netns": (str, "", None, "netns of xdp.interface ('': this one)"),
+    "xdp.cpus": (list, [], None, "CPUs that process the steered flows ([]: every CPU)"),
 }
 
 

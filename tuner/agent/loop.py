@@ -174,7 +174,10 @@ class Agent:
     """Holds the loop's state; :meth:`step` runs one window against an actuator.
 
     ``steering`` is anything with ``apply(table)``, ``renew()``, ``expire()`` and
-    ``set_mode(mode)`` (:class:`~tuner.actuate.reuseport.ReuseportSteering`).
+    ``set_mode(mode)`` (:class:`~tuner.actuate.reuseport.ReuseportSteering`). With
+    ``xdp.interface`` configured, :meth:`step` also takes an ``xdp`` steering
+    (:class:`~tuner.actuate.xdp.XdpSteering` over ``xdp.cpus``): each window a third learner
+    predicts those CPUs' loads, and new flows are spread over them by predicted spare room.
     """
 
     def __init__(
@@ -202,13 +205,21 @@ class Agent:
             if self.cpus
             else None
         )
-        self.policy = SharePolicy(
-            capacity=config.get("policy.capacity"),
-            min_share=config.get("policy.min_share"),
-            max_step=config.get("policy.max_step"),
-            hysteresis=config.get("policy.hysteresis"),
-        )
+        self.policy = self._share_policy()
         self.policy.check(len(pids))
+        # XDP: new flows spread over these CPUs (entities cpu:<n>) by their predicted spare room
+        xdp_on = bool(config.get("xdp.interface"))
+        self.xdp_cpus = (
+            (list(config.get("xdp.cpus")) or list(range(os.cpu_count() or 1))) if xdp_on else []
+        )
+        self.xdp_learner = (
+            Learner(config.get("model.kind"), config.get("model.hot_threshold"))
+            if self.xdp_cpus
+            else None
+        )
+        self.xdp_policy = self._share_policy()
+        if self.xdp_cpus:
+            self.xdp_policy.check(len(self.xdp_cpus))
         self.flow_policy = HotFlowPolicy(
             share=config.get("policy.hot_flow_share"),
             hold_windows=config.get("policy.hot_flow_hold"),
@@ -226,6 +237,7 @@ class Agent:
         self._prev: tuple[dict[str, Prediction], TableDecision | None] | None = None
         self._log: TextIO | None = None
         self._steering: Any = None
+        self._xdp: Any = None
         self.records_lost = 0
         self.decisions_written = 0
         self.predictions: dict[str, list[float]] = {}
@@ -234,6 +246,16 @@ class Agent:
         # table even when the policy sees no change (its shares moved on while nothing was
         # written), so `tuner mode active` always takes effect in the next window.
         self._holding = False
+        self._xdp_holding = False
+
+    def _share_policy(self) -> SharePolicy:
+        c = self.config
+        return SharePolicy(
+            capacity=c.get("policy.capacity"),
+            min_share=c.get("policy.min_share"),
+            max_step=c.get("policy.max_step"),
+            hysteresis=c.get("policy.hysteresis"),
+        )
 
     # -- control --------------------------------------------------------------------------
     def set_mode(self, mode: str, why: str = "requested") -> None:
@@ -243,9 +265,10 @@ class Agent:
         with self.lock:
             if mode != self.mode:
                 self.mode = mode
-                self._holding = False
-                if self._steering is not None:
-                    self._steering.set_mode(mode)
+                self._holding = self._xdp_holding = False
+                for steering in (self._steering, self._xdp):
+                    if steering is not None:
+                        steering.set_mode(mode)
                 self._write_log({"t": time.time(), "event": "mode", "mode": mode, "why": why})
 
     def handle(self, msg: dict[str, Any]) -> dict[str, Any]:
@@ -310,12 +333,15 @@ class Agent:
         if self._log is not None:
             self._log.write(json.dumps(_rounded(entry)) + "\n")
 
-    def step(self, frames: list[Frame], steering: Any, closed_ns: int | None = None) -> dict:
+    def step(
+        self, frames: list[Frame], steering: Any, closed_ns: int | None = None, xdp: Any = None
+    ) -> dict:
         """One window: learn, predict, decide, act; returns the decision log entry.
 
         ``closed_ns`` (CLOCK_MONOTONIC) is when the window was closed: the loop latency is
-        measured from there to the table written."""
-        self._steering = steering
+        measured from there to the table written. ``xdp``: the XDP steering over
+        :attr:`xdp_cpus`, when configured."""
+        self._steering, self._xdp = steering, xdp
         measured = worker_loads(frames, self.pids)
         entities = [f"worker:{i}" for i in range(len(self.pids))]
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
@@ -324,7 +350,8 @@ class Agent:
         flow_hits = getattr(steering, "flow_hits", None)
         hits = flow_hits() if flow_hits is not None and self.flow_policy.enabled else None
         cpus = cpu_loads(frames, self.cpus) if self.cpus else None
-        return self.step_loads(loads, extra, steering, closed_ns, hits, cpus)
+        xdp_loads = cpu_loads(frames, self.xdp_cpus) if xdp is not None else None
+        return self.step_loads(loads, extra, steering, closed_ns, hits, cpus, xdp, xdp_loads)
 
     def step_loads(
         self,
@@ -334,16 +361,22 @@ class Agent:
         closed_ns: int | None = None,
         hits: dict[int, int] | None = None,
         cpus: dict[str, float] | None = None,
+        xdp: Any = None,
+        xdp_loads: dict[str, float] | None = None,
     ) -> dict:
         """The part of :meth:`step` after the probes: ``tuner replay`` enters here with a
         trace's loads, so a replay runs the same learner and policy code as the live loop.
         ``hits`` (datagrams per flow hash, UDP groups) lets the hot-flow policy pin flows;
-        ``cpus`` (load per ``cpu:<n>`` of pinned workers) counts spare room per CPU."""
+        ``cpus`` (load per ``cpu:<n>`` of pinned workers) counts spare room per CPU; ``xdp``
+        and ``xdp_loads`` (load per ``cpu:<n>`` of :attr:`xdp_cpus`) drive the XDP steering."""
         entities = list(loads)
         shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
         self._score_shadow(loads)
         preds = self.learner.step(loads, extra, dict(zip(entities, shares_now, strict=False)))
         cpu_preds = self.cpu_learner.step(cpus) if cpus and self.cpu_learner is not None else {}
+        xdp_preds = (
+            self.xdp_learner.step(xdp_loads) if xdp_loads and self.xdp_learner is not None else {}
+        )
         self.windows += 1
         pressure = max(loads.values())
         if self.guard.observe(self.mode, pressure):
@@ -361,10 +394,12 @@ class Agent:
         with self.lock:
             mode = self.mode
             if fallback:
-                if mode == "active":
-                    steering.expire()
-                self._holding = False
+                for st in (steering, xdp):
+                    if mode == "active" and st is not None:
+                        st.expire()
+                self._holding = self._xdp_holding = False
                 self.policy.reset()
+                self.xdp_policy.reset()
                 self.flow_policy.reset()
                 entry.update(mode=mode, written=False, fallback=fallback)
             else:
@@ -374,16 +409,10 @@ class Agent:
                     by_cpu = {int(e.split(":")[1]): p.load for e, p in cpu_preds.items()}
                     spare = cpu_spare(predicted, self.worker_cpu, by_cpu, self.policy.capacity)
                 decision = self._decide(predicted, spare)
-                write = decision.changed or (mode == "active" and not self._holding)
-                d = steering.apply(decision.table) if write else None
-                self.decisions_written += bool(d and d.written)
-                if d is not None and d.written:
-                    self._holding = True
-                elif not write:
-                    steering.renew()
+                written, self._holding = self._act(steering, decision, mode, self._holding)
                 entry.update(
                     mode=mode,
-                    written=bool(d and d.written) or (mode == "active" and not write),
+                    written=written,
                     changed=decision.changed,
                     shares=list(decision.shares),
                     table=decision.table if decision.changed else None,
@@ -397,6 +426,8 @@ class Agent:
                         overrides={str(h): t for h, t in flows.overrides.items()},
                         flows_why=flows.why,
                     )
+                if xdp is not None and xdp_preds:
+                    entry["xdp"] = self._step_xdp(xdp, xdp_preds, mode)
         if closed_ns is not None:
             ms = (time.monotonic_ns() - closed_ns) / 1e6
             self.latency_ms.append(ms)
@@ -410,12 +441,41 @@ class Agent:
         if cpus:
             entry["cpu_loads"] = dict(cpus)
             entry["cpu_predictions"] = {e: [p.load, p.baseline] for e, p in cpu_preds.items()}
+        if xdp_loads:
+            entry["xdp_loads"] = dict(xdp_loads)
+            entry["xdp_predictions"] = {e: [p.load, p.baseline] for e, p in xdp_preds.items()}
         self._prev = (preds, decision)
         self.predictions = entry["predictions"]  # for the metrics endpoint
         self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
         self.last["why"] = entry.get("fallback") or entry.get("why", "")
         self._write_log(entry)
         return entry
+
+    def _act(
+        self, steering: Any, decision: TableDecision, mode: str, holding: bool
+    ) -> tuple[bool, bool]:
+        """Write the decision's table when it changed (or when active mode does not hold it
+        yet), else renew the lease; returns (written, holding)."""
+        write = decision.changed or (mode == "active" and not holding)
+        d = steering.apply(decision.table) if write else None
+        self.decisions_written += bool(d and d.written)
+        if d is not None and d.written:
+            holding = True
+        elif not write:
+            steering.renew()
+        return bool(d and d.written) or (mode == "active" and not write), holding
+
+    def _step_xdp(self, xdp: Any, preds: dict[str, Prediction], mode: str) -> dict[str, Any]:
+        """Spread new flows over the XDP CPUs by their predicted spare room."""
+        decision = self.xdp_policy.decide([preds[f"cpu:{c}"].load for c in self.xdp_cpus])
+        written, self._xdp_holding = self._act(xdp, decision, mode, self._xdp_holding)
+        return {
+            "cpus": list(self.xdp_cpus),
+            "written": written,
+            "changed": decision.changed,
+            "shares": list(decision.shares),
+            "why": decision.why,
+        }
 
     def _decide(self, predicted: list[float], spare: list[float] | None = None) -> TableDecision:
         if self.config.get("policy.kind") == "pin-first":

@@ -80,6 +80,21 @@ def run_agent(
                 f"the reuseport group has {steering.targets()} sockets for {len(pids)} workers",
                 "give each worker one socket on the port",
             )
+        xdp = None
+        if agent.xdp_cpus:
+            from tuner.actuate.xdp import XdpSteering
+
+            xdp = stack.enter_context(
+                XdpSteering(
+                    name=config.get("agent.name") + "-xdp",
+                    mode=mode,
+                    lease_ms=config.get("agent.lease_ms"),
+                    min_share=config.get("policy.min_share"),
+                    ifname=config.get("xdp.interface"),
+                    netns=config.get("xdp.netns") or None,
+                    cpus=agent.xdp_cpus,
+                )
+            )
         stream = stack.enter_context(
             FeatureStream(
                 ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
@@ -101,7 +116,7 @@ def run_agent(
         try:
             windows = stream.windows(seconds)
             for window in windows:
-                entry = _step(agent, pids, stream, steering, window)
+                entry = _step(agent, pids, stream, steering, window, xdp)
                 if writer is not None:
                     writer.add(entry, window.closed)
         except KeyboardInterrupt:
@@ -109,14 +124,16 @@ def run_agent(
     return agent
 
 
-def _step(agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any) -> dict:
+def _step(
+    agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any, xdp: Any = None
+) -> dict:
     """One window, after checking that every worker still exists."""
     gone = exited(pids)
     if gone:
         raise TunerError(
             f"target process {gone[0]} exited", "restart the agent when the server is back"
         )
-    entry = agent.step(window.frames, steering, window.closed)
+    entry = agent.step(window.frames, steering, window.closed, xdp)
     agent.records_lost = stream.lost()
     return entry
 

@@ -76,7 +76,9 @@ def config_of(trace: Trace, **changes: Any) -> AgentConfig:
     """The agent configuration a trace was recorded with (defaults for keys it lacks), with
     ``section__key`` changes."""
     recorded = trace.meta.get("agent") or {}
-    skip = ("agent.decision_log", "agent.record")  # a replay writes neither
+    # a replay writes neither log nor trace, and steers no XDP (a trace holds the workers'
+    # CPUs' loads, not those of the XDP CPUs)
+    skip = ("agent.decision_log", "agent.record", "xdp.interface")
     values = {k.replace(".", "__"): v for k, v in recorded.items() if k in SCHEMA and k not in skip}
     values["agent__window_ms"] = trace.meta.get("window_ms", 100)
     cfg = AgentConfig.from_dict({}, source=f"the metadata of {trace.path}")
