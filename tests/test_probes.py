@@ -36,8 +36,9 @@ def total(frames, entity, feature):
     return sum(f.features.get(feature, 0) for f in frames if f.entity == entity)
 
 
-def test_syscalls_counts_exactly_n_calls_of_a_class():
-    n = 5000
+def sockopt_calls(n: int, **config) -> tuple[list, str]:
+    """A child that makes ``n`` getsockopt calls (class net) under the syscall probe: the
+    frames, and the child's entity."""
     child = Gated(f"""
         import socket
         s = socket.socket()
@@ -45,45 +46,36 @@ def test_syscalls_counts_exactly_n_calls_of_a_class():
             s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
         """)
     try:
-        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,), **config)) as p:
             child.go()
             frames = collect(p, lambda: child.proc.poll() is not None)
             child.wait()
-            ent = f"proc:{child.pid}"
-            assert n <= total(frames, ent, "calls_net") <= n + 5
-            assert total(frames, ent, "calls") >= n
-            assert total(frames, ent, "time_ns_net") > 0
-            hist = sum(total(frames, ent, f"hist_{b}") for b in range(32))
-            assert hist == total(frames, ent, "calls")
             assert p.stats().lost == 0
+            return frames, f"proc:{child.pid}"
     finally:
         child.kill()
+
+
+def test_syscalls_counts_exactly_n_calls_of_a_class():
+    n = 5000
+    frames, ent = sockopt_calls(n)
+    assert n <= total(frames, ent, "calls_net") <= n + 5
+    assert total(frames, ent, "calls") >= n
+    assert total(frames, ent, "time_ns_net") > 0
+    hist = sum(total(frames, ent, f"hist_{b}") for b in range(32))
+    assert hist == total(frames, ent, "calls")
 
 
 def test_syscalls_latency_sampling_keeps_counts_exact_and_estimates_time():
     n = 8000
-    child = Gated(f"""
-        import socket
-        s = socket.socket()
-        for _ in range({n}):
-            s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-        """)
-    try:
-        cfg = ProbeConfig(window_ms=WINDOW, pids=(child.pid,), latency_sample=16)
-        with SyscallProbe(cfg) as p:
-            child.go()
-            frames = collect(p, lambda: child.proc.poll() is not None)
-            child.wait()
-            ent = f"proc:{child.pid}"
-            assert n <= total(frames, ent, "calls_net") <= n + 5  # counts stay exact
-            hist = sum(total(frames, ent, f"hist_{b}") for b in range(32))
-            calls = total(frames, ent, "calls")
-            assert hist % 16 == 0  # each timed call stands for 16
-            # about calls / 16 timed calls: the standard deviation of hist is about 2.5% of calls
-            assert 0.8 * calls <= hist <= 1.2 * calls
-            assert total(frames, ent, "time_ns_net") > 0
-    finally:
-        child.kill()
+    frames, ent = sockopt_calls(n, latency_sample=16)
+    assert n <= total(frames, ent, "calls_net") <= n + 5  # counts stay exact
+    hist = sum(total(frames, ent, f"hist_{b}") for b in range(32))
+    calls = total(frames, ent, "calls")
+    assert hist % 16 == 0  # each timed call stands for 16
+    # about calls / 16 timed calls: the standard deviation of hist is about 2.5% of calls
+    assert 0.8 * calls <= hist <= 1.2 * calls
+    assert total(frames, ent, "time_ns_net") > 0
 
 
 def test_syscalls_counts_errors():
