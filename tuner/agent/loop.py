@@ -200,11 +200,7 @@ class Agent:
         self.worker_cpu = list(worker_cpus(self.pids) if worker_cpu is None else worker_cpu)
         pinned = {c for c in self.worker_cpu if c is not None}
         self.cpus = sorted(pinned) if config.get("policy.by_cpu") else []
-        self.cpu_learner = (
-            Learner(config.get("model.kind"), config.get("model.hot_threshold"))
-            if self.cpus
-            else None
-        )
+        self.cpu_learner = self._cpu_learner(self.cpus)
         self.policy = self._share_policy()
         self.policy.check(len(pids))
         # XDP: new flows spread over these CPUs (entities cpu:<n>) by their predicted spare room
@@ -212,11 +208,7 @@ class Agent:
         self.xdp_cpus = (
             (list(config.get("xdp.cpus")) or list(range(os.cpu_count() or 1))) if xdp_on else []
         )
-        self.xdp_learner = (
-            Learner(config.get("model.kind"), config.get("model.hot_threshold"))
-            if self.xdp_cpus
-            else None
-        )
+        self.xdp_learner = self._cpu_learner(self.xdp_cpus)
         self.xdp_policy = self._share_policy()
         if self.xdp_cpus:
             self.xdp_policy.check(len(self.xdp_cpus))
@@ -247,6 +239,11 @@ class Agent:
         # written), so `tuner mode active` always takes effect in the next window.
         self._holding = False
         self._xdp_holding = False
+
+    def _cpu_learner(self, cpus: list[int]) -> Learner | None:
+        """A learner of ``model.kind`` for CPU entities, or None when there are none."""
+        c = self.config
+        return Learner(c.get("model.kind"), c.get("model.hot_threshold")) if cpus else None
 
     def _share_policy(self) -> SharePolicy:
         c = self.config

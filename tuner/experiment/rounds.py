@@ -11,10 +11,11 @@ taken within one round, with the per-round ratios beside it.
 
 >>> rotated(["kernel", "reactive", "active"], 1)
 ['reactive', 'active', 'kernel']
->>> s = combine([{"arms": {"kernel": {"requests": 5, "p99_ms": 10.0},
-...                        "active": {"requests": 5, "p99_ms": 4.0}}},
-...              {"arms": {"kernel": {"requests": 6, "p99_ms": 20.0},
-...                        "active": {"requests": 6, "p99_ms": 12.0}}}], {"name": "x"})
+>>> s = combine([{"arms": {"kernel": {"requests": 5, "p99_ms": 10.0, "p99_vs_kernel": 1.0},
+...                        "active": {"requests": 5, "p99_ms": 4.0, "p99_vs_kernel": 0.4}}},
+...              {"arms": {"kernel": {"requests": 6, "p99_ms": 20.0, "p99_vs_kernel": 1.0},
+...                        "active": {"requests": 6, "p99_ms": 12.0, "p99_vs_kernel": 0.6}}}],
+...             {"name": "x"})
 >>> s["arms"]["active"]["requests"], s["arms"]["active"]["p99_ms"]
 (11, 8.0)
 >>> s["arms"]["active"]["p99_vs_kernel"], s["arms"]["active"]["p99_vs_kernel_rounds"]
@@ -23,6 +24,7 @@ taken within one round, with the per-round ratios beside it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 from pathlib import Path
@@ -41,13 +43,15 @@ def rotated(arms: list[str], r: int) -> list[str]:
 
 
 def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str, Any]:
-    """The summary of several rounds' summaries (see the module docstring)."""
+    """The summary of several rounds' summaries, as :func:`~tuner.experiment.report.write_all`
+    returns them (see the module docstring). Each round's ``p99_vs_kernel`` is already its own
+    ratio, so the median taken here is the median of the per-round ratios."""
     arms: dict[str, dict[str, Any]] = {}
-    names = [a for a in rounds[0]["arms"]] if rounds else []
+    names = list(rounds[0]["arms"]) if rounds else []
     for arm in names:
         per = [r["arms"][arm] for r in rounds if arm in r["arms"]]
         m: dict[str, Any] = {}
-        for key in per[0]:
+        for key in dict.fromkeys(k for p in per for k in p):
             vals = [p.get(key) for p in per]
             nums = [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
             if key in TOTALS:
@@ -58,14 +62,8 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
                 m[key] = round(statistics.median(nums), 3)
             else:
                 m[key] = None
-        ratios = []
-        for r in rounds:
-            k = r["arms"].get("kernel", {}).get("p99_ms")
-            a = r["arms"].get(arm, {}).get("p99_ms")
-            if k and a is not None:
-                ratios.append(round(a / k, 3))
+        ratios = [p["p99_vs_kernel"] for p in per if p.get("p99_vs_kernel") is not None]
         if ratios:
-            m["p99_vs_kernel"] = round(statistics.median(ratios), 3)
             m["p99_vs_kernel_rounds"] = ratios
         m["rounds"] = len(per)
         arms[arm] = m
@@ -85,19 +83,18 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
     summaries, interrupted = [], False
     arms = list(spec.arms)
     for r in range(repeats):
-        spec.arms = rotated(arms, r)
+        this_round = dataclasses.replace(spec, arms=rotated(arms, r))
 
         def note(arm: str, frac: float, text: str, tag: str = f"round {r + 1}/{repeats}") -> None:
             if progress:
                 progress(arm, frac, f"{tag}: {text}")
 
-        results = Runner(spec, out / f"round-{r + 1}", note).run()
+        results = Runner(this_round, out / f"round-{r + 1}", note).run()
         results.sort(key=lambda x: arms.index(x.arm))
         summaries.append(write_all(spec, results, out / f"round-{r + 1}"))
         if any(x.interrupted for x in results):
             interrupted = True
             break
-    spec.arms = arms
     summary = combine(summaries, spec.to_json())
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     (out / "report.md").write_text(report(spec, summary))
