@@ -47,6 +47,21 @@ def test_policy_moves_away_from_hot_targets_within_bounds():
     assert not same.changed and same.table == d.table  # hysteresis
 
 
+def test_water_filling_sends_new_connections_to_the_emptiest_workers():
+    # skewed, but no worker near full: proportional shares stay nearly even, so the skew
+    # that a few heavy connections made stays in place; water-filling evens it out
+    loads = [0.55, 0.35, 0.35, 0.15]
+    even = SharePolicy(max_step=1.0, hysteresis=0.0).decide(loads).shares
+    assert max(even) - min(even) < 0.2
+    filled = SharePolicy(max_step=1.0, hysteresis=0.0, fill=0.15).decide(loads).shares
+    assert filled[3] > 0.6 and filled[0] == pytest.approx(0.05)  # the minimum share
+    assert sum(filled) == pytest.approx(1.0)
+    # a fill as large as all the spare room is the proportional policy again
+    spare = sum(1 - x for x in loads)
+    same = SharePolicy(max_step=1.0, hysteresis=0.0, fill=spare).decide(loads).shares
+    assert same == pytest.approx(even)
+
+
 def test_table_changes_move_few_slots():
     a = table_for([0.25] * 4)
     b = table_for([0.1, 0.3, 0.3, 0.3], a)

@@ -10,7 +10,7 @@ a value out of range is refused with a message that names the key.
 Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
-are: by_cpu, capacity, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
+are: by_cpu, capacity, fill, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -66,6 +66,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "policy.min_share": (float, 0.05, (0.0, 1.0), "smallest share of a live target"),
     "policy.max_step": (float, 0.25, (0.001, 1.0), "largest share change per window"),
     "policy.hysteresis": (float, 0.05, (0.0, 1.0), "smallest share change made"),
+    "policy.fill": (
+        float,
+        0.0,
+        (0.0, 64.0),
+        "load one window's new connections bring, CPUs: water-fill the emptiest targets "
+        "first (0: shares in proportion to spare room)",
+    ),
     "policy.hot_flow_share": (
         float,
         0.1,

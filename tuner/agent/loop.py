@@ -252,6 +252,7 @@ class Agent:
             min_share=c.get("policy.min_share"),
             max_step=c.get("policy.max_step"),
             hysteresis=c.get("policy.hysteresis"),
+            fill=c.get("policy.fill"),
         )
 
     # -- control --------------------------------------------------------------------------

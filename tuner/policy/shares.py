@@ -7,10 +7,13 @@
 
 Each target's share of new connections (or new flows) is proportional to its predicted spare
 capacity, so traffic goes where there is room, and a target predicted hot gets only the
-minimum share. Two brakes keep decisions from flapping: a change smaller than ``hysteresis``
-(half the L1 distance between share vectors) is not made at all, and no share moves by more
-than ``max_step`` per window (the step is taken along the line from the current
-shares to the wanted ones, so they still sum to 1). Slots are reassigned with as few moves
+minimum share. With ``fill`` set (the load one window's new connections bring), the shares
+instead *water-fill*: new connections go to the emptiest targets first, up to a common level,
+which evens out skewed load much faster than proportional shares when connections differ in
+weight and are placed only once. Two brakes keep decisions from flapping: a change smaller
+than ``hysteresis`` (half the L1 distance between share vectors) is not made at all, and no
+share moves by more than ``max_step`` per window (the step is taken along the line from the
+current shares to the wanted ones, so they still sum to 1). Slots are reassigned with as few moves
 as possible, so a flow table keyed by slot sees little churn.
 
 >>> p = SharePolicy(min_share=0.05, max_step=1.0, hysteresis=0.0)
@@ -20,6 +23,9 @@ as possible, so a flow table keyed by slot sees little churn.
 >>> from collections import Counter
 >>> sorted(Counter(d.table).items())
 [(0, 13), (1, 81), (2, 81), (3, 81)]
+>>> p = SharePolicy(min_share=0.05, max_step=1.0, hysteresis=0.0, fill=0.1)
+>>> [round(s, 2) for s in p.decide([0.9, 0.5, 0.3, 0.35]).shares]
+[0.05, 0.05, 0.67, 0.23]
 """
 
 from __future__ import annotations
@@ -61,6 +67,39 @@ def _bounded(shares: list[float], floor: float) -> list[float]:
         for i in rich:
             s[i] -= need * (s[i] - floor) / pool if pool else 0.0
     return s
+
+
+def water_fill(spare: Sequence[float], fill: float) -> list[float]:
+    """Shares that pour ``fill`` (load new connections will bring) into the targets with the
+    most spare room first, up to a common level: the share of target *i* is
+    ``max(spare_i - t, 0) / fill``, with the threshold ``t`` chosen so the shares sum to 1.
+    A small fill sends nearly everything to the emptiest target; a fill equal to the total
+    spare room gives shares in proportion to spare room (``t = 0``); a larger one, more even
+    shares. ``fill <= 0``: in proportion to spare room.
+
+    >>> [round(x, 3) for x in water_fill([0.2, 0.5, 0.6], 0.3)]
+    [0.0, 0.333, 0.667]
+    >>> [round(x, 3) for x in water_fill([0.2, 0.5, 0.3], 1.0)]
+    [0.2, 0.5, 0.3]
+    """
+    s = [max(x, 0.0) for x in spare]
+    total = sum(s)
+    if total <= 1e-12:
+        return [1.0 / len(s)] * len(s)
+    if fill <= 0:
+        return [x / total for x in s]
+    top = sorted(s, reverse=True)
+    t = (total - fill) / len(s)  # every target below the level (fill >= total spare)
+    acc = 0.0
+    for k, x in enumerate(top, 1):
+        acc += x
+        level = (acc - fill) / k
+        if level >= (top[k] if k < len(top) else float("-inf")) and level < x:
+            t = level
+            break
+    kept = [max(x - t, 0.0) for x in s]
+    norm = sum(kept)
+    return [x / norm for x in kept]
 
 
 def distance(a: Sequence[float], b: Sequence[float]) -> float:
@@ -118,27 +157,31 @@ def cpu_spare(
 
     A worker's load is its on-CPU time plus its run-queue wait, and it is full at
     ``capacity``. A CPU with ``n`` pinned workers is full at ``n * capacity`` of the same
-    measure (every task's on-CPU time plus the workers' waits), and its workers share its
-    spare room equally. So two workers on one CPU do not each count the room the other one
-    uses, and a CPU hog beside them takes its part. A worker that may run anywhere (``None``)
-    keeps ``capacity - predicted``, as without this function.
+    measure (every task's on-CPU time plus the workers' waits), and its spare room is split
+    among its workers: evenly, less the amount by which a worker's own load is above its
+    CPU mates' mean (plus the amount by which it is below). So two workers on one CPU do not
+    each count the room the other one uses, a CPU hog beside them takes its part, and of two
+    workers on one CPU the less busy one (with the shorter queue) gets more. A worker that
+    may run anywhere (``None``) keeps ``capacity - predicted``, as without this function.
 
     >>> cpu_spare([0.6, 0.5, 0.6, 0.2], [0, 1, 0, 1], {0: 1.8, 1: 0.8})
-    [0.1, 0.6, 0.1, 0.6]
+    [0.1, 0.45, 0.1, 0.75]
     >>> cpu_spare([0.5, 0.3], [None, None], {})
     [0.5, 0.7]
     """
     on_cpu: dict[int, int] = {}
-    for c in worker_cpu:
+    mates: dict[int, float] = {}
+    for p, c in zip(predicted, worker_cpu, strict=True):
         if c is not None:
             on_cpu[c] = on_cpu.get(c, 0) + 1
+            mates[c] = mates.get(c, 0.0) + p
     out = []
     for p, c in zip(predicted, worker_cpu, strict=True):
         if c is None or c not in cpu_predicted:
             out.append(max(capacity - p, 0.0))
         else:
-            room = max(capacity * on_cpu[c] - cpu_predicted[c], 0.0)
-            out.append(round(room / on_cpu[c], 12))
+            room = max(capacity * on_cpu[c] - cpu_predicted[c], 0.0) / on_cpu[c]
+            out.append(round(max(room - (p - mates[c] / on_cpu[c]), 0.0), 12))
     return out
 
 
@@ -156,12 +199,17 @@ class SharePolicy:
         Largest change of any one share per window, in (0, 1].
     hysteresis : float
         Changes smaller than this (half the L1 distance of the shares) are not made.
+    fill : float
+        Load (fraction of a CPU) that the new connections of one window are expected to
+        bring; shares fill the targets with the most spare room up to a common level with
+        it (see :func:`water_fill`). 0: shares in proportion to spare room.
     """
 
     capacity: float = 1.0
     min_share: float = 0.05
     max_step: float = 0.25
     hysteresis: float = 0.05
+    fill: float = 0.0
 
     def __post_init__(self) -> None:
         self.shares_: list[float] | None = None
@@ -173,6 +221,7 @@ class SharePolicy:
             ("min_share", self.min_share, 0.0, 1.0 / max(targets, 1)),
             ("max_step", self.max_step, 0.001, 1.0),
             ("hysteresis", self.hysteresis, 0.0, 1.0),
+            ("fill", self.fill, 0.0, 64.0),
         ):
             if not lo <= value <= hi:
                 raise TunerError(
@@ -183,14 +232,12 @@ class SharePolicy:
     def target_shares(
         self, predicted: Sequence[float], spare: Sequence[float] | None = None
     ) -> list[float]:
-        """Shares in proportion to predicted spare capacity, each at least ``min_share``.
-        ``spare`` replaces ``capacity - predicted`` (see :func:`cpu_spare`)."""
+        """Shares by predicted spare capacity (in proportion to it, or water-filled with
+        ``fill``), each at least ``min_share``. ``spare`` replaces ``capacity - predicted``
+        (see :func:`cpu_spare`). Everything predicted full: even shares."""
         if spare is None:
             spare = [max(self.capacity - p, 0.0) for p in predicted]
-        spare = list(spare)
-        if sum(spare) <= 1e-9:  # everything predicted full: spread evenly
-            spare = [1.0] * len(predicted)
-        return _bounded(spare, self.min_share)
+        return _bounded(water_fill(spare, self.fill), self.min_share)
 
     def decide(
         self, predicted: Sequence[float], spare: Sequence[float] | None = None
