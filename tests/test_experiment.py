@@ -194,3 +194,26 @@ def test_repeated_rounds_report_medians_of_per_round_ratios(
     assert summary["arms"]["kernel"]["requests"] == total
     assert "p99/kernel per round" in (out / "report.md").read_text()
     assert json.loads((out / "summary.json").read_text()) == summary
+
+
+@pytest.mark.kernel
+def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no_leftover_cluster):
+    # [tuner.xdp] interface = "eth0": the runner points the agent at the server host's eth0
+    # (its namespace is the experiment's own), and the active arm writes XDP tables too
+    spec = tmp_path / "xdp.toml"
+    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
+    spec.write_text(text + '\n[tuner.xdp]\ninterface = "eth0"\n')
+    out = tmp_path / "out"
+    r = tuner_cli(
+        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active", "--json",
+        timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["arms"]["active"]["errors"] == 0
+    rows = [json.loads(x) for x in (out / "active" / "decisions.jsonl").read_text().splitlines()]
+    xdp = [row["xdp"] for row in rows if "xdp" in row]
+    assert xdp and any(x["written"] for x in xdp), rows[-1]
+    assert all(set(x["cpus"]) == set(range(len(x["cpus"]))) for x in xdp)
+    cfg = (out / "active" / "agent.toml").read_text()
+    assert 'interface = "eth0"' in cfg and "netns = " in cfg

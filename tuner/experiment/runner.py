@@ -103,7 +103,9 @@ class Runner:
             raise TunerError("the reference server did not start", "see its error above") from None
         return proc, pids
 
-    def _agent(self, arm: str, pids: list[int], arm_dir: Path) -> subprocess.Popen | None:
+    def _agent(
+        self, arm: str, pids: list[int], arm_dir: Path, netns: str
+    ) -> subprocess.Popen | None:
         if arm not in AGENT_ARMS:
             return None
         mode, model = AGENT_ARMS[arm]
@@ -120,6 +122,8 @@ class Runner:
                 "agent.decision_log": str(arm_dir / "decisions.jsonl"),
             }
         )
+        if cfg.get("xdp.interface") and not cfg.get("xdp.netns"):
+            cfg["xdp.netns"] = netns  # [tuner.xdp] interface names one of the server host's
         if arm in self.spec.get("trace_arms"):
             cfg["agent.record"] = str(arm_dir / "trace.parquet")
         (arm_dir / "agent.toml").write_text(_to_toml(cfg))
@@ -161,7 +165,7 @@ class Runner:
         cpu = 0.0
         try:
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = self._agent(arm, pids, arm_dir)
+            agent = self._agent(arm, pids, arm_dir, cluster.host("server").netns)
             if s.get("workload.profile") == "noisy-neighbour":
                 hog = cluster.popen(
                     "server",
