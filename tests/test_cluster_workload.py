@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tuner.cluster import Cluster, leftovers
-from tuner.cluster.topology import namespace_pids
+from tuner.cluster.topology import ETHTOOL_GTXCSUM, ethtool_value, namespace_pids
 
 pytestmark = pytest.mark.kernel
 
@@ -36,29 +36,14 @@ def test_cluster_up_down_leaves_nothing_also_when_the_body_raises():
     assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
 
 
-def _tx_checksum(ifname: str, netns: str) -> int:
-    """ETHTOOL_GTXCSUM of an interface in a namespace: 1 when TX checksums are offloaded."""
-    import array
-    import fcntl
-    import socket
-    import struct
-
-    from tuner import netns as ns
-    from tuner.cluster.topology import SIOCETHTOOL
-
-    value = array.array("I", [0x16, 0])  # ETHTOOL_GTXCSUM
-    req = struct.pack("16sP", ifname.encode(), value.buffer_info()[0])
-    with ns.inside(netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        fcntl.ioctl(sock, SIOCETHTOOL, req)
-    return value[1]
-
-
 def test_switch_ports_fill_in_checksums_so_xdp_redirect_on_a_host_is_safe():
     # without this, TCP through a cpumap redirect on a host's eth0 stalls on bad checksums
     with Cluster(clients=1) as c:
         ports = [h.port for h in c.hosts]
-        assert [_tx_checksum(p, c.switch) for p in ports] == [0] * len(ports)
-        assert _tx_checksum("eth0", c.host("server").netns) == 1  # the hosts keep theirs
+        assert [ethtool_value(ETHTOOL_GTXCSUM, p, c.switch) for p in ports] == [0] * len(ports)
+        assert (
+            ethtool_value(ETHTOOL_GTXCSUM, "eth0", c.host("server").netns) == 1
+        )  # the hosts keep theirs
 
 
 def test_cluster_down_command_removes_what_a_crash_left(tuner_cli):

@@ -23,9 +23,13 @@ crashed run left behind (``tuner cluster down``).
 
 from __future__ import annotations
 
+import array
 import ctypes
+import fcntl
 import os
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import time
@@ -34,6 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from tuner.errors import TunerError
+from tuner.netns import inside as netns_inside
 
 PREFIX = "tnr-"
 SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
@@ -300,7 +305,31 @@ def down_all(prefix: str = PREFIX) -> list[str]:
     return remove_namespaces(leftovers(prefix))
 
 
-SIOCETHTOOL, ETHTOOL_STXCSUM = 0x8946, 0x17
+SIOCETHTOOL = 0x8946
+ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM = 0x16, 0x17
+
+
+def ethtool_value(cmd: int, ifname: str, netns: str | None = None, data: int = 0) -> int:
+    """Run one ``struct ethtool_value`` command (get or set a flag) on ``ifname`` in
+    ``netns``; returns the value the kernel left in it (for a get: the flag).
+
+    >>> ethtool_value(ETHTOOL_GTXCSUM, "no-such-if0")
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: ethtool command 0x16 on no-such-if0 failed: No such device; \
+fix: run as root, on an interface that exists
+    """
+    value = array.array("I", [cmd, data])
+    req = struct.pack("16sP", ifname.encode(), value.buffer_info()[0])
+    with netns_inside(netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        try:
+            fcntl.ioctl(sock, SIOCETHTOOL, req)
+        except OSError as e:
+            raise TunerError(
+                f"ethtool command {cmd:#x} on {ifname} failed: {e.strerror}",
+                "run as root, on an interface that exists",
+            ) from None
+    return value[1]
 
 
 def software_tx_checksum(ifname: str, netns: str | None = None) -> None:
@@ -317,24 +346,7 @@ def software_tx_checksum(ifname: str, netns: str | None = None) -> None:
     >>> software_tx_checksum("no-such-if0")
     Traceback (most recent call last):
     ...
-    tuner.errors.TunerError: cannot turn off TX checksum offload on no-such-if0: No such \
-device; fix: run as root, on an interface that exists
+    tuner.errors.TunerError: ethtool command 0x17 on no-such-if0 failed: No such device; \
+fix: run as root, on an interface that exists
     """
-    import array
-    import fcntl
-    import socket
-    import struct
-
-    from tuner import netns as ns
-
-    value = array.array("I", [ETHTOOL_STXCSUM, 0])
-    addr, _ = value.buffer_info()
-    req = struct.pack("16sP", ifname.encode(), addr)
-    with ns.inside(netns), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
-        try:
-            fcntl.ioctl(sock, SIOCETHTOOL, req)
-        except OSError as e:
-            raise TunerError(
-                f"cannot turn off TX checksum offload on {ifname}: {e.strerror}",
-                "run as root, on an interface that exists",
-            ) from None
+    ethtool_value(ETHTOOL_STXCSUM, ifname, netns, 0)

@@ -88,14 +88,15 @@ def water_fill(spare: Sequence[float], fill: float) -> list[float]:
         return [1.0 / len(s)] * len(s)
     if fill <= 0:
         return [x / total for x in s]
+    # the level t is set by the k fullest-of-room targets, for the first k whose level is at
+    # or above the next target's room (which then gets nothing); with k = all, fill is at
+    # least the total spare room and every target is below the level
     top = sorted(s, reverse=True)
-    t = (total - fill) / len(s)  # every target below the level (fill >= total spare)
     acc = 0.0
     for k, x in enumerate(top, 1):
         acc += x
-        level = (acc - fill) / k
-        if level >= (top[k] if k < len(top) else float("-inf")) and level < x:
-            t = level
+        t = (acc - fill) / k
+        if k == len(top) or t >= top[k]:
             break
     kept = [max(x - t, 0.0) for x in s]
     norm = sum(kept)
