@@ -7,6 +7,13 @@
  * -DTARGET_CPUMAP). Whatever it cannot parse, and everything while the lease is expired or no
  * table was written, gets XDP_PASS: it never drops.
  *
+ * Backends (-DBACKENDS): the targets are other hosts, reached through a devmap. The program
+ * then writes each target's Ethernet addresses into the frame (the backend's MAC as
+ * destination, the leaving interface's as source: direct server return, the backend holds the
+ * service address on its loopback and answers the client itself), and a flow already placed
+ * keeps its backend while the lease is lapsed: moving an open TCP connection to another host
+ * would break it, so only new flows fall back to the kernel (its own routing, e.g. ECMP).
+ *
  * Cost: on this kind of kernel every call into a kernel function pays for the return-stack
  * mitigation (spec_rstack_overflow "Safe RET"), about 10 to 30 ns. Array lookups and
  * bpf_jiffies64 are inlined by the verifier; a hash-table lookup, a clock helper and the
@@ -71,6 +78,13 @@ BPF_CPUMAP(targets, MAX_TARGETS);
 BPF_DEVMAP(targets, MAX_TARGETS);
 #endif
 BPF_PERCPU_ARRAY(redirected, u64, MAX_TARGETS);
+#ifdef BACKENDS
+struct target_mac {
+    u8 dst[ETH_ALEN];  /* the backend's */
+    u8 src[ETH_ALEN];  /* the interface the frame leaves through */
+};
+BPF_ARRAY(target_macs, struct target_mac, MAX_TARGETS);
+#endif
 BPF_PERCPU_ARRAY(passed, u64, 4);
 
 static __always_inline int pass(u32 why)
@@ -172,8 +186,11 @@ int steer_xdp(struct xdp_md *ctx)
     struct steer_lease *l = lease.lookup(&zero);
     struct steer_ctl *c = ctl.lookup(&zero);
     u64 now = bpf_jiffies64();
-    if (!l || !c || !c->generation || now > l->deadline_jiffies)
+    int live = l && c && c->generation && now <= l->deadline_jiffies;
+#ifndef BACKENDS
+    if (!live)
         return pass(PASS_DEFAULT);
+#endif
     u64 h = flow_hash(&k);
     u32 target;
 #ifdef NO_FLOW_CACHE
@@ -198,6 +215,8 @@ int steer_xdp(struct xdp_md *ctx)
             target = TARGET_KERNEL;
             flows.update(&k, &target);
         } else {
+            if (!live || !c)  /* a new flow while the lease is lapsed: the kernel's */
+                return pass(PASS_DEFAULT);
             u32 t = c->active & 1;
             struct steer_table *tb = tables.lookup(&t);
             if (!tb)
@@ -214,6 +233,13 @@ int steer_xdp(struct xdp_md *ctx)
     }
     if (target == TARGET_KERNEL)
         return pass(PASS_KERNEL_FLOW);
+#ifdef BACKENDS
+    struct target_mac *mac = target_macs.lookup(&target);
+    if (!mac)
+        return pass(PASS_NO_TARGET);
+    __builtin_memcpy(eth->h_dest, mac->dst, ETH_ALEN);
+    __builtin_memcpy(eth->h_source, mac->src, ETH_ALEN);
+#endif
     int verdict = targets.redirect_map(target, XDP_PASS);
     if (verdict != XDP_REDIRECT)
         return pass(PASS_NO_TARGET);

@@ -2,12 +2,26 @@
 
 Targets are interface names (a devmap: the packet leaves through that interface) or CPU
 numbers (a cpumap: the packet is processed on that CPU). Target index ``i`` is the i-th one.
+With ``macs`` the targets are backend hosts: the frame to target ``i`` leaves through
+``devices[i]`` addressed to ``macs[i]`` (direct server return), and a placed flow keeps its
+backend while the lease is lapsed (only new flows go back to the kernel's routing).
+
+>>> parse_mac("02:00:0a:00:00:1f")
+b'\\x02\\x00\\n\\x00\\x00\\x1f'
+>>> parse_mac("02:00")
+Traceback (most recent call last):
+...
+tuner.errors.TunerError: '02:00' is not a MAC address; fix: write it as six hex bytes, \
+aa:bb:cc:dd:ee:ff
 """
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import os
 import socket
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -20,6 +34,7 @@ from tuner.netns import inside
 
 MAX_TARGETS = 64
 PASS_REASONS = ("unparsed", "default", "no_target", "kernel_flow")
+SIOCGIFHWADDR = 0x8927
 
 
 @dataclass
@@ -36,6 +51,7 @@ class XdpSteering(Steering):
     netns: str | None = None
     devices: Sequence[str] = ()
     cpus: Sequence[int] = ()
+    macs: Sequence[str] = ()  # backends: the MAC of the host behind each device target
     xdp_flags: int = 0  # 0: native if the driver has it; 2: generic (skb) mode
     flow_cache: bool = True
     prog: Any = None
@@ -50,6 +66,13 @@ class XdpSteering(Steering):
             raise TunerError(f"{self.targets()} targets; at most {MAX_TARGETS} are supported")
         cflags = [f"-DMAX_TARGETS={MAX_TARGETS}"] + (["-DTARGET_CPUMAP=1"] if self.cpus else [])
         cflags += [] if self.flow_cache else ["-DNO_FLOW_CACHE=1"]
+        if self.macs and len(self.macs) != len(self.devices):
+            raise TunerError(
+                f"{len(self.macs)} backend MACs for {len(self.devices)} devices",
+                "give one MAC per device target",
+            )
+        macs = [parse_mac(m) for m in self.macs]
+        cflags += ["-DBACKENDS=1"] if macs else []
         self._bpf = bcc_runtime.compile_program(
             src_file=bcc_runtime.bpf_dir() / "steer_xdp.c", cflags=cflags
         )
@@ -59,12 +82,18 @@ class XdpSteering(Steering):
             for i, dev in enumerate(self.devices):
                 try:
                     tmap[tmap.Key(i)] = tmap.Leaf(socket.if_nametoindex(dev))
+                    own = interface_mac(dev) if macs else b""
                 except OSError:
                     raise TunerError(
                         f"interface {dev!r} not found"
                         + (f" in namespace {self.netns}" if self.netns else ""),
                         "check the target names with `ip link`",
                     ) from None
+                if macs:
+                    mmap = self._bpf[b"target_macs"]
+                    mmap[mmap.Key(i)] = mmap.Leaf(
+                        (ctypes.c_ubyte * 6)(*macs[i]), (ctypes.c_ubyte * 6)(*own)
+                    )
             for cpu in self.cpus:  # a cpumap is keyed by CPU number; value: its queue size
                 if not 0 <= cpu < (os.cpu_count() or 1):
                     raise TunerError(f"CPU {cpu} does not exist", "check with `nproc`")
@@ -105,3 +134,29 @@ class XdpSteering(Steering):
     def flows(self) -> int:
         """Flows in the flow table."""
         return len(self._bpf[b"flows"].items())
+
+
+def parse_mac(text: str) -> bytes:
+    """``aa:bb:cc:dd:ee:ff`` as 6 bytes."""
+    parts = text.split(":")
+    try:
+        if len(parts) == 6:
+            return bytes(int(p, 16) for p in parts)
+    except ValueError:
+        pass
+    raise TunerError(
+        f"{text!r} is not a MAC address", "write it as six hex bytes, aa:bb:cc:dd:ee:ff"
+    )
+
+
+def interface_mac(ifname: str) -> bytes:
+    """The MAC address of ``ifname`` in the current network namespace (SIOCGIFHWADDR on a
+    socket made here: sysfs would show the namespace it was mounted in).
+
+    >>> interface_mac("lo")
+    b'\\x00\\x00\\x00\\x00\\x00\\x00'
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        req = struct.pack("16s16x", ifname.encode()[:15])
+        out = fcntl.ioctl(sock, SIOCGIFHWADDR, req)  # OSError when there is no such interface
+    return out[18:24]

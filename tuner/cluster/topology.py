@@ -9,6 +9,17 @@
       |                      br0 (bridge)                  |
       +----------------------------------------------------+
 
+With backends, the server host is the entry of a service at :data:`VIP` that the backend
+hosts serve (``Cluster(backends=N)``)::
+
+    client --> VIP via server --> server eth0 --(routed: ECMP over the backends, or XDP
+                                                  redirect back out of eth0 to one backend)
+    backend<i>: VIP on lo; answers the client directly (direct server return)
+
+The kernel's own balancing is ECMP routing with a layer-4 hash
+(``fib_multipath_hash_policy=1``), so with no XDP program the backends share the flows by a
+hash, as the workers of a reuseport group do.
+
 Addresses come from 198.18.0.0/15, the range RFC 2544 reserves for benchmarks; they exist
 only inside the namespaces, so no traffic reaches the machine's own interfaces. Processes are
 started inside a host with :meth:`Cluster.popen` and are killed when the cluster goes down.
@@ -42,6 +53,7 @@ from tuner.netns import inside as netns_inside
 
 PREFIX = "tnr-"
 SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
+VIP = "198.18.1.1"  # the service address of the backends (on their loopback), via the server
 NETNS_DIR = "/var/run/netns"
 MS_BIND = 4096
 
@@ -158,10 +170,44 @@ class Cluster:
                         ns.addr("add", index=eth, address=h.address, prefixlen=24)
                         ns.link("set", index=eth, state="up")
                         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
+            if self.backends:
+                self._route_to_backends()
         except BaseException:
             self.down()
             raise
         return self
+
+    def _route_to_backends(self) -> None:
+        """The service at :data:`VIP`: clients route it via the server host, which forwards
+        each flow to a backend by ECMP (the kernel's default), or lets XDP redirect it."""
+        from pyroute2 import NetNS
+
+        entry, backends = self.host("server"), self.by_role("backend")
+        _sysctl(
+            entry.netns,
+            "net.ipv4.ip_forward=1",
+            "net.ipv4.fib_multipath_hash_policy=1",  # layer 4: flows spread, not hosts
+            "net.ipv4.conf.all.send_redirects=0",  # the backends are on the same segment
+            "net.ipv4.conf.eth0.send_redirects=0",
+        )
+        # frames XDP redirects back out of the entry's eth0 land on its switch port, which
+        # takes them only with NAPI on: GRO turns it on for a veth
+        ethtool_value(ETHTOOL_SGRO, entry.port, self.switch, 1)
+        with NetNS(entry.netns) as ns:
+            hops = [{"gateway": b.address} for b in backends]
+            ns.route("add", dst=f"{VIP}/32", multipath=hops)
+        for c in self.by_role("client"):
+            with NetNS(c.netns) as ns:
+                ns.route("add", dst=f"{VIP}/32", gateway=entry.address)
+        for b in backends:
+            _sysctl(
+                b.netns,
+                "net.ipv4.conf.all.arp_ignore=1",  # VIP is on lo: never answer ARP for it
+                "net.ipv4.conf.all.arp_announce=2",
+            )
+            with NetNS(b.netns) as ns:
+                lo = ns.link_lookup(ifname="lo")[0]
+                ns.addr("add", index=lo, address=VIP, prefixlen=32)
 
     def _add(self, name: str) -> None:
         _add_namespace(name)
@@ -241,6 +287,17 @@ def _quiet_ipv6(name: str) -> None:
         subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", path], check=False)
 
 
+def _sysctl(netns: str, *settings: str) -> None:
+    r = subprocess.run(
+        ["ip", "netns", "exec", netns, "sysctl", "-qw", *settings],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if r.returncode != 0:
+        raise TunerError(f"sysctl in {netns} failed: {r.stderr.strip()}", "run as root")
+
+
 def stop_processes(procs: Sequence[subprocess.Popen], grace: float = 2.0) -> None:
     """SIGTERM, then SIGKILL after ``grace`` seconds, for every process still running."""
     live = [p for p in procs if p.poll() is None]
@@ -307,6 +364,7 @@ def down_all(prefix: str = PREFIX) -> list[str]:
 
 SIOCETHTOOL = 0x8946
 ETHTOOL_GTXCSUM, ETHTOOL_STXCSUM = 0x16, 0x17
+ETHTOOL_GGRO, ETHTOOL_SGRO = 0x2B, 0x2C
 
 
 def ethtool_value(cmd: int, ifname: str, netns: str | None = None, data: int = 0) -> int:

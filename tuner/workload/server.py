@@ -140,7 +140,7 @@ def _worker(index: int, args: argparse.Namespace, ready_w: int) -> None:
     sock = listen(args.host, args.port, args.udp)
     os.write(ready_w, b"r")
     os.close(ready_w)
-    (serve_udp if args.udp else serve_tcp)(sock, index, args.work)
+    (serve_udp if args.udp else serve_tcp)(sock, args.first_index + index, args.work)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +160,12 @@ def main(argv: list[str] | None = None) -> int:
         type=lambda v: [int(c) for c in v.split(",")],
         default=[],
         help="pin worker i to the (i mod n)-th CPU of this comma-separated list",
+    )
+    p.add_argument(
+        "--first-index",
+        type=int,
+        default=0,
+        help="worker i answers as worker FIRST_INDEX + i (several servers behind one service)",
     )
     args = p.parse_args(argv)
     if not 1 <= args.workers <= 64:
