@@ -200,6 +200,15 @@ def test_bad_config_and_missing_target_are_one_line_errors(tmp_path):
     r = run_tuner("status", "--socket", str(tmp_path / "no.sock"))
     assert r.returncode == 1 and "no agent is listening" in r.stderr
 
+    backends = tmp_path / "backends.toml"
+    backends.write_text(f'[target]\nport = {PORT}\n[backends]\nnamespaces = ["tnr-no-such"]\n')
+    r = run_tuner("run", "--config", str(backends))
+    assert r.returncode == 1 and "network namespace 'tnr-no-such' does not exist" in r.stderr
+    backends.write_text(f"[target]\nport = {PORT}\n[backends]\nnamespaces = [1]\n")
+    r = run_tuner("run", "--config", str(backends))
+    assert r.returncode == 1 and "'backends.namespaces'" in r.stderr and "list of names" in r.stderr
+    assert "Traceback" not in r.stderr
+
 
 @pytest.mark.parametrize(
     "unmount,message",

@@ -1,7 +1,8 @@
 """Validation of typed, ranged settings, shared by the agent's config and experiment specs.
 
 A schema maps ``"section.key"`` to ``(type, default, allowed, meaning)``: ``allowed`` is a
-``(lo, hi)`` range for numbers, a tuple of choices for strings and lists, or None.
+``(lo, hi)`` range for numbers, a tuple of choices for strings and lists, ``str`` for a list
+of names, or None (a list of None takes numbers).
 
 >>> SCHEMA = {"agent.window_ms": (int, 100, (10, 10000), "window, in milliseconds")}
 >>> check_value(SCHEMA, "agent.window_ms", 250, "t.toml")
@@ -38,6 +39,11 @@ def check_value(schema: Schema, key: str, value: Any, source: str) -> Any:
                 raise TunerError(
                     f"{key!r} in {source} must list distinct values of {', '.join(allowed)}; "
                     f"got {value!r}"
+                )
+        elif allowed is str:
+            if not all(isinstance(v, str) and v for v in value):
+                raise TunerError(
+                    f"{key!r} in {source} must be a list of names ({help_}); got {value!r}"
                 )
         elif not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in value):
             raise TunerError(

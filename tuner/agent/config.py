@@ -92,6 +92,28 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     ),
     "xdp.netns": (str, "", None, "netns of xdp.interface ('': this one)"),
     "xdp.cpus": (list, [], None, "CPUs that process the steered flows ([]: every CPU)"),
+    "backends.namespaces": (
+        list,
+        [],
+        str,
+        "network namespaces of the backend hosts behind backends.interface, one per backend: "
+        "their processes listening on target.port are its workers ([]: steer a reuseport "
+        "group instead)",
+    ),
+    "backends.interface": (str, "eth0", None, "entry interface: XDP spreads its new flows"),
+    "backends.netns": (str, "", None, "netns of backends.interface ('': this one)"),
+    "backends.devices": (
+        list,
+        [],
+        str,
+        "interface toward each backend ([]: backends.interface, one shared segment)",
+    ),
+    "backends.backend_interface": (
+        str,
+        "eth0",
+        None,
+        "each backend's interface in its namespace: frames are addressed to its MAC",
+    ),
 }
 
 
@@ -190,5 +212,6 @@ def reference() -> str:
     rows = ["| key | type | default | meaning |", "|---|---|---|---|"]
     for key, (typ, default, allowed, help_) in SCHEMA.items():
         rng = f" ({', '.join(map(str, allowed))})" if isinstance(allowed, tuple) else ""
+        rng = " of names" if allowed is str else rng
         rows.append(f"| `{key}` | {typ.__name__}{rng} | `{default!r}` | {help_} |")
     return "\n".join(rows)

@@ -63,18 +63,25 @@ def _load_model(config: AgentConfig) -> Any:
     return saved.make()
 
 
-def worker_loads(frames: list[Frame], pids: list[int]) -> dict[int, dict[str, float]]:
+def worker_loads(
+    frames: list[Frame], pids: list[int], groups: list[int] | None = None
+) -> dict[int, dict[str, float]]:
     """Per worker index: ``load`` and ``runq_frac`` (fractions of the window) from the
-    scheduler probe's task frames. A worker without frames was idle: load 0.
+    scheduler probe's task frames. A worker without frames was idle: load 0. With ``groups``
+    (the entity index of each pid: a backend host runs several) the pids of an entity add up.
 
     >>> x = {"oncpu_ns": 40.0, "runq_wait_ns": 10.0}
     >>> f = Frame("sched", "task:7", 0, 100, x, {"tgid": "7"})
     >>> worker_loads([f], [7, 8])
     {0: {'load': 0.5, 'runq_frac': 0.1}, 1: {'load': 0.0, 'runq_frac': 0.0}}
+    >>> worker_loads([f, Frame("sched", "task:8", 0, 100, x, {"tgid": "8"})], [7, 8], [0, 0])
+    {0: {'load': 1.0, 'runq_frac': 0.2}}
     """
-    index = {pid: i for i, pid in enumerate(pids)}
-    busy = [0.0] * len(pids)
-    wait = [0.0] * len(pids)
+    groups = list(range(len(pids))) if groups is None else groups
+    index = dict(zip(pids, groups, strict=True))
+    n = max(groups, default=-1) + 1
+    busy = [0.0] * n
+    wait = [0.0] * n
     span: dict[int, tuple[int, int]] = {}
     for f in frames:
         if f.probe != "sched" or not f.entity.startswith("task:"):
@@ -87,27 +94,30 @@ def worker_loads(frames: list[Frame], pids: list[int]) -> dict[int, dict[str, fl
         lo, hi = span.get(i, (f.window_start, f.window_end))
         span[i] = (min(lo, f.window_start), max(hi, f.window_end))
     out = {}
-    for i in range(len(pids)):
+    for i in range(n):
         lo, hi = span.get(i, (0, 1))
         length = max(hi - lo, 1)
         out[i] = {"load": busy[i] / length, "runq_frac": wait[i] / length}
     return out
 
 
-def worker_cpus(pids: list[int]) -> list[int | None]:
-    """The one CPU each worker is pinned to, or None for a worker allowed on several.
+def worker_cpus(pids: list[int], groups: list[int] | None = None) -> list[int | None]:
+    """The one CPU each worker is pinned to, or None for a worker allowed on several. With
+    ``groups`` (see :func:`worker_loads`): per entity, the one CPU all its pids are pinned to.
 
     >>> worker_cpus([os.getpid()]) in ([None], [sorted(os.sched_getaffinity(0))[0]])
     True
     """
-    out: list[int | None] = []
-    for pid in pids:
+    groups = list(range(len(pids))) if groups is None else groups
+    allowed: dict[int, set[int]] = {}
+    for pid, g in zip(pids, groups, strict=True):
         try:
-            allowed = os.sched_getaffinity(pid)
+            cpus = os.sched_getaffinity(pid)
         except OSError:
-            allowed = set()
-        out.append(next(iter(allowed)) if len(allowed) == 1 else None)
-    return out
+            cpus = set()
+        allowed.setdefault(g, set()).update(cpus or {-1, -2})
+    n = max(groups, default=-1) + 1
+    return [next(iter(allowed[g])) if len(allowed.get(g, ())) == 1 else None for g in range(n)]
 
 
 def cpu_loads(frames: list[Frame], cpus: list[int]) -> dict[str, float]:
@@ -186,23 +196,30 @@ class Agent:
         pids: list[int],
         mode: str = "shadow",
         worker_cpu: list[int | None] | None = None,
+        groups: list[int] | None = None,
     ) -> None:
         if mode not in MODES:
             raise TunerError(f"mode must be shadow or active; got {mode!r}")
         self.config = config
         self.pids = list(pids)
+        # the entity of each pid: its own (workers of a reuseport group), or its backend host's
+        self.groups = list(range(len(self.pids))) if groups is None else list(groups)
+        self.kind = "backend" if config.get("backends.namespaces") else "worker"
+        self.entities = [f"{self.kind}:{i}" for i in range(max(self.groups, default=-1) + 1)]
         self.mode = mode
         self.started = time.time()
         self.learner = Learner(_load_model(config), config.get("model.hot_threshold"))
         # pinned workers: their CPUs are entities too, and spare room is counted per CPU
         # (``worker_cpu`` given: a replay, with the CPUs the recording saw; a recording
         # writes this list into the trace)
-        self.worker_cpu = list(worker_cpus(self.pids) if worker_cpu is None else worker_cpu)
+        self.worker_cpu = list(
+            worker_cpus(self.pids, self.groups) if worker_cpu is None else worker_cpu
+        )
         pinned = {c for c in self.worker_cpu if c is not None}
         self.cpus = sorted(pinned) if config.get("policy.by_cpu") else []
         self.cpu_learner = self._cpu_learner(self.cpus)
         self.policy = self._share_policy()
-        self.policy.check(len(pids))
+        self.policy.check(len(self.entities))
         # XDP: new flows spread over these CPUs (entities cpu:<n>) by their predicted spare room
         xdp_on = bool(config.get("xdp.interface"))
         self.xdp_cpus = (
@@ -289,7 +306,7 @@ class Agent:
                 "mode": self.mode,
                 "uptime_s": round(time.time() - self.started, 1),
                 "windows": self.windows,
-                "entities": len(self.pids),
+                "entities": len(self.entities),
                 "pids": self.pids,
                 "last_decision": self.last,
                 "model": self.config.model_name(),
@@ -340,8 +357,8 @@ class Agent:
         measured from there to the table written. ``xdp``: the XDP steering over
         :attr:`xdp_cpus`, when configured."""
         self._steering, self._xdp = steering, xdp
-        measured = worker_loads(frames, self.pids)
-        entities = [f"worker:{i}" for i in range(len(self.pids))]
+        measured = worker_loads(frames, self.pids, self.groups)
+        entities = self.entities
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
         extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
         self.stale = self.stale + 1 if not frames else 0

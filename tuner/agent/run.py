@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from contextlib import ExitStack
+from dataclasses import dataclass
 from typing import Any
 
 from tuner.agent.config import AgentConfig
@@ -42,6 +43,56 @@ def resolve_pids(config: AgentConfig) -> list[int]:
     return sorted(pids)
 
 
+@dataclass(frozen=True)
+class Backends:
+    """The backend hosts of ``[backends]``: the workers (pids) of each, and its MAC."""
+
+    pids: list[int]  # every backend's workers, backend by backend
+    groups: list[int]  # the backend of each pid
+    macs: list[str]  # the MAC each backend's frames are addressed to
+
+
+def resolve_backends(config: AgentConfig) -> Backends:
+    """Per namespace of ``backends.namespaces``: the processes listening on ``target.port``
+    there, and the MAC of its ``backends.backend_interface``."""
+    from tuner import netns
+    from tuner.actuate.xdp import interface_mac
+    from tuner.probes.stream import pids_listening_on
+
+    port = config.get("target.port")
+    if not port:
+        raise TunerError(f"{config.source} has no target.port", "set the port the backends serve")
+    devices = config.get("backends.devices")
+    names = config.get("backends.namespaces")
+    if devices and len(devices) != len(names):
+        raise TunerError(
+            f"backends.devices names {len(devices)} interfaces for {len(names)} backends",
+            "give one per backend, or none to use backends.interface for all",
+        )
+    pids: list[int] = []
+    groups: list[int] = []
+    macs: list[str] = []
+    dev = config.get("backends.backend_interface")
+    for i, name in enumerate(names):
+        try:
+            with netns.inside(name):
+                found = sorted(pids_listening_on(port))
+                macs.append(interface_mac(dev).hex(":"))
+        except OSError as e:
+            raise TunerError(
+                f"backend {i}: no interface {dev} in namespace {name} ({e.strerror or e})",
+                "check backends.namespaces and backends.backend_interface",
+            ) from None
+        if not found:
+            raise TunerError(
+                f"backend {i}: no process listens on port {port} in namespace {name}",
+                "start the backend's server first, or fix backends.namespaces",
+            )
+        pids += found
+        groups += [i] * len(found)
+    return Backends(pids, groups, macs)
+
+
 def run_agent(
     config: AgentConfig,
     mode: str = "shadow",
@@ -49,37 +100,32 @@ def run_agent(
     progress: Any = None,
 ) -> Agent:
     """Run the agent until ``seconds`` pass (forever when None) or it is interrupted."""
-    from tuner.actuate.reuseport import ReuseportSteering
     from tuner.agent.metrics import MetricsServer
     from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import FeatureStream
 
-    pids = resolve_pids(config)
-    agent = Agent(config, pids, mode)
+    backends = resolve_backends(config) if config.get("backends.namespaces") else None
+    if backends is not None and config.get("xdp.interface"):
+        raise TunerError(
+            f"{config.source} sets both [backends] and xdp.interface",
+            "XDP on the entry steers to the backends: remove xdp.interface",
+        )
+    pids = backends.pids if backends else resolve_pids(config)
+    agent = Agent(config, pids, mode, groups=backends.groups if backends else None)
     port = config.get("target.port")
     if not port:
         raise TunerError(f"{config.source} has no target.port", "set the port of the server")
     with ExitStack() as stack:
-        steering = stack.enter_context(
-            ReuseportSteering(
-                name=config.get("agent.name"),
-                mode=mode,
-                lease_ms=config.get("agent.lease_ms"),
-                min_share=0.0
-                if config.get("policy.kind") == "pin-first"
-                else config.get("policy.min_share"),
-                pids=pids,
-                port=port,
-                protocol=config.get("target.protocol"),
-                # the kernel counts datagrams per flow only for a policy that reads them
-                count_flows=None if config.get("policy.hot_flow_share") > 0 else False,
-            )
-        )
-        if steering.targets() != len(pids):
-            raise TunerError(
-                f"the reuseport group has {steering.targets()} sockets for {len(pids)} workers",
-                "give each worker one socket on the port",
-            )
+        if backends is not None:
+            steering = stack.enter_context(_backend_steering(config, mode, backends))
+        else:
+            steering = stack.enter_context(_reuseport_steering(config, mode, pids))
+            if steering.targets() != len(pids):
+                n = steering.targets()
+                raise TunerError(
+                    f"the reuseport group has {n} sockets for {len(pids)} workers",
+                    "give each worker one socket on the port",
+                )
         xdp = None
         if agent.xdp_cpus:
             from tuner.actuate.xdp import XdpSteering
@@ -124,6 +170,43 @@ def run_agent(
     return agent
 
 
+def _min_share(config: AgentConfig) -> float:
+    return 0.0 if config.get("policy.kind") == "pin-first" else config.get("policy.min_share")
+
+
+def _reuseport_steering(config: AgentConfig, mode: str, pids: list[int]) -> Any:
+    from tuner.actuate.reuseport import ReuseportSteering
+
+    return ReuseportSteering(
+        name=config.get("agent.name"),
+        mode=mode,
+        lease_ms=config.get("agent.lease_ms"),
+        min_share=_min_share(config),
+        pids=pids,
+        port=config.get("target.port"),
+        protocol=config.get("target.protocol"),
+        # the kernel counts datagrams per flow only for a policy that reads them
+        count_flows=None if config.get("policy.hot_flow_share") > 0 else False,
+    )
+
+
+def _backend_steering(config: AgentConfig, mode: str, backends: Backends) -> Any:
+    """XDP on the entry interface, each new flow sent to a backend host (its MAC)."""
+    from tuner.actuate.xdp import XdpSteering
+
+    entry = config.get("backends.interface")
+    return XdpSteering(
+        name=config.get("agent.name"),
+        mode=mode,
+        lease_ms=config.get("agent.lease_ms"),
+        min_share=_min_share(config),
+        ifname=entry,
+        netns=config.get("backends.netns") or None,
+        devices=config.get("backends.devices") or [entry] * len(backends.macs),
+        macs=backends.macs,
+    )
+
+
 def _step(
     agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any, xdp: Any = None
 ) -> dict:
@@ -140,7 +223,7 @@ def _step(
 
 def main_loop_banner(agent: Agent) -> None:
     print(
-        f"tuner run: {agent.mode} mode, {len(agent.pids)} workers {agent.pids}, "
+        f"tuner run: {agent.mode} mode, {len(agent.entities)} {agent.kind}s (pids {agent.pids}), "
         f"model {agent.config.model_name()}; control socket "
         f"{agent.config.get('agent.control_socket')}; Ctrl-C to stop",
         file=sys.stderr,
