@@ -217,3 +217,33 @@ def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no
     assert all(set(x["cpus"]) == set(range(len(x["cpus"]))) for x in xdp)
     cfg = (out / "active" / "agent.toml").read_text()
     assert 'interface = "eth0"' in cfg and "netns = " in cfg
+
+
+def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
+    # cluster.backends = 2: each backend host serves the service address with its own server;
+    # the kernel arm spreads flows by ECMP, the active arm's XDP on the entry picks backends
+    spec = tmp_path / "backends.toml"
+    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
+    text = text.replace("clients = 2", "clients = 1\nbackends = 2").replace(
+        "workers = 4", "workers = 2"
+    )
+    spec.write_text(text)
+    out = tmp_path / "out"
+    r = tuner_cli(
+        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active", "--json",
+        timeout=180,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    for arm in ("kernel", "active"):
+        assert summary["arms"][arm]["errors"] == 0, summary["arms"][arm]
+        assert summary["arms"][arm]["requests"] > 0
+    workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
+    assert set(workers) == {0, 1, 2, 3}  # numbered on across the two backends
+    rows = [json.loads(x) for x in (out / "active" / "decisions.jsonl").read_text().splitlines()]
+    assert set(rows[-1]["loads"]) == {"backend:0", "backend:1"}
+    assert any(row.get("written") and row.get("table") for row in rows), rows[-1]
+    cfg = (out / "active" / "agent.toml").read_text()
+    assert "[backends]" in cfg and "namespaces = [" in cfg

@@ -58,7 +58,7 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     }
     for key, v in latency_percentiles(lat, empty=None).items():
         out[key] = round(v, 3) if v is not None else None
-    load = worker_load(x, spec.get("server.workers"))[int(warm // BUCKET_S) :]
+    load = worker_load(x, spec.workers())[int(warm // BUCKET_S) :]
     busy = load[load.mean(axis=1) > 0]
     out["imbalance"] = (
         round(float((busy.max(axis=1) / busy.mean(axis=1)).mean()), 3) if busy.size else None
@@ -142,7 +142,7 @@ def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
     fig.savefig(out / "latency_cdf.png", dpi=100)
     plt.close(fig)
 
-    workers = spec.get("server.workers")
+    workers = spec.workers()
     fig, axes = plt.subplots(
         len(results), 1, figsize=(8, 2.2 * len(results)), sharex=True, squeeze=False
     )
@@ -199,6 +199,18 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
+def _servers(spec: ExperimentSpec) -> str:
+    """Who serves, in words.
+
+    >>> _servers(ExperimentSpec.from_dict({"cluster": {"backends": 4}, "server": {"workers": 1}}))
+    '4 backend hosts behind an XDP-steered entry (kernel: ECMP), 1 worker each'
+    """
+    w, b = spec.get("server.workers"), spec.get("cluster.backends")
+    if not b:
+        return f"{w} workers"
+    return f"{b} backend hosts behind an XDP-steered entry (kernel: ECMP), {w} worker each"
+
+
 def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     w = spec.to_json()["workload"]
     return f"""# Experiment {spec.get("name")}
@@ -207,8 +219,9 @@ def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
 
 Profile `{w["profile"]}`, {w["rate"]:g} requests/s from {spec.get("cluster.clients")} clients over
 {w["connections"]} connections each (mean lifetime {w["lifetime_s"]:g} s), service time
-`{w["service"]}`, {spec.get("server.workers")} workers; {spec.get("duration_s"):g} s measured per
-arm after {spec.get("warmup_s"):g} s of warm-up; seed {spec.get("seed")}.
+`{w["service"]}`, {_servers(spec)};
+{spec.get("duration_s"):g} s measured per arm after {spec.get("warmup_s"):g} s of warm-up;
+seed {spec.get("seed")}.
 
 {table(summary)}
 

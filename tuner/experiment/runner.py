@@ -1,10 +1,12 @@
 """Run an experiment: one cluster, then each arm back to back with the same seed.
 
-For each arm the server is started afresh, the arm's controller (none, or ``tuner run`` in
-the right mode and model) is started and given time to load, then every client host runs a
-load generator for ``warmup_s + duration_s``. Only requests sent after the warm-up count.
+For each arm the server (or one on each backend host) is started afresh, the arm's
+controller (none, or ``tuner run`` in the right mode and model) is started and given time to
+load, then every client host runs a load generator for ``warmup_s + duration_s``. Only
+requests sent after the warm-up count.
 
-- ``kernel``: no steering; the kernel's own reuseport hashing.
+- ``kernel``: no steering; the kernel's own reuseport hashing (with backend hosts,
+  ``cluster.backends``: ECMP routing on the server host, the entry).
 - ``reactive``: the agent with the last-value predictor: each window it steers new
   connections away from the workers most loaded in the last window.
 - ``shadow``: the agent with the learned model, deciding and logging, writing nothing.
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from tuner.cluster import Cluster
-from tuner.cluster.topology import stop_processes
+from tuner.cluster.topology import VIP, stop_processes
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
@@ -69,7 +71,9 @@ class Runner:
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)
         results: list[ArmResult] = []
-        with Cluster(clients=self.spec.get("cluster.clients")) as cluster:
+        with Cluster(
+            clients=self.spec.get("cluster.clients"), backends=self.spec.get("cluster.backends")
+        ) as cluster:
             for arm in self.spec.arms:
                 result = self._arm(cluster, arm)
                 results.append(result)
@@ -78,33 +82,48 @@ class Runner:
         return results
 
     # -- one arm --------------------------------------------------------------------------
-    def _server(self, cluster: Cluster) -> tuple[subprocess.Popen, list[int]]:
+    def _servers(self, cluster: Cluster) -> tuple[list[subprocess.Popen], list[int]]:
+        """The server on the server host, or one on each backend host (worker indices and
+        CPUs numbered on across them); returns the processes and every worker's pid."""
         s = self.spec
-        argv = [
-            sys.executable,
-            "-m",
-            "tuner.workload.server",
-            "--workers",
-            str(s.get("server.workers")),
-            "--port",
-            str(s.get("server.port")),
-            "--work",
-            s.get("server.work"),
-        ]
-        if s.get("server.cpus"):
-            argv += ["--cpus", ",".join(map(str, s.get("server.cpus")))]
-        if s.get("server.protocol") == "udp":
-            argv.append("--udp")
-        proc = cluster.popen("server", argv, stdout=subprocess.PIPE, text=True)
-        line = proc.stdout.readline()
-        try:
-            pids = json.loads(line)["workers"]
-        except (ValueError, KeyError):
-            raise TunerError("the reference server did not start", "see its error above") from None
-        return proc, pids
+        hosts = cluster.by_role("backend") or [cluster.host("server")]
+        workers, cpus = s.get("server.workers"), s.get("server.cpus")
+        procs: list[subprocess.Popen] = []
+        pids: list[int] = []
+        for i, host in enumerate(hosts):
+            first = i * workers
+            argv = [
+                sys.executable,
+                "-m",
+                "tuner.workload.server",
+                "--workers",
+                str(workers),
+                "--port",
+                str(s.get("server.port")),
+                "--work",
+                s.get("server.work"),
+                "--first-index",
+                str(first),
+            ]
+            if cpus:
+                mine = [cpus[(first + w) % len(cpus)] for w in range(workers)]
+                argv += ["--cpus", ",".join(map(str, mine))]
+            if s.get("server.protocol") == "udp":
+                argv.append("--udp")
+            proc = cluster.popen(host, argv, stdout=subprocess.PIPE, text=True)
+            procs.append(proc)
+            line = proc.stdout.readline()
+            try:
+                pids += json.loads(line)["workers"]
+            except (ValueError, KeyError):
+                stop_processes(procs)
+                raise TunerError(
+                    f"the reference server on {host.name} did not start", "see its error above"
+                ) from None
+        return procs, pids
 
     def _agent(
-        self, arm: str, pids: list[int], arm_dir: Path, netns: str
+        self, arm: str, pids: list[int], arm_dir: Path, cluster: Cluster
     ) -> subprocess.Popen | None:
         if arm not in AGENT_ARMS:
             return None
@@ -122,8 +141,15 @@ class Runner:
                 "agent.decision_log": str(arm_dir / "decisions.jsonl"),
             }
         )
+        netns = cluster.host("server").netns
         if cfg.get("xdp.interface") and not cfg.get("xdp.netns"):
             cfg["xdp.netns"] = netns  # [tuner.xdp] interface names one of the server host's
+        backends = cluster.by_role("backend")
+        if backends:  # XDP on the server host's eth0 sends each new flow to a backend
+            del cfg["target.pids"]  # each backend's workers: who listens there
+            cfg["backends.namespaces"] = [b.netns for b in backends]
+            cfg["backends.netns"] = netns
+            cfg["backends.interface"] = "eth0"
         if arm in self.spec.get("trace_arms"):
             cfg["agent.record"] = str(arm_dir / "trace.parquet")
         (arm_dir / "agent.toml").write_text(_to_toml(cfg))
@@ -157,7 +183,7 @@ class Runner:
             shutil.rmtree(arm_dir)
         arm_dir.mkdir(parents=True)
         self.progress(arm, 0.0, "starting server")
-        server, pids = self._server(cluster)
+        servers, pids = self._servers(cluster)
         agent = hog = None
         gens: list[subprocess.Popen] = []
         interrupted = False
@@ -165,7 +191,7 @@ class Runner:
         cpu = 0.0
         try:
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = self._agent(arm, pids, arm_dir, cluster.host("server").netns)
+            agent = self._agent(arm, pids, arm_dir, cluster)
             if s.get("workload.profile") == "noisy-neighbour":
                 hog = cluster.popen(
                     "server",
@@ -181,7 +207,8 @@ class Runner:
             total = s.get("warmup_s") + s.get("duration_s")
             started = time.time()
             for i, host in enumerate(cluster.by_role("client")):
-                spec = self._load_spec(i, total, cluster.host("server").address)
+                service = VIP if cluster.by_role("backend") else cluster.host("server").address
+                spec = self._load_spec(i, total, service)
                 gens.append(
                     cluster.popen(
                         host,
@@ -214,7 +241,7 @@ class Runner:
             if agent is not None:
                 status, cpu = _stop_agent(agent)
         finally:
-            stop_processes([p for p in (agent, hog, server) if p is not None] + gens)
+            stop_processes([p for p in (agent, hog) if p is not None] + servers + gens)
         samples = self._collect(arm_dir, len(gens))
         decisions = _read_jsonl(arm_dir / "decisions.jsonl")
         self.progress(arm, 1.0, "done")

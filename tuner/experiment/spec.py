@@ -49,6 +49,14 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "arms whose agent records a trace into ARM/trace.parquet (for tuner train)",
     ),
     "cluster.clients": (int, 2, (1, 20), "client hosts, one load generator each"),
+    "cluster.backends": (
+        int,
+        0,
+        (0, 20),
+        "backend hosts serving the service address behind the server host, each running "
+        "the server with server.workers workers; the tuner steers XDP on the server host's "
+        "eth0 (0: the server host serves, the tuner steers its reuseport group)",
+    ),
     "server.workers": (int, 4, (1, 64), "worker processes of the server"),
     "server.cpus": (list, [], None, "pin worker i to cpus[i mod n] ([]: no pinning)"),
     "server.work": (str, "cpu", ("cpu", "sleep"), "how service time is spent"),
@@ -119,6 +127,15 @@ class ExperimentSpec:
 
     def get(self, key: str) -> Any:
         return self.values[key]
+
+    def workers(self) -> int:
+        """Workers in all: ``server.workers`` on the server host, or on each backend host.
+
+        >>> spec = {"cluster": {"backends": 3}, "server": {"workers": 2}}
+        >>> ExperimentSpec.from_dict(spec).workers()
+        6
+        """
+        return self.get("server.workers") * max(1, self.get("cluster.backends"))
 
     def with_profile(self, profile: str) -> ExperimentSpec:
         """The same spec with another skew profile (``--profile``)."""
