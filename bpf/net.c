@@ -3,7 +3,12 @@
  * queue; per CPU, packets processed in softirq (NAPI). Tracepoints sock:sock_send_length,
  * sock:sock_recv_length (process context, so the process filter applies), sock:inet_sock_set_state,
  * tcp:tcp_retransmit_skb and napi:napi_poll. No struct sock field is read: the flow's addresses
- * come from inet_sock_set_state's arguments. */
+ * come from inet_sock_set_state's arguments.
+ *
+ * Slots are recycled: a TCP socket that reached TCP_CLOSE has its last counts emitted at the
+ * next window's flush, then (up to FREE_PER_FLUSH a flush) its slot goes onto a free list (a
+ * BPF queue) that new sockets take from first, so connection churn does not use up
+ * MAX_ENTITIES. */
 #include "common.h"
 #include "net.h"
 /* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
@@ -12,6 +17,7 @@
 #define AF_INET_ 2
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
+#define TCP_CLOSE 7
 #define TCP_LISTEN 10
 #define MAX_PORTS 256
 
@@ -27,11 +33,24 @@ BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
 BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct net_acc, MAX_CPUS);
 BPF_ARRAY(layout, struct net_record, 1);      /* never written: lets the loader check the layout */
+BPF_QUEUE(free_slots, u32, MAX_ENTITIES);     /* slots of closed sockets, emitted and cleared */
+BPF_QUEUE(closing, u32, MAX_ENTITIES);        /* slots of sockets that reached TCP_CLOSE */
+BPF_ARRAY(recycled, u64, 1);                  /* slots handed out again from free_slots */
+#define FREE_PER_FLUSH 64                     /* closed slots freed per flush, at most */
 
 static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    *slot = tuner_alloc_slot();
+    u32 freed;
+    if (free_slots.pop(&freed) == 0 && freed < MAX_ENTITIES) {
+        *slot = freed;
+        int zero = 0;
+        u64 *n = recycled.lookup(&zero);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+    } else {
+        *slot = tuner_alloc_slot();
+    }
     if (*slot < 0)
         return 0;
     u32 k = *slot;
@@ -118,6 +137,22 @@ static __always_inline void flush(u64 now)
         if (a)
             emit(end, a, c);
     }
+    /* sockets closed in the window: their last counts are out, so forget them (the address
+     * may come back as another socket's) and free their slots */
+    for (int i = 0; i < FREE_PER_FLUSH; i++) {
+        u32 k;
+        if (closing.pop(&k) != 0)
+            break;
+        struct net_acc *a = acc.lookup(&k);
+        if (!a)
+            continue;
+        u64 sk = a->sk;
+        int *cur = socks.lookup(&sk);
+        if (cur && *cur == (int)k)
+            socks.delete(&sk);
+        __builtin_memset(a, 0, sizeof(*a));
+        free_slots.push(&k, 0);
+    }
     for (u32 i = 0; i < MAX_CPUS; i++) {
         u32 k = i;
         struct net_acc *a = cpu_acc.lookup(&k);
@@ -180,6 +215,13 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     flows.update(&sk, &f);
 
     int *slot = socks.lookup(&sk);
+    if (slot && (args->oldstate == TCP_CLOSE || args->newstate == TCP_SYN_RECV)) {
+        /* a new socket (connect or listen from CLOSE, or an accepted child) at the address
+         * of an old one: it is decided afresh on its first I/O, and the old entity keeps its
+         * counts until its slot is freed */
+        socks.delete(&sk);
+        slot = 0;
+    }
     if (slot && *slot >= 0) {
         u32 k = *slot;
         struct net_acc *a = acc.lookup(&k);
@@ -187,6 +229,8 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
             copy_flow(a, &f);
             a->state = args->newstate;
             __sync_fetch_and_add(&a->state_changes, 1);
+            if (args->newstate == TCP_CLOSE && a->kind == NET_KIND_SOCK)
+                closing.push(&k, 0);
         }
     }
     u16 port = args->sport;

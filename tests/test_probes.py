@@ -270,3 +270,57 @@ def test_layout_mismatch_is_refused_and_detached():
 def test_missing_pid_is_a_clear_error():
     with pytest.raises(TunerError, match="process 999999999 does not exist"):
         SchedProbe(ProbeConfig(pids=(999999999,))).open()
+
+
+def test_net_recycles_the_slots_of_closed_sockets():
+    # more connections, one after another, than there are entity slots: a closed socket's slot
+    # is freed after its last record, so the late connections are still observed
+    conns = 400
+    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+        server = Gated(
+            f"""
+            import socket
+            s = socket.socket()
+            s.bind(("{addr_a}", 7002))
+            s.listen(512)
+            print("ready", flush=True)
+            for _ in range({conns}):
+                c, _ = s.accept()
+                c.sendall(c.recv(16))
+                c.close()
+            """,
+            netns=ns_a,
+        )
+        client = Gated(
+            f"""
+            import socket, time
+            for i in range({conns}):
+                for _ in range(100):
+                    try:
+                        c = socket.create_connection(("{addr_a}", 7002))
+                        break
+                    except OSError:
+                        time.sleep(0.05)
+                c.sendall(b"%015d" % i)
+                c.recv(16)
+                c.close()
+                time.sleep(0.002)
+            """,
+            netns=ns_b,
+        )
+        try:
+            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(client.pid,))) as p:
+                server.go()
+                client.go()
+                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
+                stats, recycled = p.stats(), p.recycled()
+            client.wait()
+            server.wait()
+        finally:
+            server.kill()
+            client.kill()
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:")}
+    sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
+    assert stats.overflow == 0, stats
+    assert recycled >= conns - 256, recycled
+    assert len(socks) == conns and sent == conns * 15

@@ -82,6 +82,10 @@ class NetProbe(Probe):
     record_type = NetRecord
     decision_maps = ("socks",)
 
+    def recycled(self) -> int:
+        """Slots of closed sockets handed out again to new sockets since load."""
+        return int(self._bpf[b"recycled"][ctypes.c_int(0)].value)
+
     def to_frame(self, r: Any) -> Frame:
         a = r.acc
         f = {c: float(getattr(a, c)) for c in COUNTERS}
