@@ -197,21 +197,28 @@ def test_repeated_rounds_report_medians_of_per_round_ratios(
 
 
 @pytest.mark.kernel
-def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no_leftover_cluster):
-    # [tuner.xdp] interface = "eth0": the runner points the agent at the server host's eth0
-    # (its namespace is the experiment's own), and the active arm writes XDP tables too
-    spec = tmp_path / "xdp.toml"
-    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
-    spec.write_text(text + '\n[tuner.xdp]\ninterface = "eth0"\n')
+def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]]:
+    """Run spec ``text`` (2 s measured) through the kernel and active arms into tmp_path/out;
+    the summary and the active arm's decisions."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli(
         "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active", "--json",
         timeout=180,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
+    decisions = (out / "active" / "decisions.jsonl").read_text().splitlines()
+    return json.loads(r.stdout), [json.loads(x) for x in decisions]
+
+
+def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no_leftover_cluster):
+    # [tuner.xdp] interface = "eth0": the runner points the agent at the server host's eth0
+    # (its namespace is the experiment's own), and the active arm writes XDP tables too
+    text = textwrap.dedent(SHORT) + '\n[tuner.xdp]\ninterface = "eth0"\n'
+    summary, rows = _kernel_and_active(tmp_path, tuner_cli, text)
     assert summary["arms"]["active"]["errors"] == 0
-    rows = [json.loads(x) for x in (out / "active" / "decisions.jsonl").read_text().splitlines()]
+    out = tmp_path / "out"
     xdp = [row["xdp"] for row in rows if "xdp" in row]
     assert xdp and any(x["written"] for x in xdp), rows[-1]
     assert all(set(x["cpus"]) == set(range(len(x["cpus"]))) for x in xdp)
@@ -224,25 +231,16 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
 ):
     # cluster.backends = 2: each backend host serves the service address with its own server;
     # the kernel arm spreads flows by ECMP, the active arm's XDP on the entry picks backends
-    spec = tmp_path / "backends.toml"
-    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
-    text = text.replace("clients = 2", "clients = 1\nbackends = 2").replace(
-        "workers = 4", "workers = 2"
+    text = textwrap.dedent(SHORT).replace("clients = 2", "clients = 1\nbackends = 2")
+    summary, rows = _kernel_and_active(
+        tmp_path, tuner_cli, text.replace("workers = 4", "workers = 2")
     )
-    spec.write_text(text)
     out = tmp_path / "out"
-    r = tuner_cli(
-        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active", "--json",
-        timeout=180,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
     for arm in ("kernel", "active"):
         assert summary["arms"][arm]["errors"] == 0, summary["arms"][arm]
         assert summary["arms"][arm]["requests"] > 0
     workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
     assert set(workers) == {0, 1, 2, 3}  # numbered on across the two backends
-    rows = [json.loads(x) for x in (out / "active" / "decisions.jsonl").read_text().splitlines()]
     assert set(rows[-1]["loads"]) == {"backend:0", "backend:1"}
     assert any(row.get("written") and row.get("table") for row in rows), rows[-1]
     cfg = (out / "active" / "agent.toml").read_text()

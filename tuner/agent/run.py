@@ -132,10 +132,7 @@ def run_agent(
 
             xdp = stack.enter_context(
                 XdpSteering(
-                    name=config.get("agent.name") + "-xdp",
-                    mode=mode,
-                    lease_ms=config.get("agent.lease_ms"),
-                    min_share=config.get("policy.min_share"),
+                    **_steering_args(config, mode, "-xdp"),
                     ifname=config.get("xdp.interface"),
                     netns=config.get("xdp.netns") or None,
                     cpus=agent.xdp_cpus,
@@ -170,18 +167,22 @@ def run_agent(
     return agent
 
 
-def _min_share(config: AgentConfig) -> float:
-    return 0.0 if config.get("policy.kind") == "pin-first" else config.get("policy.min_share")
+def _steering_args(config: AgentConfig, mode: str, suffix: str = "") -> dict[str, Any]:
+    """What every steering of the agent is opened with: its pin name, mode, lease, minimum."""
+    pin_first = config.get("policy.kind") == "pin-first" and not suffix
+    return {
+        "name": config.get("agent.name") + suffix,
+        "mode": mode,
+        "lease_ms": config.get("agent.lease_ms"),
+        "min_share": 0.0 if pin_first else config.get("policy.min_share"),
+    }
 
 
 def _reuseport_steering(config: AgentConfig, mode: str, pids: list[int]) -> Any:
     from tuner.actuate.reuseport import ReuseportSteering
 
     return ReuseportSteering(
-        name=config.get("agent.name"),
-        mode=mode,
-        lease_ms=config.get("agent.lease_ms"),
-        min_share=_min_share(config),
+        **_steering_args(config, mode),
         pids=pids,
         port=config.get("target.port"),
         protocol=config.get("target.protocol"),
@@ -196,10 +197,7 @@ def _backend_steering(config: AgentConfig, mode: str, backends: Backends) -> Any
 
     entry = config.get("backends.interface")
     return XdpSteering(
-        name=config.get("agent.name"),
-        mode=mode,
-        lease_ms=config.get("agent.lease_ms"),
-        min_share=_min_share(config),
+        **_steering_args(config, mode),
         ifname=entry,
         netns=config.get("backends.netns") or None,
         devices=config.get("backends.devices") or [entry] * len(backends.macs),
