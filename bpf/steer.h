@@ -6,13 +6,6 @@
 #define STEER_SLOTS 256            /* indirection table size (a power of two) */
 #ifndef MAX_TARGETS
 #define MAX_TARGETS 64             /* sockets of a reuseport group / XDP targets */
-/* The lease: past its deadline the programs do what the kernel does. The datapath reads
- * jiffies (bpf_jiffies64, inlined); the nanosecond deadline (CLOCK_MONOTONIC) is for readers. */
-struct steer_lease {
-    u64 deadline_ns;
-    u64 deadline_jiffies;
-};
-
 #endif
 
 /* One indirection table: slot (hash & (STEER_SLOTS - 1)) -> target index. */

@@ -215,7 +215,9 @@ int steer_xdp(struct xdp_md *ctx)
             target = TARGET_KERNEL;
             flows.update(&k, &target);
         } else {
-            if (!live || !c)  /* a new flow while the lease is lapsed: the kernel's */
+            /* a new flow while the lease is lapsed: the kernel's (c is checked again for the
+             * verifier, which does not carry it through `live`) */
+            if (!live || !c)
                 return pass(PASS_DEFAULT);
             u32 t = c->active & 1;
             struct steer_table *tb = tables.lookup(&t);

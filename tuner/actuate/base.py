@@ -33,6 +33,7 @@ from tuner.actuate.lease import JiffiesClock, read_clock
 from tuner.errors import TunerError
 
 SLOTS = 256
+MAX_TARGETS = 64  # sockets of a reuseport group / XDP targets (bpf/steer.h, passed as -D)
 MODES = ("shadow", "active")
 PIN_ROOT = "/sys/fs/bpf/tuner"
 STATE_ROOT = "/run/tuner"  # bpffs holds only BPF objects: attachment notes for cleanup go here

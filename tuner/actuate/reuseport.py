@@ -21,13 +21,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner import bcc_runtime, bpfsys, procnet
-from tuner.actuate.base import Steering
+from tuner.actuate.base import MAX_TARGETS, Steering
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
 SO_ATTACH_REUSEPORT_EBPF = 52
 SO_DETACH_REUSEPORT_BPF = 68
-MAX_TARGETS = 64
 _NR_PIDFD_OPEN, _NR_PIDFD_GETFD = 434, 438
 
 

@@ -27,12 +27,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner import bcc_runtime
-from tuner.actuate.base import Steering
+from tuner.actuate.base import MAX_TARGETS, Steering
 from tuner.bpfsys import ProgType
 from tuner.errors import TunerError
 from tuner.netns import inside
 
-MAX_TARGETS = 64
 PASS_REASONS = ("unparsed", "default", "no_target", "kernel_flow")
 SIOCGIFHWADDR = 0x8927
 
@@ -78,6 +77,7 @@ class XdpSteering(Steering):
         )
         self.prog = bcc_runtime.load_function(self._bpf, "steer_xdp", ProgType.XDP)
         tmap = self._bpf[b"targets"]
+        mmap = self._bpf[b"target_macs"] if macs else None
         with inside(self.netns):
             for i, dev in enumerate(self.devices):
                 try:
@@ -89,8 +89,7 @@ class XdpSteering(Steering):
                         + (f" in namespace {self.netns}" if self.netns else ""),
                         "check the target names with `ip link`",
                     ) from None
-                if macs:
-                    mmap = self._bpf[b"target_macs"]
+                if mmap is not None:
                     mmap[mmap.Key(i)] = mmap.Leaf(
                         (ctypes.c_ubyte * 6)(*macs[i]), (ctypes.c_ubyte * 6)(*own)
                     )

@@ -109,15 +109,15 @@ def worker_cpus(pids: list[int], groups: list[int] | None = None) -> list[int | 
     True
     """
     groups = list(range(len(pids))) if groups is None else groups
-    allowed: dict[int, set[int]] = {}
+    pinned: dict[int, set[int | None]] = {}  # per entity: its pids' one CPUs (None: several)
     for pid, g in zip(pids, groups, strict=True):
         try:
-            cpus = os.sched_getaffinity(pid)
+            allowed = os.sched_getaffinity(pid)
         except OSError:
-            cpus = set()
-        allowed.setdefault(g, set()).update(cpus or {-1, -2})
+            allowed = set()
+        pinned.setdefault(g, set()).add(next(iter(allowed)) if len(allowed) == 1 else None)
     n = max(groups, default=-1) + 1
-    return [next(iter(allowed[g])) if len(allowed.get(g, ())) == 1 else None for g in range(n)]
+    return [next(iter(pinned[g])) if len(pinned.get(g, ())) == 1 else None for g in range(n)]
 
 
 def cpu_loads(frames: list[Frame], cpus: list[int]) -> dict[str, float]:

@@ -18,7 +18,8 @@ import socket
 import time
 from typing import Any
 
-from tuner.actuate.reuseport import MAX_TARGETS, ReuseportSteering
+from tuner.actuate.base import MAX_TARGETS
+from tuner.actuate.reuseport import ReuseportSteering
 from tuner.agent.config import AgentConfig
 from tuner.agent.loop import Agent
 from tuner.errors import TunerError

@@ -282,20 +282,23 @@ def _add_namespace(name: str) -> None:
 
 def _quiet_ipv6(name: str) -> None:
     """IPv6 off in a host, so that its interface counters count only the workload."""
-    for key in ("all", "default"):
-        path = f"net.ipv6.conf.{key}.disable_ipv6=1"
-        subprocess.run(["ip", "netns", "exec", name, "sysctl", "-qw", path], check=False)
+    keys = (f"net.ipv6.conf.{key}.disable_ipv6=1" for key in ("all", "default"))
+    _sysctl(name, *keys, check=False)
 
 
-def _sysctl(netns: str, *settings: str) -> None:
+def _sysctl(netns: str, *settings: str, check: bool = True) -> None:
+    """Set ``settings`` (``key=value``) in ``netns``; a failure raises, or with
+    ``check=False`` is only reported on stderr."""
     r = subprocess.run(
         ["ip", "netns", "exec", netns, "sysctl", "-qw", *settings],
         capture_output=True,
         text=True,
         check=False,
     )
-    if r.returncode != 0:
+    if r.returncode != 0 and check:
         raise TunerError(f"sysctl in {netns} failed: {r.stderr.strip()}", "run as root")
+    if r.returncode != 0:
+        sys.stderr.write(r.stderr)
 
 
 def stop_processes(procs: Sequence[subprocess.Popen], grace: float = 2.0) -> None:

@@ -206,8 +206,8 @@ class Runner:
                 )
             total = s.get("warmup_s") + s.get("duration_s")
             started = time.time()
+            service = VIP if cluster.by_role("backend") else cluster.host("server").address
             for i, host in enumerate(cluster.by_role("client")):
-                service = VIP if cluster.by_role("backend") else cluster.host("server").address
                 spec = self._load_spec(i, total, service)
                 gens.append(
                     cluster.popen(
