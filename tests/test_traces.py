@@ -16,8 +16,8 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, run_tuner
 
-from tuner.learn.features import History
-from tuner.learn.offline import feature_matrix
+from tuner.learn.features import FEATURES, History
+from tuner.learn.offline import feature_matrix, load_model
 from tuner.learn.train import synthetic_trace
 from tuner.trace.reader import read_trace
 from tuner.trace.schema import arrow_schema
@@ -42,11 +42,12 @@ def test_offline_features_equal_the_live_agents_features():
     loads = rng.random((30, 3))
     shares = rng.random((30, 3))
     runq = rng.random((30, 3)) * 0.1
-    X, y, win = feature_matrix(loads, shares, runq)
+    live = loads * rng.random((30, 3))
+    X, y, win = feature_matrix(loads, shares, runq, live)
     for e in range(3):
         h = History()
         for w in range(29):
-            h.push(loads[w, e], {"runq_frac": runq[w, e]}, shares[w, e])
+            h.push(loads[w, e], {"runq_frac": runq[w, e], "live_load": live[w, e]}, shares[w, e])
             row = X[w * 3 + e]
             assert np.allclose(row, list(h.features().values())), (w, e)
             assert y[w * 3 + e] == loads[w + 1, e] and win[w * 3 + e] == w
@@ -133,7 +134,9 @@ def test_a_model_that_is_not_one_is_refused(trace_and_model, tmp_path):
     with open(os.path.join(model, "model.json"), "w") as f:
         json.dump(meta, f)
     one_line_error(
-        run_tuner("evaluate", "--trace", trace, "--model", model), "other features", "softirq_frac"
+        run_tuner("evaluate", "--trace", trace, "--model", model),
+        "does not compute",
+        "softirq_frac",
     )
 
 
@@ -275,3 +278,18 @@ def test_a_recording_killed_with_sigkill_stays_readable(served, tmp_path):
     assert len(t.parts) >= 2 and t.windows >= 5
     assert t.entities == ["worker:0", "worker:1"]
     assert run_tuner("replay", str(trace)).returncode == 0
+
+
+def test_a_model_saved_before_a_feature_was_added_still_runs():
+    # models/shifting was trained before live_load existed: it predicts from its own columns
+    saved = load_model(os.path.join(REPO, "models", "shifting"))
+    saved.check(100)
+    assert "live_load" not in saved.meta["features"] and "live_load" in FEATURES
+    model = saved.make()
+    h = History()
+    for load in (0.2, 0.5, 0.4):
+        h.push(load, {"runq_frac": 0.05, "live_load": load / 2}, 0.25)
+    x = h.features()
+    without = {k: v for k, v in x.items() if k != "live_load"}
+    assert model.predict_one(x) == pytest.approx(model.predict_one(without))
+    model.learn_one(x, 0.3)  # the online part takes the new feature

@@ -46,6 +46,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     ),
     "agent.record_part_seconds": (float, 30.0, (0.1, 86400.0), "... or after this many seconds"),
     "agent.lease_ms": (int, 1000, (50, 60000), "lease of a written table, in milliseconds"),
+    "agent.sockets": (
+        bool,
+        False,
+        None,
+        "follow the workers' TCP connections (network probe): predict each one's load, and "
+        "give the learner the load of connections still open (feature live_load)",
+    ),
     "model.kind": (str, "linear", ("linear", "tree", "last"), "load model"),
     "model.path": (str, "", None, "model saved by `tuner train` ('': none); replaces model.kind"),
     "model.hot_threshold": (float, 0.8, (0.01, 64.0), "hotspot load, fraction of a CPU"),

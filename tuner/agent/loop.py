@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 from tuner.agent.config import AgentConfig
+from tuner.agent.sockets import SocketTable
 from tuner.errors import TunerError
 from tuner.learn.online import Learner, Prediction
 from tuner.policy.flows import HotFlowPolicy
@@ -218,6 +219,10 @@ class Agent:
         pinned = {c for c in self.worker_cpu if c is not None}
         self.cpus = sorted(pinned) if config.get("policy.by_cpu") else []
         self.cpu_learner = self._cpu_learner(self.cpus)
+        # agent.sockets: the workers' TCP connections are entities too (tuner.agent.sockets)
+        on = bool(config.get("agent.sockets"))
+        self.sockets = SocketTable(self.pids, self.groups) if on else None
+        self.sock_learner = self._cpu_learner([0] if on else [])
         self.policy = self._share_policy()
         self.policy.check(len(self.entities))
         # XDP: new flows spread over these CPUs (entities cpu:<n>) by their predicted spare room
@@ -258,7 +263,7 @@ class Agent:
         self._xdp_holding = False
 
     def _cpu_learner(self, cpus: list[int]) -> Learner | None:
-        """A learner of ``model.kind`` for CPU entities, or None when there are none."""
+        """A learner of ``model.kind`` for CPU (or socket) entities, or None for none."""
         c = self.config
         return Learner(c.get("model.kind"), c.get("model.hot_threshold")) if cpus else None
 
@@ -361,12 +366,21 @@ class Agent:
         entities = self.entities
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
         extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
+        sock_preds = None
+        if self.sockets is not None and self.sock_learner is not None:
+            sw = self.sockets.update(frames, {i: m["load"] for i, m in measured.items()})
+            for i, e in enumerate(entities):
+                extra[e]["live_load"] = sw.live_load[i]
+            sock_preds = self.sock_learner.step(sw.loads) if sw.loads else {}
+            sock_preds = {"closed": len(sw.closed), "predictions": sock_preds}
         self.stale = self.stale + 1 if not frames else 0
         flow_hits = getattr(steering, "flow_hits", None)
         hits = flow_hits() if flow_hits is not None and self.flow_policy.enabled else None
         cpus = cpu_loads(frames, self.cpus) if self.cpus else None
         xdp_loads = cpu_loads(frames, self.xdp_cpus) if xdp is not None else None
-        return self.step_loads(loads, extra, steering, closed_ns, hits, cpus, xdp, xdp_loads)
+        return self.step_loads(
+            loads, extra, steering, closed_ns, hits, cpus, xdp, xdp_loads, sock_preds
+        )
 
     def step_loads(
         self,
@@ -378,12 +392,15 @@ class Agent:
         cpus: dict[str, float] | None = None,
         xdp: Any = None,
         xdp_loads: dict[str, float] | None = None,
+        sockets: dict[str, Any] | None = None,
     ) -> dict:
         """The part of :meth:`step` after the probes: ``tuner replay`` enters here with a
         trace's loads, so a replay runs the same learner and policy code as the live loop.
         ``hits`` (datagrams per flow hash, UDP groups) lets the hot-flow policy pin flows;
         ``cpus`` (load per ``cpu:<n>`` of pinned workers) counts spare room per CPU; ``xdp``
-        and ``xdp_loads`` (load per ``cpu:<n>`` of :attr:`xdp_cpus`) drive the XDP steering."""
+        and ``xdp_loads`` (load per ``cpu:<n>`` of :attr:`xdp_cpus`) drive the XDP steering.
+        ``sockets`` (``closed``: connections closed this window, ``predictions``: the socket
+        learner's) is summarized in the log entry."""
         entities = list(loads)
         shares_now = self.policy.shares_ or [1.0 / len(entities)] * len(entities)
         self._score_shadow(loads)
@@ -459,6 +476,8 @@ class Agent:
         if xdp_loads:
             entry["xdp_loads"] = dict(xdp_loads)
             entry["xdp_predictions"] = {e: [p.load, p.baseline] for e, p in xdp_preds.items()}
+        if sockets is not None:
+            entry["sockets"] = _socket_summary(sockets["predictions"], sockets["closed"])
         self._prev = (preds, decision)
         self.predictions = entry["predictions"]  # for the metrics endpoint
         self.last = {k: entry[k] for k in ("t", "mode", "written") if k in entry}
@@ -516,6 +535,22 @@ class Agent:
             s["hot_fn"] += was and not said
         balanced = self.policy.target_shares(list(loads.values()))
         s["gap"] += distance(balanced, decision.shares)
+
+
+def _socket_summary(preds: dict[str, Prediction], closed: int, top: int = 3) -> dict[str, Any]:
+    """The decision log's view of the socket learner: how many connections are followed and
+    closed, and the ``top`` predicted hottest with [predicted load, P(hot)].
+
+    >>> p = {f"sock:{i}": Prediction(f"sock:{i}", i / 10, 0.0, 0.0) for i in range(5)}
+    >>> _socket_summary(p, closed=1, top=2)
+    {'followed': 5, 'closed': 1, 'hottest': {'sock:4': [0.4, 0.0], 'sock:3': [0.3, 0.0]}}
+    """
+    hottest = sorted(preds.values(), key=lambda p: p.load, reverse=True)[:top]
+    return {
+        "followed": len(preds),
+        "closed": closed,
+        "hottest": {p.entity: [p.load, p.p_hot] for p in hottest},
+    }
 
 
 def _rounded(x: Any, digits: int = 4) -> Any:

@@ -141,7 +141,7 @@ def run_agent(
         stream = stack.enter_context(
             FeatureStream(
                 ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
-                probes=("sched",),
+                probes=("sched", "net") if config.get("agent.sockets") else ("sched",),
             )
         )
         stack.enter_context(ControlServer(config.get("agent.control_socket"), agent.handle))

@@ -20,7 +20,9 @@ from dataclasses import dataclass, field
 
 LAGS = 3
 FAST, SLOW = 0.5, 0.1  # EWMA weights of the newest window
-EXTRA = ("runq_frac",)  # per-window probe features the agent adds (see tuner.agent.loop)
+# per-window probe features the agent adds (see tuner.agent.loop); live_load only with
+# agent.sockets (tuner.agent.sockets), absent otherwise
+EXTRA = ("runq_frac", "live_load")
 # The feature schema, in the order an offline model takes them (tuner.learn.offline builds
 # the same values from a trace; a saved model records this list and is refused when it differs)
 FEATURES = (

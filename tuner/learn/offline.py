@@ -19,7 +19,7 @@ A saved model holds no pickled code: ``model.json`` (metadata, feature schema, m
 ...                   for k in range(4)], axis=1)
 >>> X, y, win = feature_matrix(loads, np.full_like(loads, 0.25), np.zeros_like(loads))
 >>> X.shape, y.shape, list(FEATURES)[:3]
-((2396, 9), (2396,), ['load', 'share', 'runq_frac'])
+((2396, 10), (2396,), ['load', 'share', 'runq_frac'])
 >>> train, test, split = time_split(win, holdout=0.25)
 >>> model, metrics = fit(X, y, train, test, max_iter=50)
 >>> metrics["holdout_model_mae"] < metrics["holdout_baseline_mae"]
@@ -55,19 +55,21 @@ def _ewma(x: np.ndarray, alpha: float) -> np.ndarray:
 
 
 def feature_matrix(
-    loads: np.ndarray, shares: np.ndarray, runq: np.ndarray
+    loads: np.ndarray, shares: np.ndarray, runq: np.ndarray, live: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Rows (window, entity) of :data:`FEATURES` and the next window's load as the target.
 
     Inputs are windows x entities arrays. Each row's features use that window and earlier
     ones only, exactly as :class:`tuner.learn.features.History` does live; the last window,
-    which has no next one, gives no row. Returns ``(X, y, window_of_row)``.
+    which has no next one, gives no row. ``live`` (``live_load``) is NaN where it was not
+    recorded (``agent.sockets`` off), as it is absent live. Returns ``(X, y, window_of_row)``.
     """
     n, m = loads.shape
     if n < 2:
         return np.empty((0, len(FEATURES))), np.empty(0), np.empty(0, dtype=np.int64)
     loads = np.nan_to_num(loads, nan=0.0)
-    cols = {"load": loads, "share": shares, "runq_frac": runq}
+    live = np.full_like(loads, np.nan) if live is None else live
+    cols = {"load": loads, "share": shares, "runq_frac": runq, "live_load": live}
     for k in range(1, LAGS + 1):
         lag = np.empty_like(loads)
         lag[k:] = loads[:-k]
@@ -183,7 +185,10 @@ def fit(
     )
     t0 = time.monotonic()
     load = X[:, 0]
-    est.fit(X[train], y[train] - load[train])
+    # a feature never recorded (live_load without agent.sockets) is all NaN, which sklearn's
+    # binning refuses; as a constant column no tree splits on it
+    fit_X = np.where(np.isnan(X[train]).all(axis=0), 0.0, X[train])
+    est.fit(fit_X, y[train] - load[train])
     fit_s = time.monotonic() - t0
     trees = TreeEnsemble.from_sklearn(est)
     metrics: dict[str, Any] = {
@@ -217,17 +222,25 @@ class OfflineModel:
     It follows river's ``learn_one`` / ``predict_one`` so :class:`tuner.learn.online.Learner`
     uses it like any other model."""
 
-    def __init__(self, trees: TreeEnsemble, online_state: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self,
+        trees: TreeEnsemble,
+        online_state: dict[str, Any] | None = None,
+        features: list[str] | None = None,
+    ) -> None:
         from tuner.learn.models import make_model
 
         self.trees = trees
+        # the columns the trees were trained on, in order (a model saved before a feature
+        # was added lacks it and goes on without it)
+        self.features = list(FEATURES if features is None else features)
         self._cache: dict[int, tuple[dict, float]] = {}
         self.online = make_model("linear").regressor  # scaler | linear regression
         if online_state:
             _set_online_state(self.online, online_state)
 
     def _vector(self, x: dict[str, float]) -> np.ndarray:
-        return np.array([[x.get(f, math.nan) for f in FEATURES]])
+        return np.array([[x.get(f, math.nan) for f in self.features]])
 
     def _base(self, x: dict[str, float]) -> float:
         # the learner predicts from x, then learns from the same x one window later: the
@@ -296,19 +309,16 @@ class SavedModel:
 
     def make(self) -> OfflineModel:
         """A fresh, warm-started model for the learner."""
-        return OfflineModel(self.trees, self.online)
+        return OfflineModel(self.trees, self.online, self.meta["features"])
 
     def check(self, window_ms: int) -> None:
         """Refuse to run this model where its features would mean something else."""
-        want = self.meta.get("features")
-        if want != list(FEATURES):
-            missing = [f for f in want or [] if f not in FEATURES]
-            extra = [f for f in FEATURES if f not in (want or [])]
+        want = self.meta.get("features") or []
+        missing = [f for f in want if f not in FEATURES]
+        if missing:
             raise TunerError(
-                f"model {self.path} was trained on other features than this tuner computes"
-                + (f" (it wants {', '.join(missing)})" if missing else "")
-                + (f" (it lacks {', '.join(extra)})" if extra else "")
-                + ("" if missing or extra else " (same features, another order)"),
+                f"model {self.path} was trained on features this tuner does not compute "
+                f"({', '.join(missing)})",
                 "train it again from a trace recorded with this version: tuner train",
             )
         if self.meta.get("window_ms") != window_ms:
@@ -360,6 +370,8 @@ def load_model(path: str) -> SavedModel:
         with open(os.path.join(path, "online.json")) as f:
             online = json.load(f)
         trees = TreeEnsemble(arrays, meta["tree_baseline"], meta["tree_depth"])
+        if not all(isinstance(f, str) for f in meta["features"] or [0]):
+            raise ValueError("its feature list is not a list of names")
         if len(trees.roots) == 0 or trees.feature.max(initial=0) >= len(meta["features"]):
             raise ValueError("trees do not fit the feature schema")
     except TunerError:

@@ -31,7 +31,7 @@ def trace_features(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     loads = trace.matrix("load")
     shares = np.nan_to_num(trace.matrix("share"), nan=1.0 / max(1, loads.shape[1]))
     runq = trace.matrix("runq_frac")
-    return offline.feature_matrix(loads, shares, runq)
+    return offline.feature_matrix(loads, shares, runq, trace.matrix("live_load"))
 
 
 def train(
@@ -159,6 +159,7 @@ def synthetic_trace(path: str, windows: int, entities: int = 4, seed: int = 0) -
         "fallback": np.full(n, ""),
         "cpu": np.full(n, -1, dtype=np.int32),
         "cpu_load": np.full(n, np.nan),
+        "live_load": np.full(n, np.nan),
     }
     os.makedirs(path, exist_ok=True)
     table = pa.Table.from_pydict(cols, schema=arrow_schema({**meta, "part": 0}))

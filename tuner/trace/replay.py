@@ -105,6 +105,7 @@ def replay(
     cpu_load = trace.matrix("cpu_load")
     loads = np.nan_to_num(trace.matrix("load"), nan=0.0)
     runq = trace.matrix("runq_frac")
+    live = trace.matrix("live_load")
     fallback = [v or "" for v in trace.per_window("fallback")]
     n, m = loads.shape
     predicted = np.full((n, m), np.nan)
@@ -112,11 +113,7 @@ def replay(
     entries, decisions = [], 0
     for w in range(n):
         window_loads = {e: float(loads[w, i]) for i, e in enumerate(ents)}
-        extra = {
-            e: {"runq_frac": float(runq[w, i])}
-            for i, e in enumerate(ents)
-            if not math.isnan(runq[w, i])
-        }
+        extra = {e: _extra(runq[w, i], live[w, i]) for i, e in enumerate(ents)}
         if fallback[w].startswith("no features"):
             agent.stale += 1
         else:
@@ -144,3 +141,13 @@ def write_log(result: ReplayResult, path: str) -> None:
     with open(path, "w") as f:
         for e in result.entries:
             f.write(json.dumps(e) + "\n")
+
+
+def _extra(runq: float, live: float) -> dict[str, float]:
+    """A trace row's probe features as the live agent gives them: a NaN was not recorded.
+
+    >>> _extra(0.1, float("nan"))
+    {'runq_frac': 0.1}
+    """
+    x = {"runq_frac": float(runq), "live_load": float(live)}
+    return {k: v for k, v in x.items() if not math.isnan(v)}

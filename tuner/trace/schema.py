@@ -54,10 +54,20 @@ COLUMNS: list[tuple[str, str, str]] = [
         "load of that CPU in this window: every task's on-CPU time + the workers' run-queue "
         "wait, / window (NaN: not pinned, or `policy.by_cpu` off)",
     ),
+    (
+        "live_load",
+        "float64",
+        "the part of `load` that came from connections still open at the window's end, CPUs "
+        "(NaN: `agent.sockets` off)",
+    ),
 ]
 
 # columns added after the first release: a trace without them reads with these values
-OPTIONAL_COLUMNS: dict[str, float] = {"cpu": -1, "cpu_load": float("nan")}
+OPTIONAL_COLUMNS: dict[str, float] = {
+    "cpu": -1,
+    "cpu_load": float("nan"),
+    "live_load": float("nan"),
+}
 
 
 def arrow_schema(meta: dict[str, Any]):

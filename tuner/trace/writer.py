@@ -97,6 +97,7 @@ class TraceWriter:
             cpu = cpu_of[i] if i < len(cpu_of) and cpu_of[i] is not None else -1
             c["cpu"].append(cpu)
             c["cpu_load"].append(float(cpu_loads.get(f"cpu:{cpu}", math.nan)))
+            c["live_load"].append(float(feats.get(e, {}).get("live_load", math.nan)))
             self._last_pred[e] = float(p[0])
             self.rows += 1
         self.windows += 1
