@@ -299,3 +299,35 @@ def test_metrics_endpoint_serves_predictions_errors_and_loop_latency(served, tmp
     finally:
         gen.kill()
         assert agent.stop().returncode == 0
+
+
+def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path):
+    from tuner.trace.reader import read_trace
+
+    c, pids, load = served
+    gen = load(8)  # 16 connections, each re-opened after ~0.3 s: about 5 close per window
+    trace = tmp_path / "trace"
+    agent = Agent(tmp_path, pids, "shadow", agent={"sockets": True, "record": str(trace)})
+    try:
+        wait_for(lambda: agent.status()["windows"] >= 30, seconds=30)
+    finally:
+        done = agent.stop()
+        gen.kill()
+    assert done.returncode == 0, done.stderr
+    assert not tuner_prog_ids()  # the network probe is detached with the rest
+    busy = [e for e in agent.entries() if "sockets" in e and max(e["loads"].values()) > 0.05]
+    assert len(busy) >= 10
+    # the connections are followed: open ones across windows, closes seen as they happen
+    assert max(e["sockets"]["followed"] for e in busy) >= 8
+    assert sum(e["sockets"]["closed"] for e in busy) >= 10
+    for e in busy:
+        for w, x in e["features"].items():
+            assert 0 <= x["live_load"] <= e["loads"][w] + 1e-9
+        for sk, (pred, p_hot) in e["sockets"]["hottest"].items():
+            assert int(sk.split(":")[1]) in pids
+            assert pred >= 0 and 0 <= p_hot <= 1
+    # some window lost load to closed connections: live_load below load
+    assert any(x["live_load"] < e["loads"][w] - 0.01 for e in busy for w, x in
+               e["features"].items())  # fmt: skip
+    live = read_trace(str(trace)).matrix("live_load")
+    assert (live >= 0).sum() >= 30 * 4 * 0.9  # recorded for (almost) every window and worker
