@@ -310,6 +310,9 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
     agent = Agent(tmp_path, pids, "shadow", agent={"sockets": True, "record": str(trace)})
     try:
         wait_for(lambda: agent.status()["windows"] >= 30, seconds=30)
+        assert agent.status()["sockets"] >= 1
+        text = run_tuner("status", "--socket", agent.sock, check=True).stdout
+        assert "connections followed" in text
     finally:
         done = agent.stop()
         gen.kill()

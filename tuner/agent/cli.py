@@ -118,7 +118,10 @@ def _status(args: argparse.Namespace) -> int:
     last = reply.get("last_decision") or {}
     lines = [
         f"mode        {reply['mode']}  (up {reply['uptime_s']} s, {reply['windows']} windows)",
-        f"workers     {reply['entities']}  pids {reply['pids']}",
+        f"workers     {reply['entities']}  pids {reply['pids']}"
+        + (
+            f"; {reply['sockets']} connections followed" if reply.get("sockets") is not None else ""
+        ),
         f"model       {reply['model']}: MAE {reply['model_mae_recent']}"
         f"  (last-value baseline {reply['baseline_mae_recent']})",
         f"shadow      {sh['decisions']} decisions scored; hotspot precision"

@@ -313,6 +313,7 @@ class Agent:
                 "windows": self.windows,
                 "entities": len(self.entities),
                 "pids": self.pids,
+                "sockets": len(self.sockets.live) if self.sockets is not None else None,
                 "last_decision": self.last,
                 "model": self.config.model_name(),
                 "model_mae_recent": round(model_mae, 4),
@@ -366,21 +367,19 @@ class Agent:
         entities = self.entities
         loads = {e: measured[i]["load"] for i, e in enumerate(entities)}
         extra = {e: {"runq_frac": measured[i]["runq_frac"]} for i, e in enumerate(entities)}
-        sock_preds = None
+        seen = None
         if self.sockets is not None and self.sock_learner is not None:
             sw = self.sockets.update(frames, {i: m["load"] for i, m in measured.items()})
             for i, e in enumerate(entities):
                 extra[e]["live_load"] = sw.live_load[i]
-            sock_preds = self.sock_learner.step(sw.loads) if sw.loads else {}
-            sock_preds = {"closed": len(sw.closed), "predictions": sock_preds}
+            preds = self.sock_learner.step(sw.loads) if sw.loads else {}
+            seen = {"closed": len(sw.closed), "predictions": preds}
         self.stale = self.stale + 1 if not frames else 0
         flow_hits = getattr(steering, "flow_hits", None)
         hits = flow_hits() if flow_hits is not None and self.flow_policy.enabled else None
         cpus = cpu_loads(frames, self.cpus) if self.cpus else None
         xdp_loads = cpu_loads(frames, self.xdp_cpus) if xdp is not None else None
-        return self.step_loads(
-            loads, extra, steering, closed_ns, hits, cpus, xdp, xdp_loads, sock_preds
-        )
+        return self.step_loads(loads, extra, steering, closed_ns, hits, cpus, xdp, xdp_loads, seen)
 
     def step_loads(
         self,
