@@ -218,11 +218,11 @@ class Agent:
         )
         pinned = {c for c in self.worker_cpu if c is not None}
         self.cpus = sorted(pinned) if config.get("policy.by_cpu") else []
-        self.cpu_learner = self._cpu_learner(self.cpus)
+        self.cpu_learner = self._side_learner(bool(self.cpus))
         # agent.sockets: the workers' TCP connections are entities too (tuner.agent.sockets)
         on = bool(config.get("agent.sockets"))
         self.sockets = SocketTable(self.pids, self.groups) if on else None
-        self.sock_learner = self._cpu_learner([0] if on else [])
+        self.sock_learner = self._side_learner(on)
         self.policy = self._share_policy()
         self.policy.check(len(self.entities))
         # XDP: new flows spread over these CPUs (entities cpu:<n>) by their predicted spare room
@@ -230,7 +230,7 @@ class Agent:
         self.xdp_cpus = (
             (list(config.get("xdp.cpus")) or list(range(os.cpu_count() or 1))) if xdp_on else []
         )
-        self.xdp_learner = self._cpu_learner(self.xdp_cpus)
+        self.xdp_learner = self._side_learner(bool(self.xdp_cpus))
         self.xdp_policy = self._share_policy()
         if self.xdp_cpus:
             self.xdp_policy.check(len(self.xdp_cpus))
@@ -262,10 +262,10 @@ class Agent:
         self._holding = False
         self._xdp_holding = False
 
-    def _cpu_learner(self, cpus: list[int]) -> Learner | None:
-        """A learner of ``model.kind`` for CPU (or socket) entities, or None for none."""
+    def _side_learner(self, wanted: bool) -> Learner | None:
+        """A learner of ``model.kind`` for CPU or socket entities, or None when not wanted."""
         c = self.config
-        return Learner(c.get("model.kind"), c.get("model.hot_threshold")) if cpus else None
+        return Learner(c.get("model.kind"), c.get("model.hot_threshold")) if wanted else None
 
     def _share_policy(self) -> SharePolicy:
         c = self.config

@@ -41,7 +41,6 @@ class SocketWindow:
     loads: dict[str, float]  # per connection: its share of its worker's load, CPUs
     live_load: dict[int, float]  # per worker index: load of its connections still open
     closed: list[str]  # connections that closed (or whose peer closed) in this window
-    worker: dict[str, int]  # the worker index of each connection in ``loads``
 
 
 @dataclass
@@ -99,4 +98,4 @@ class SocketTable:
             t = total.get(i, 0.0)
             gone = sum(received.get(sk, 0.0) for sk in closed if worker[sk] == i)
             live_load[i] = load * (t - gone) / t if t > 0 else load
-        return SocketWindow(out, live_load, closed, {sk: worker[sk] for sk in out})
+        return SocketWindow(out, live_load, closed)

@@ -187,8 +187,9 @@ def fit(
     load = X[:, 0]
     # a feature never recorded (live_load without agent.sockets) is all NaN, which sklearn's
     # binning refuses; as a constant column no tree splits on it
-    fit_X = np.where(np.isnan(X[train]).all(axis=0), 0.0, X[train])
-    est.fit(fit_X, y[train] - load[train])
+    X_train = X[train]
+    X_train[:, np.isnan(X_train).all(axis=0)] = 0.0
+    est.fit(X_train, y[train] - load[train])
     fit_s = time.monotonic() - t0
     trees = TreeEnsemble.from_sklearn(est)
     metrics: dict[str, Any] = {
@@ -369,10 +370,11 @@ def load_model(path: str) -> SavedModel:
             arrays = {k: z[k] for k in TreeEnsemble.ARRAYS}
         with open(os.path.join(path, "online.json")) as f:
             online = json.load(f)
-        trees = TreeEnsemble(arrays, meta["tree_baseline"], meta["tree_depth"])
-        if not all(isinstance(f, str) for f in meta["features"] or [0]):
+        features = meta["features"]
+        if not features or not all(isinstance(f, str) for f in features):
             raise ValueError("its feature list is not a list of names")
-        if len(trees.roots) == 0 or trees.feature.max(initial=0) >= len(meta["features"]):
+        trees = TreeEnsemble(arrays, meta["tree_baseline"], meta["tree_depth"])
+        if len(trees.roots) == 0 or trees.feature.max(initial=0) >= len(features):
             raise ValueError("trees do not fit the feature schema")
     except TunerError:
         raise
