@@ -1,7 +1,11 @@
 /* Scheduler probe: per task and per CPU, on-CPU time, run-queue wait, voluntary and involuntary
- * context switches, migrations. Tracepoints sched:sched_switch, sched_wakeup, sched_wakeup_new
- * and sched_migrate_task; their arguments come from the running kernel's tracefs, so no struct
- * layout from the (older) headers is used. One record per active entity per window. */
+ * context switches, migrations. Raw tracepoints sched_switch, sched_wakeup, sched_wakeup_new and
+ * sched_migrate_task: cheaper than the tracepoints of the same names, which first copy their
+ * fields (two command names for a switch) into a perf buffer. Their arguments are the kernel's
+ * own (ctx->args[i], checked by the loader against the running kernel's BTF prototypes), and the
+ * one struct field read through them, task_struct.pid, is at TASK_PID_OFF, which the loader
+ * takes from the running kernel's BTF: no struct layout from the (older) headers is used. One
+ * record per active entity per window. */
 #include "common.h"
 #include "sched.h"
 /* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
@@ -25,6 +29,18 @@ BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
 BPF_ARRAY(current_task, struct cpu_current, MAX_CPUS);  /* by CPU: the flush reads all of them */
 BPF_ARRAY(layout, struct sched_record, 1);  /* never written: lets the loader check the layout */
+
+#ifndef TASK_PID_OFF
+#error "TASK_PID_OFF (task_struct.pid) comes from the loader, tuner/probes/sched.py"
+#endif
+
+/* The thread id of a task a raw tracepoint points at. */
+static __always_inline u32 task_tid(u64 task)
+{
+    u32 tid = 0;
+    bpf_probe_read_kernel(&tid, sizeof(tid), (void *)(task + TASK_PID_OFF));
+    return tid;
+}
 
 
 /* The current task's slot, deciding (filter + slot) the first time it is seen. */
@@ -132,7 +148,9 @@ int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_switch)
+/* (bool preempt, struct task_struct *prev, struct task_struct *next, unsigned int prev_state);
+ * prev is still the current task here */
+RAW_TRACEPOINT_PROBE(sched_switch)
 {
     tuner_count_event();
     u64 now = bpf_ktime_get_ns();
@@ -141,8 +159,9 @@ TRACEPOINT_PROBE(sched, sched_switch)
     struct cpu_current *cur = current_task.lookup(&cpu);
     if (!cur)
         return 0;
-    u32 prev = args->prev_pid, next = args->next_pid;
-    int involuntary = (args->prev_state & 0xff) == 0;
+    u32 prev = (u32)bpf_get_current_pid_tgid(), next = task_tid(ctx->args[2]);
+    /* preempted, or switched out while still runnable (TASK_RUNNING is 0) */
+    int involuntary = (ctx->args[0] & 1) || (u32)ctx->args[3] == 0;
     /* claim [since, now) against a concurrent flush that may charge part of it first */
     u64 since = cur->since;
     if (since && !__sync_bool_compare_and_swap(&cur->since, since, now))
@@ -224,22 +243,25 @@ static __always_inline void woken(u32 tid)
         __sync_fetch_and_add(&a->wakeups, 1);
 }
 
-TRACEPOINT_PROBE(sched, sched_wakeup)
+/* (struct task_struct *p) */
+RAW_TRACEPOINT_PROBE(sched_wakeup)
 {
-    woken(args->pid);
+    woken(task_tid(ctx->args[0]));
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_wakeup_new)
+/* (struct task_struct *p) */
+RAW_TRACEPOINT_PROBE(sched_wakeup_new)
 {
-    woken(args->pid);
+    woken(task_tid(ctx->args[0]));
     return 0;
 }
 
-TRACEPOINT_PROBE(sched, sched_migrate_task)
+/* (struct task_struct *p, int dest_cpu) */
+RAW_TRACEPOINT_PROBE(sched_migrate_task)
 {
     tuner_count_event();
-    u32 tid = args->pid;
+    u32 tid = task_tid(ctx->args[0]);
     struct task_state *t = tasks.lookup(&tid);
     if (!t || t->slot < 0)
         return 0;
@@ -247,7 +269,7 @@ TRACEPOINT_PROBE(sched, sched_migrate_task)
     struct sched_acc *a = task_acc.lookup(&k);
     if (a)
         __sync_fetch_and_add(&a->migrations, 1);
-    u32 cpu = args->dest_cpu;
+    u32 cpu = (u32)ctx->args[1];
     struct sched_acc *ca = cpu_acc.lookup(&cpu);
     if (ca)
         __sync_fetch_and_add(&ca->migrations, 1);

@@ -58,7 +58,8 @@ def test_observe_bad_input_is_one_line(tuner_cli, args, message):
 
 def test_observe_ebpf_prints_the_programs(tuner_cli):
     out = tuner_cli("observe", "--ebpf", "--probes", "sched", check=True).stdout
-    assert "TRACEPOINT_PROBE(sched, sched_switch)" in out and "tuner_window_closed" in out
+    assert "RAW_TRACEPOINT_PROBE(sched_switch)" in out and "tuner_window_closed" in out
+    assert "-DTASK_PID_OFF=" in out  # the offset the running kernel's BTF gives
 
 
 def test_bench_overhead_json(tuner_cli):
@@ -70,6 +71,7 @@ def test_bench_overhead_json(tuner_cli):
     for key in ("syscall_throughput_ratio", "ctxswitch_throughput_ratio", "records_lost"):
         assert key in r
     assert 0 < r["syscall_throughput_ratio"] < 2
+    assert 0 < r["syscall_sysfloor_ratio"] < 2 and 0 < r["ctxswitch_sysfloor_ratio"] < 2
     assert r["syscall_events_per_s"] > 100_000  # the kernel side saw the loop
     assert r["syscall_records"] > 0
 

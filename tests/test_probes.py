@@ -130,6 +130,8 @@ def test_sched_two_processes_that_wake_each_other():
         ent = f"task:{child.pid}"
         vol, invol = total(frames, ent, "switches_vol"), total(frames, ent, "switches_invol")
         assert vol + invol >= rounds - 1, ent
+        # blocking in read() is voluntary; the rest is the woken peer preempting the writer
+        assert vol >= rounds / 4, ent
         wakeups = total(frames, ent, "wakeups")
         assert wakeups >= vol - 2  # every blocking switch ends with a wakeup
         assert total(frames, ent, "runq_waits") >= wakeups - 2

@@ -152,11 +152,12 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
         formatter_class=_formatter,
         help="throughput of a syscall-heavy and a context-switch-heavy workload, bare vs probed",
         description="Run a getppid(2) loop and a pipe ping-pong (two processes, one CPU) each\n"
-        "bare, with empty programs on the probes' attach points (the floor no probe\n"
-        "there can undercut), with all probes observing them, and (getppid) with the\n"
-        "syscall probe timing one call in 16; arms rotate each round. Prints each\n"
-        "throughput ratio to bare, raw events per second seen in the kernel, summary\n"
-        "records delivered, and records lost.",
+        "bare, with empty programs on raw_syscalls sys_enter/sys_exit alone (sysfloor)\n"
+        "and on all the probes' attach points (floor: what no probe there can undercut),\n"
+        "with all probes observing them, and (getppid) with the syscall probe timing\n"
+        "one call in 16; arms rotate each round. Prints each throughput ratio to bare,\n"
+        "raw events per second seen in the kernel, summary records delivered, and\n"
+        "records lost.",
         epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 3 --rounds 5"
         " --json",
     )

@@ -99,7 +99,11 @@ def run_observe(args) -> int:
     names = [n.strip() for n in args.probes.split(",") if n.strip()]
     if args.ebpf:
         for n in names:
-            print(PROBES[n]().source())
+            probe = PROBES[n]()
+            defines = probe.kernel_cflags()
+            if defines:
+                print(f"/* compiled with, for this kernel: {' '.join(defines)} */")
+            print(probe.source())
         return 0
     pids = list(args.pid)
     for port in args.port:

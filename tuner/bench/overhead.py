@@ -58,9 +58,15 @@ class Run:
 
 
 #: The arms of each workload: what is attached while it runs. ``floor`` is empty programs on the
-#: probes' attach points (bpf/bench_floor.c); ``sampled`` is all probes with the syscall probe
-#: timing one call in SAMPLED_LATENCY.
-ARMS = {"syscall": ("bare", "floor", "probed", "sampled"), "ctxswitch": ("bare", "floor", "probed")}
+#: probes' attach points (bpf/bench_floor.c); ``sysfloor`` the same on raw_syscalls sys_enter and
+#: sys_exit only; ``sampled`` is all probes with the syscall probe timing one call in
+#: SAMPLED_LATENCY.
+ARMS = {
+    "syscall": ("bare", "floor", "sysfloor", "probed", "sampled"),
+    "ctxswitch": ("bare", "floor", "sysfloor", "probed"),
+}
+#: Empty-program arms and the defines bpf/bench_floor.c gets for them.
+FLOORS = {"floor": [], "sysfloor": ["-DONLY_RAW_SYSCALLS"]}
 SAMPLED_LATENCY = 16
 
 
@@ -75,12 +81,14 @@ def _ops(out: str) -> tuple[float, float]:
 
 def run_workload(binary: Path, kind: str, seconds: float, arm: str = "probed") -> Run:
     """One run of a workload with ``arm`` attached (see :data:`ARMS`)."""
-    if arm in ("bare", "floor"):
+    if arm == "bare" or arm in FLOORS:
         floor = None
-        if arm == "floor":
+        if arm in FLOORS:
             from tuner import bcc_runtime
 
-            floor = bcc_runtime.compile_program(src_file=bcc_runtime.bpf_dir() / "bench_floor.c")
+            floor = bcc_runtime.compile_program(
+                src_file=bcc_runtime.bpf_dir() / "bench_floor.c", cflags=FLOORS[arm]
+            )
         try:
             out = _start(binary, kind, seconds).communicate()[0]
         finally:
@@ -133,6 +141,7 @@ def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
             {
                 f"{label}_throughput_ratio": round(rate["probed"] / rate["bare"], 4),
                 f"{label}_floor_ratio": round(rate["floor"] / rate["bare"], 4),
+                f"{label}_sysfloor_ratio": round(rate["sysfloor"] / rate["bare"], 4),
                 f"{label}_bare_ops_per_s": round(rate["bare"]),
                 f"{label}_probed_ops_per_s": round(rate["probed"]),
                 f"{label}_events_per_s": round(median([p.events / p.seconds for p in probed])),
@@ -151,30 +160,35 @@ def render(r: dict) -> str:
     """The figures as a short table: throughput ratios to bare, and what the probes saw.
 
     >>> print(render({"syscall_bare_ops_per_s": 1000, "syscall_floor_ratio": 0.5,
-    ...   "syscall_throughput_ratio": 0.4, "syscall_sampled_ratio": 0.45, "latency_sample": 16,
+    ...   "syscall_sysfloor_ratio": 0.6, "syscall_throughput_ratio": 0.4,
+    ...   "syscall_sampled_ratio": 0.45, "latency_sample": 16,
     ...   "syscall_events_per_s": 800, "syscall_records": 9, "syscall_records_lost": 0}))
-    workload     bare ops/s   floor  probed  sampled   events/s  records  lost
-    syscall           1,000   0.500   0.400    0.450        800        9     0
-    floor: empty programs on the probes' attach points; sampled: syscall latency 1 in 16
+    workload     bare ops/s sysfloor   floor  probed  sampled   events/s  records  lost
+    syscall           1,000    0.600   0.500   0.400    0.450        800        9     0
+    sysfloor: empty programs on raw_syscalls sys_enter/sys_exit; floor: on all the probes'
+    attach points; sampled: syscall latency 1 in 16
     """
     lines = [
-        f"{'workload':<10} {'bare ops/s':>12} {'floor':>7} {'probed':>7} {'sampled':>8} "
-        f"{'events/s':>10} {'records':>8} {'lost':>5}"
+        f"{'workload':<10} {'bare ops/s':>12} {'sysfloor':>8} {'floor':>7} {'probed':>7} "
+        f"{'sampled':>8} {'events/s':>10} {'records':>8} {'lost':>5}"
     ]
     for label in ("syscall", "ctxswitch"):
         if label + "_bare_ops_per_s" not in r:
             continue
         sampled = r.get(label + "_sampled_ratio")
         lines.append(
-            f"{label:<10} {r[label + '_bare_ops_per_s']:>12,} {r[label + '_floor_ratio']:>7.3f} "
+            f"{label:<10} {r[label + '_bare_ops_per_s']:>12,} "
+            f"{r[label + '_sysfloor_ratio']:>8.3f} {r[label + '_floor_ratio']:>7.3f} "
             f"{r[label + '_throughput_ratio']:>7.3f} "
             f"{'-' if sampled is None else format(sampled, '.3f'):>8} "
             f"{r[label + '_events_per_s']:>10,} "
             f"{r[label + '_records']:>8} {r[label + '_records_lost']:>5}"
         )
     lines.append(
-        "floor: empty programs on the probes' attach points; "
-        f"sampled: syscall latency 1 in {r.get('latency_sample', SAMPLED_LATENCY)}"
+        "sysfloor: empty programs on raw_syscalls sys_enter/sys_exit; floor: on all the probes'"
+    )
+    lines.append(
+        f"attach points; sampled: syscall latency 1 in {r.get('latency_sample', SAMPLED_LATENCY)}"
     )
     return "\n".join(lines)
 

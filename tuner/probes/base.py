@@ -77,7 +77,9 @@ class Probe:
         cfg = self.config.validate()
         bcc_runtime.require_tracefs()
         self._bpf = bcc_runtime.compile_program(
-            text=self.source(), cflags=cfg.cflags(), where=f"bpf/{self.name}.c"
+            text=self.source(),
+            cflags=cfg.cflags() + self.kernel_cflags(),
+            where=f"bpf/{self.name}.c",
         )
         try:
             self._check_layout()
@@ -91,6 +93,11 @@ class Probe:
             self.close()
             raise
         return self
+
+    def kernel_cflags(self) -> list[str]:
+        """Hook for subclasses: -D defines that describe the running kernel (struct offsets
+        from its BTF), checked before compiling."""
+        return []
 
     def setup(self, bpf: Any) -> None:
         """Hook for subclasses: fill their own maps, attach extra programs."""

@@ -11,6 +11,8 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
+from tuner.btf import Btf
+from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe
 
 KIND_TASK, KIND_CPU = 1, 2
@@ -23,6 +25,33 @@ COUNTERS = (
     "migrations",
     "wakeups",
 )
+
+#: The raw tracepoints' arguments as bpf/sched.c reads them (``ctx->args[i]``).
+TASK = "struct task_struct *"
+RAW_ARGS = {
+    "sched_switch": ["bool", TASK, TASK, "unsigned int"],
+    "sched_wakeup": [TASK],
+    "sched_wakeup_new": [TASK],
+    "sched_migrate_task": [TASK, "int"],
+}
+
+
+def kernel_defines(btf: Btf) -> list[str]:
+    """Check the raw tracepoints' prototypes against :data:`RAW_ARGS` and return the offset of
+    ``task_struct.pid`` as ``-DTASK_PID_OFF``, all from the running kernel's BTF.
+
+    >>> kernel_defines(Btf.load())  # doctest: +ELLIPSIS
+    ['-DTASK_PID_OFF=...']
+    """
+    for name, want in RAW_ARGS.items():
+        have = btf.raw_tracepoint_args(name)
+        if have != want:
+            raise TunerError(
+                f"this kernel's {name} tracepoint takes ({', '.join(have)}), "
+                f"bpf/sched.c reads ({', '.join(want)})",
+                "update RAW_ARGS and bpf/sched.c for this kernel",
+            )
+    return [f"-DTASK_PID_OFF={btf.member_offset('task_struct', 'pid')}"]
 
 
 class SchedRecord(ctypes.Structure):
@@ -40,11 +69,14 @@ class SchedRecord(ctypes.Structure):
 
 
 class SchedProbe(Probe):
-    """Tracepoints ``sched:sched_switch``, ``sched_wakeup``, ``sched_wakeup_new``,
+    """Raw tracepoints ``sched_switch``, ``sched_wakeup``, ``sched_wakeup_new``,
     ``sched_migrate_task``. Entities ``task:<tid>`` and ``cpu:<n>``."""
 
     name = "sched"
     record_type = SchedRecord
+
+    def kernel_cflags(self) -> list[str]:
+        return kernel_defines(Btf.load())
 
     def to_frame(self, r: Any) -> Frame:
         if r.kind == KIND_CPU:
