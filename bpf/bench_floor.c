@@ -12,9 +12,9 @@ RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }
 RAW_TRACEPOINT_PROBE(sched_wakeup) { return 0; }
 RAW_TRACEPOINT_PROBE(sched_wakeup_new) { return 0; }
 RAW_TRACEPOINT_PROBE(sched_migrate_task) { return 0; }
-TRACEPOINT_PROBE(sock, sock_send_length) { return 0; }
-TRACEPOINT_PROBE(sock, sock_recv_length) { return 0; }
+RAW_TRACEPOINT_PROBE(sock_send_length) { return 0; }
+RAW_TRACEPOINT_PROBE(sock_recv_length) { return 0; }
 TRACEPOINT_PROBE(sock, inet_sock_set_state) { return 0; }
 TRACEPOINT_PROBE(tcp, tcp_retransmit_skb) { return 0; }
-TRACEPOINT_PROBE(napi, napi_poll) { return 0; }
+RAW_TRACEPOINT_PROBE(napi_poll) { return 0; }
 #endif

@@ -1,9 +1,13 @@
 /* Network probe: per socket of the observed processes, bytes and messages in and out, TCP
  * retransmits and state changes; per listening port, connections completed into the accept
- * queue; per CPU, packets processed in softirq (NAPI). Tracepoints sock:sock_send_length,
- * sock:sock_recv_length (process context, so the process filter applies), sock:inet_sock_set_state,
- * tcp:tcp_retransmit_skb and napi:napi_poll. No struct sock field is read: the flow's addresses
- * come from inet_sock_set_state's arguments.
+ * queue; per CPU, packets processed in softirq (NAPI). The hot paths are raw tracepoints,
+ * which skip the plain tracepoints' copy of their fields into a perf buffer: sock_send_length
+ * and sock_recv_length (every send and receive, in process context, so the process filter
+ * applies) and napi_poll. The rare events are plain tracepoints, whose fields carry the flow's
+ * addresses: sock:inet_sock_set_state and tcp:tcp_retransmit_skb. The raw tracepoints' argument
+ * types are checked by the loader against the running kernel's BTF; the only struct sock fields
+ * read, once per new socket, are its family and protocol, at SK_FAMILY_OFF and SK_PROTOCOL_OFF,
+ * which the loader takes from that BTF too.
  *
  * Slots are recycled: a TCP socket that reached TCP_CLOSE has its last counts emitted at the
  * next window's flush, then (up to FREE_PER_FLUSH a flush) its slot goes onto a free list (a
@@ -20,6 +24,10 @@
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
 #define MAX_PORTS 256
+
+#if !defined(SK_FAMILY_OFF) || !defined(SK_PROTOCOL_OFF)
+#error "SK_FAMILY_OFF and SK_PROTOCOL_OFF come from the loader, tuner/probes/net.py"
+#endif
 
 struct flow {
     u16 family, protocol, sport, dport;
@@ -74,8 +82,16 @@ static __always_inline void copy_flow(struct net_acc *a, struct flow *f)
     __builtin_memcpy(a->daddr, f->daddr, 16);
 }
 
+/* A 16-bit field of a struct sock a raw tracepoint points at. */
+static __always_inline u16 sk_u16(u64 sk, u32 off)
+{
+    u16 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)(sk + off));
+    return v;
+}
+
 /* The socket's accumulator; called in process context, deciding on first sight. */
-static __always_inline struct net_acc *sock_acc(u64 sk, u16 family, u16 protocol)
+static __always_inline struct net_acc *sock_acc(u64 sk)
 {
     int *known = socks.lookup(&sk);
     int slot = SLOT_EXCLUDED;
@@ -86,8 +102,8 @@ static __always_inline struct net_acc *sock_acc(u64 sk, u16 family, u16 protocol
         if (tuner_wanted(bpf_get_current_pid_tgid() >> 32))
             a = new_entity(NET_KIND_SOCK, sk, &slot);
         if (a) {
-            a->family = family;
-            a->protocol = protocol;
+            a->family = sk_u16(sk, SK_FAMILY_OFF);
+            a->protocol = sk_u16(sk, SK_PROTOCOL_OFF);
             struct flow *f = flows.lookup(&sk);
             if (f)
                 copy_flow(a, f);
@@ -172,28 +188,30 @@ int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
     return 0;
 }
 
-static __always_inline void count_io(u64 sk, u16 family, u16 protocol, int ret, int out)
+static __always_inline void count_io(u64 sk, int ret, int out)
 {
     tuner_count_event();
     flush(bpf_ktime_get_ns());
     if (ret <= 0)
         return;
-    struct net_acc *a = sock_acc(sk, family, protocol);
+    struct net_acc *a = sock_acc(sk);
     if (!a)
         return;
     __sync_fetch_and_add(out ? &a->bytes_out : &a->bytes_in, ret);
     __sync_fetch_and_add(out ? &a->msgs_out : &a->msgs_in, 1);
 }
 
-TRACEPOINT_PROBE(sock, sock_send_length)
+/* (struct sock *sk, int ret, int flags) */
+RAW_TRACEPOINT_PROBE(sock_send_length)
 {
-    count_io((u64)args->sk, args->family, args->protocol, args->ret, 1);
+    count_io(ctx->args[0], (int)ctx->args[1], 1);
     return 0;
 }
 
-TRACEPOINT_PROBE(sock, sock_recv_length)
+/* (struct sock *sk, int ret, int flags) */
+RAW_TRACEPOINT_PROBE(sock_recv_length)
 {
-    count_io((u64)args->sk, args->family, args->protocol, args->ret, 0);
+    count_io(ctx->args[0], (int)ctx->args[1], 0);
     return 0;
 }
 
@@ -271,12 +289,14 @@ TRACEPOINT_PROBE(tcp, tcp_retransmit_skb)
     return 0;
 }
 
-TRACEPOINT_PROBE(napi, napi_poll)
+/* (struct napi_struct *napi, int work, int budget) */
+RAW_TRACEPOINT_PROBE(napi_poll)
 {
     tuner_count_event();
     u32 cpu = bpf_get_smp_processor_id();
     struct net_acc *a = cpu_acc.lookup(&cpu);
-    if (a && args->work > 0)
-        __sync_fetch_and_add(&a->rx_packets, args->work);
+    int work = (int)ctx->args[1];
+    if (a && work > 0)
+        __sync_fetch_and_add(&a->rx_packets, work);
     return 0;
 }

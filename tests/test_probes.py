@@ -219,6 +219,45 @@ def test_net_tcp_transfer_between_namespaces_matches_bytes():
     assert sum(f.features.get("rx_packets", 0) for f in frames if f.entity.startswith("cpu:")) > 0
 
 
+def test_net_reads_family_and_protocol_through_the_socket_pointer():
+    # UDP sockets never pass inet_sock_set_state, so their family and protocol can only come
+    # from struct sock itself, at the offsets the running kernel's BTF gives
+    child = Gated("""
+        import socket
+        r4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        r4.bind(("127.0.0.1", 0))
+        s4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        s6 = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        s6.bind(("::1", 0))
+        for _ in range(100):
+            s4.sendto(b"x" * 10, r4.getsockname())
+            r4.recv(100)
+            s6.sendto(b"y" * 7, s6.getsockname())
+            s6.recv(100)
+        """)
+    try:
+        with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            child.go()
+            frames = collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+    finally:
+        child.kill()
+    socks: dict[str, dict] = {}
+    for f in frames:
+        if f.entity.startswith("sock:"):
+            s = socks.setdefault(f.entity, {"labels": f.labels, "in": 0.0, "out": 0.0})
+            s["in"] += f.features["bytes_in"]
+            s["out"] += f.features["bytes_out"]
+    seen = sorted(
+        (s["labels"]["proto"], s["labels"]["laddr"], s["in"], s["out"]) for s in socks.values()
+    )
+    assert seen == [
+        ("udp", "0.0.0.0", 0.0, 1000.0),
+        ("udp", "0.0.0.0", 1000.0, 0.0),
+        ("udp", "::", 700.0, 700.0),
+    ]
+
+
 def test_filter_excludes_other_processes():
     watched = Gated("import os\nfor _ in range(500): os.getppid()\n")
     other = Gated("import os\nfor _ in range(500): os.getppid()\n")

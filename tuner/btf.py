@@ -124,6 +124,8 @@ class Btf:
         """Byte offset of ``member`` in ``struct struct_name`` on this kernel."""
         for m_name, _m_type, bits in self.type(self.find(struct_name, KIND_STRUCT)).items:
             if m_name == member:
+                if bits % 8:
+                    raise TunerError(f"kernel BTF: {struct_name}.{member} is a bit field")
                 return bits // 8
         raise TunerError(f"kernel BTF: struct {struct_name} has no member {member}")
 
@@ -144,3 +146,20 @@ class Btf:
         ptr = self.type(self.type(self.find(f"btf_trace_{name}", KIND_TYPEDEF)).ref)
         proto = self.type(ptr.ref)
         return [self.describe(p_type) for _n, p_type, _ in proto.items[1:]]
+
+
+def check_raw_tracepoints(btf: Btf, wanted: dict[str, list[str]], reader: str) -> None:
+    """Refuse, with a one-line error, a kernel whose raw tracepoints take other arguments than
+    the ``wanted`` C types (by tracepoint name) that the BPF program ``reader`` reads.
+
+    >>> check_raw_tracepoints(Btf.load(), {"napi_poll": ["struct napi_struct *", "int", "int"]},
+    ...                       "bpf/net.c")
+    """
+    for name, want in wanted.items():
+        have = btf.raw_tracepoint_args(name)
+        if have != want:
+            raise TunerError(
+                f"this kernel's {name} tracepoint takes ({', '.join(have)}), "
+                f"{reader} reads ({', '.join(want)})",
+                f"update {reader} and its loader for this kernel",
+            )

@@ -150,10 +150,11 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
     o = bench.add_parser(
         "overhead",
         formatter_class=_formatter,
-        help="throughput of a syscall-heavy and a context-switch-heavy workload, bare vs probed",
-        description="Run a getppid(2) loop and a pipe ping-pong (two processes, one CPU) each\n"
-        "bare, with empty programs on raw_syscalls sys_enter/sys_exit alone (sysfloor)\n"
-        "and on all the probes' attach points (floor: what no probe there can undercut),\n"
+        help="throughput of syscall-, context-switch- and TCP-heavy workloads, bare vs probed",
+        description="Run a getppid(2) loop, a pipe ping-pong and a TCP ping-pong on loopback\n"
+        "(64-byte messages; both ping-pongs are two processes on one CPU), each bare,\n"
+        "with empty programs on raw_syscalls sys_enter/sys_exit alone (sysfloor) and\n"
+        "on all the probes' attach points (floor: what no probe there can undercut),\n"
         "with all probes observing them, and (getppid) with the syscall probe timing\n"
         "one call in 16; arms rotate each round. Prints each throughput ratio to bare,\n"
         "raw events per second seen in the kernel, summary records delivered, and\n"

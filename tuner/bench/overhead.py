@@ -1,9 +1,10 @@
 """``tuner bench overhead``: what the probes cost the workload they observe.
 
-For a syscall-heavy and a context-switch-heavy workload, runs each without probes and with all
-probes attached and observing it, alternating the two so that drifts in machine load hit both
-alike, and reports the throughput ratio (with / without), the raw events per second the BPF
-side saw, summary records delivered and records lost.
+For a syscall-heavy, a context-switch-heavy and a TCP request-response workload, runs each
+bare, with empty programs on the probes' attach points (all of them, and the syscall probe's
+alone), and with all probes attached and observing it, rotating the arms round by round so
+that drifts in machine load hit all alike. Reports the throughput ratios (with / without), the
+raw events per second the BPF side saw, summary records delivered and records lost.
 
 >>> median([3.0, 1.0, 2.0])
 2.0
@@ -64,7 +65,10 @@ class Run:
 ARMS = {
     "syscall": ("bare", "floor", "sysfloor", "probed", "sampled"),
     "ctxswitch": ("bare", "floor", "sysfloor", "probed"),
+    "tcp": ("bare", "floor", "sysfloor", "probed"),
 }
+#: (argument of workload.c, label in the results)
+WORKLOADS = (("sys", "syscall"), ("ctx", "ctxswitch"), ("tcp", "tcp"))
 #: Empty-program arms and the defines bpf/bench_floor.c gets for them.
 FLOORS = {"floor": [], "sysfloor": ["-DONLY_RAW_SYSCALLS"]}
 SAMPLED_LATENCY = 16
@@ -125,7 +129,7 @@ def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
         raise TunerError(f"--seconds must be > 0 and --rounds >= 1 (got {seconds}, {rounds})")
     binary = build_workload()
     result: dict = {"seconds": seconds, "rounds": rounds, "records_lost": 0}
-    for kind, label in (("sys", "syscall"), ("ctx", "ctxswitch")):
+    for kind, label in WORKLOADS:
         arms = ARMS[label]
         runs: dict[str, list[Run]] = {a: [] for a in arms}
         for r in range(rounds):
@@ -172,7 +176,7 @@ def render(r: dict) -> str:
         f"{'workload':<10} {'bare ops/s':>12} {'sysfloor':>8} {'floor':>7} {'probed':>7} "
         f"{'sampled':>8} {'events/s':>10} {'records':>8} {'lost':>5}"
     ]
-    for label in ("syscall", "ctxswitch"):
+    for _kind, label in WORKLOADS:
         if label + "_bare_ops_per_s" not in r:
             continue
         sampled = r.get(label + "_sampled_ratio")

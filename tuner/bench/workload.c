@@ -3,15 +3,21 @@
  *   tuner_wl sys SECONDS   tight loop of getppid(2): the most syscall-heavy load there is
  *   tuner_wl ctx SECONDS   two processes on one CPU passing a byte through two pipes:
  *                          every round trip is two context switches and two wakeups
+ *   tuner_wl tcp SECONDS   the same over a TCP connection on loopback (64-byte messages):
+ *                          socket sends and receives, which the network probe follows
  *
  * Prints "<operations> <elapsed seconds>". The binary is named tuner_wl so that the probes
  * can select it by command name. */
 #define _GNU_SOURCE
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -66,6 +72,41 @@ int main(int argc, char **argv)
             ops += 100;
         }
         close(ping[1]);
+        kill(child, SIGKILL);
+        waitpid(child, 0, 0);
+    } else if (!strcmp(argv[1], "tcp")) {
+        char msg[64] = {0};
+        struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        socklen_t len = sizeof(addr);
+        int one = 1, lst = socket(AF_INET, SOCK_STREAM, 0);
+        if (lst < 0 || bind(lst, (struct sockaddr *)&addr, len) || listen(lst, 1) ||
+            getsockname(lst, (struct sockaddr *)&addr, &len))
+            return 1;
+        pin(0);
+        pid_t child = fork();
+        if (child == 0) {
+            int s = accept(lst, 0, 0);
+            setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+            while (recv(s, msg, sizeof(msg), MSG_WAITALL) == sizeof(msg) &&
+                   send(s, msg, sizeof(msg), 0) == sizeof(msg))
+                ;
+            _exit(0);
+        }
+        int s = socket(AF_INET, SOCK_STREAM, 0);
+        if (s < 0 || connect(s, (struct sockaddr *)&addr, len))
+            return 1;
+        setsockopt(s, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        start = now();
+        end = start + secs;
+        while (now() < end) {
+            for (int i = 0; i < 100; i++) {
+                if (send(s, msg, sizeof(msg), 0) != sizeof(msg) ||
+                    recv(s, msg, sizeof(msg), MSG_WAITALL) != sizeof(msg))
+                    return 1;
+            }
+            ops += 100;
+        }
+        close(s);
         kill(child, SIGKILL);
         waitpid(child, 0, 0);
     } else {

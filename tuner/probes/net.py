@@ -16,6 +16,7 @@ import socket
 from typing import Any
 
 from tuner import procnet
+from tuner.btf import Btf, check_raw_tracepoints
 from tuner.probes.base import Frame, Probe
 
 KIND_SOCK, KIND_LISTEN, KIND_CPU = 1, 2, 3
@@ -29,6 +30,29 @@ COUNTERS = (
     "accepts",
     "rx_packets",
 )
+#: The raw tracepoints' arguments as bpf/net.c reads them (``ctx->args[i]``).
+RAW_ARGS = {
+    "sock_send_length": ["struct sock *", "int", "int"],
+    "sock_recv_length": ["struct sock *", "int", "int"],
+    "napi_poll": ["struct napi_struct *", "int", "int"],
+}
+
+
+def kernel_defines(btf: Btf) -> list[str]:
+    """Check the raw tracepoints' prototypes against :data:`RAW_ARGS` and return the offsets of
+    a socket's family and protocol, all from the running kernel's BTF.
+
+    >>> kernel_defines(Btf.load())  # doctest: +ELLIPSIS
+    ['-DSK_FAMILY_OFF=...', '-DSK_PROTOCOL_OFF=...']
+    """
+    check_raw_tracepoints(btf, RAW_ARGS, "bpf/net.c")
+    family = btf.member_offset("sock", "__sk_common") + btf.member_offset(
+        "sock_common", "skc_family"
+    )
+    return [
+        f"-DSK_FAMILY_OFF={family}",
+        f"-DSK_PROTOCOL_OFF={btf.member_offset('sock', 'sk_protocol')}",
+    ]
 
 
 class NetAcc(ctypes.Structure):
@@ -74,13 +98,16 @@ def accept_backlog(tgid: int, port: int) -> int | None:
 
 
 class NetProbe(Probe):
-    """Tracepoints ``sock:sock_send_length``, ``sock:sock_recv_length``,
-    ``sock:inet_sock_set_state``, ``tcp:tcp_retransmit_skb``, ``napi:napi_poll``.
+    """Raw tracepoints ``sock_send_length``, ``sock_recv_length``, ``napi_poll``; tracepoints
+    ``sock:inet_sock_set_state``, ``tcp:tcp_retransmit_skb``.
     Entities ``sock:<tgid>:<lport>-<raddr>:<rport>#<n>``, ``listen:<port>``, ``cpu:<n>``."""
 
     name = "net"
     record_type = NetRecord
     decision_maps = ("socks",)
+
+    def kernel_cflags(self) -> list[str]:
+        return kernel_defines(Btf.load())
 
     def recycled(self) -> int:
         """Slots of closed sockets handed out again to new sockets since load."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 import ctypes
 from typing import Any
 
-from tuner.btf import Btf
-from tuner.errors import TunerError
+from tuner.btf import Btf, check_raw_tracepoints
 from tuner.probes.base import Frame, Probe
 
 KIND_TASK, KIND_CPU = 1, 2
@@ -43,14 +42,7 @@ def kernel_defines(btf: Btf) -> list[str]:
     >>> kernel_defines(Btf.load())  # doctest: +ELLIPSIS
     ['-DTASK_PID_OFF=...']
     """
-    for name, want in RAW_ARGS.items():
-        have = btf.raw_tracepoint_args(name)
-        if have != want:
-            raise TunerError(
-                f"this kernel's {name} tracepoint takes ({', '.join(have)}), "
-                f"bpf/sched.c reads ({', '.join(want)})",
-                "update RAW_ARGS and bpf/sched.c for this kernel",
-            )
+    check_raw_tracepoints(btf, RAW_ARGS, "bpf/sched.c")
     return [f"-DTASK_PID_OFF={btf.member_offset('task_struct', 'pid')}"]
 
 
