@@ -10,7 +10,7 @@ import pytest
 from helpers import Gated, netns_pair, tuner_prog_ids
 
 from tuner.errors import TunerError
-from tuner.probes.base import wait_for_window
+from tuner.probes.base import ProbeStats, wait_for_window
 from tuner.probes.config import ProbeConfig
 from tuner.probes.net import NetProbe
 from tuner.probes.sched import SchedProbe, SchedRecord
@@ -36,24 +36,35 @@ def total(frames, entity, feature):
     return sum(f.features.get(feature, 0) for f in frames if f.entity == entity)
 
 
+def observe_child(probe_cls, script: str, **config) -> tuple[list, int, ProbeStats]:
+    """Run ``script`` in a gated child that ``probe_cls`` observes (by its pid alone) until it
+    exits, and a few windows more: the frames, the child's pid and the probe's stats."""
+    child = Gated(script)
+    try:
+        with probe_cls(ProbeConfig(window_ms=WINDOW, pids=(child.pid,), **config)) as p:
+            child.go()
+            frames = collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+            return frames, child.pid, p.stats()
+    finally:
+        child.kill()
+
+
 def sockopt_calls(n: int, **config) -> tuple[list, str]:
     """A child that makes ``n`` getsockopt calls (class net) under the syscall probe: the
     frames, and the child's entity."""
-    child = Gated(f"""
+    frames, pid, stats = observe_child(
+        SyscallProbe,
+        f"""
         import socket
         s = socket.socket()
         for _ in range({n}):
             s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
-        """)
-    try:
-        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,), **config)) as p:
-            child.go()
-            frames = collect(p, lambda: child.proc.poll() is not None)
-            child.wait()
-            assert p.stats().lost == 0
-            return frames, f"proc:{child.pid}"
-    finally:
-        child.kill()
+        """,
+        **config,
+    )
+    assert stats.lost == 0
+    return frames, f"proc:{pid}"
 
 
 def test_syscalls_counts_exactly_n_calls_of_a_class():
@@ -79,22 +90,18 @@ def test_syscalls_latency_sampling_keeps_counts_exact_and_estimates_time():
 
 
 def test_syscalls_counts_errors():
-    child = Gated("""
+    frames, pid, _ = observe_child(
+        SyscallProbe,
+        """
         import os
         for _ in range(300):
             try:
                 os.close(987)
             except OSError:
                 pass
-        """)
-    try:
-        with SyscallProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
-            child.go()
-            frames = collect(p, lambda: child.proc.poll() is not None)
-            child.wait()
-            assert total(frames, f"proc:{child.pid}", "errors_file") >= 300
-    finally:
-        child.kill()
+        """,
+    )
+    assert total(frames, f"proc:{pid}", "errors_file") >= 300
 
 
 def test_sched_two_processes_that_wake_each_other():
@@ -142,21 +149,17 @@ def test_sched_two_processes_that_wake_each_other():
 
 
 def test_sched_busy_task_is_charged_every_window():
-    child = Gated("""
+    frames, pid, _ = observe_child(
+        SchedProbe,
+        """
         import time
         time.sleep(0.01)  # one switch-out, as any task has long had in steady state
         end = time.thread_time() + 0.6  # CPU time: a stalled (stolen) vCPU cannot shorten it
         while time.thread_time() < end:
             pass
-        """)
-    try:
-        with SchedProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
-            child.go()
-            frames = collect(p, lambda: child.proc.poll() is not None)
-            child.wait()
-    finally:
-        child.kill()
-    busy = [f.features["oncpu_ns"] for f in frames if f.entity == f"task:{child.pid}"]
+        """,
+    )
+    busy = [f.features["oncpu_ns"] for f in frames if f.entity == f"task:{pid}"]
     assert sum(busy) >= 0.5e9
     # a spinning task is charged window by window, not all at once when it switches out
     assert sum(1 for b in busy if b > 0) >= 6
@@ -222,7 +225,9 @@ def test_net_tcp_transfer_between_namespaces_matches_bytes():
 def test_net_reads_family_and_protocol_through_the_socket_pointer():
     # UDP sockets never pass inet_sock_set_state, so their family and protocol can only come
     # from struct sock itself, at the offsets the running kernel's BTF gives
-    child = Gated("""
+    frames, _, _ = observe_child(
+        NetProbe,
+        """
         import socket
         r4 = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         r4.bind(("127.0.0.1", 0))
@@ -234,14 +239,8 @@ def test_net_reads_family_and_protocol_through_the_socket_pointer():
             r4.recv(100)
             s6.sendto(b"y" * 7, s6.getsockname())
             s6.recv(100)
-        """)
-    try:
-        with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
-            child.go()
-            frames = collect(p, lambda: child.proc.poll() is not None)
-            child.wait()
-    finally:
-        child.kill()
+        """,
+    )
     socks: dict[str, dict] = {}
     for f in frames:
         if f.entity.startswith("sock:"):
