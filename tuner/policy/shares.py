@@ -34,8 +34,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tuner.errors import TunerError
+from tuner.table import SLOTS, floor_slots, table_for
 
-SLOTS = 256
+__all__ = ["SLOTS", "SharePolicy", "TableDecision", "cpu_spare", "distance", "table_for"]
 
 
 @dataclass(frozen=True)
@@ -113,41 +114,6 @@ def distance(a: Sequence[float], b: Sequence[float]) -> float:
     return sum(abs(x - y) for x, y in zip(a, b, strict=True)) / 2
 
 
-def table_for(shares: Sequence[float], previous: Sequence[int] | None = None) -> list[int]:
-    """A table of :data:`SLOTS` target indices with counts in proportion to ``shares``
-    (largest remainder), changing as few slots of ``previous`` as it can.
-
-    >>> t = table_for([0.5, 0.5]); t[:4], len(t)
-    ([0, 1, 0, 1], 256)
-    >>> sum(a != b for a, b in zip(t, table_for([0.75, 0.25], t)))
-    64
-    """
-    n = len(shares)
-    raw = [s * SLOTS for s in shares]
-    counts = [int(r) for r in raw]
-    for i in sorted(range(n), key=lambda i: raw[i] - counts[i], reverse=True)[
-        : SLOTS - sum(counts)
-    ]:
-        counts[i] += 1
-    if previous is None or len(previous) != SLOTS or max(previous, default=0) >= n:
-        order = [i for k in range(max(counts)) for i in range(n) if counts[i] > k]
-        return order
-    table = list(previous)
-    have = [0] * n
-    for t in table:
-        have[t] += 1
-    free = []
-    for slot, t in enumerate(table):
-        if have[t] > counts[t]:
-            have[t] -= 1
-            free.append(slot)
-    for i in range(n):
-        while have[i] < counts[i]:
-            table[free.pop()] = i
-            have[i] += 1
-    return table
-
-
 def cpu_spare(
     predicted: Sequence[float],
     worker_cpu: Sequence[int | None],
@@ -195,7 +161,9 @@ class SharePolicy:
     capacity : float
         Load at which a target is full, as a fraction of a CPU (1.0: one CPU).
     min_share : float
-        Smallest share any live target gets, in [0, 1/targets].
+        Smallest share any live target gets, in [0, 1]; rounded up to whole slots and
+        lowered to half an even share for large groups (:func:`tuner.table.floor_slots`,
+        the rule the actuator checks tables by).
     max_step : float
         Largest change of any one share per window, in (0, 1].
     hysteresis : float
@@ -219,7 +187,7 @@ class SharePolicy:
     def check(self, targets: int) -> None:
         for name, value, lo, hi in (
             ("capacity", self.capacity, 0.01, 64.0),
-            ("min_share", self.min_share, 0.0, 1.0 / max(targets, 1)),
+            ("min_share", self.min_share, 0.0, 1.0),
             ("max_step", self.max_step, 0.001, 1.0),
             ("hysteresis", self.hysteresis, 0.0, 1.0),
             ("fill", self.fill, 0.0, 64.0),
@@ -238,7 +206,8 @@ class SharePolicy:
         (see :func:`cpu_spare`). Everything predicted full: even shares."""
         if spare is None:
             spare = [max(self.capacity - p, 0.0) for p in predicted]
-        return _bounded(water_fill(spare, self.fill), self.min_share)
+        floor = floor_slots(self.min_share, len(spare)) / SLOTS
+        return _bounded(water_fill(spare, self.fill), floor)
 
     def decide(
         self, predicted: Sequence[float], spare: Sequence[float] | None = None
@@ -262,7 +231,8 @@ class SharePolicy:
         shares = [c + alpha * (w - c) for w, c in zip(want, current, strict=True)]
         hot = [i for i, p in enumerate(predicted) if p >= self.capacity * 0.8]
         why = f"spare capacity; hot targets {hot}" if hot else "spare capacity"
-        self.shares_, self.table_ = shares, table_for(shares, self.table_)
+        floor = floor_slots(self.min_share, n)
+        self.shares_, self.table_ = shares, table_for(shares, self.table_, floor)
         return TableDecision(shares, self.table_, True, why)
 
     def reset(self) -> None:
