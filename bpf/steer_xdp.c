@@ -1,6 +1,9 @@
 /* XDP steering: an L4 load balancer's fast path. Parses Ethernet (up to two VLAN tags), IPv4
- * (with options; fragments pass) or IPv6 (no extension headers), and TCP or UDP, with a bounds
- * check before every read. A flow already in the LRU flow table keeps its target, so a TCP
+ * (with options; fragments pass) or IPv6 (up to IPV6_EXT_MAX hop-by-hop, routing and
+ * destination-options headers; a fragment header passes), and TCP or UDP, with a bounds check
+ * before every read and every length field checked against the frame and its enclosing header
+ * (IPv4 total length, IPv6 payload length, TCP data offset, UDP length): a packet that lies
+ * about its lengths passes to the kernel, unsteered and unremembered. A flow already in the LRU flow table keeps its target, so a TCP
  * connection is never moved, and a TCP connection that was already open when steering began
  * (its first packet seen is not a SYN) stays with the kernel; a new flow goes through the
  * indirection table to a target, an interface (devmap) or a CPU (cpumap, with
@@ -24,6 +27,7 @@
 #include <uapi/linux/in.h>
 #include <uapi/linux/ip.h>
 #include <uapi/linux/ipv6.h>
+#include <uapi/linux/in6.h>
 #include <uapi/linux/tcp.h>
 #include <uapi/linux/udp.h>
 #include "steer.h"
@@ -60,6 +64,7 @@ struct vlan_hdr {
 #define PASS_NO_TARGET 2     /* the table named a target with no map entry */
 #define PASS_KERNEL_FLOW 3   /* a TCP connection that began before steering: left where it is */
 #define TARGET_KERNEL 0xffffffff
+#define IPV6_EXT_MAX 4       /* extension headers parsed before the transport header */
 
 BPF_ARRAY(lease, struct steer_lease, 1);
 BPF_ARRAY(ctl, struct steer_ctl, 1);
@@ -140,6 +145,7 @@ int steer_xdp(struct xdp_md *ctx)
     }
     struct flow_key k = {};
     void *l4;
+    u32 l4_len;     /* bytes of the transport segment the IP header says follow it */
     int opens = 1;  /* may this packet start a flow? (not a TCP segment past the handshake) */
     if (proto == htons(ETH_P_IP)) {
         struct iphdr *ip = p;
@@ -147,34 +153,65 @@ int steer_xdp(struct xdp_md *ctx)
             return pass(PASS_UNPARSED);
         if (ip->frag_off & htons(0x3fff))          /* MF or an offset: no ports here */
             return pass(PASS_UNPARSED);
-        l4 = p + ip->ihl * 4;                       /* skips IP options */
+        u32 hlen = ip->ihl * 4, tot = ntohs(ip->tot_len);
+        /* the datagram the header describes must fit its header and the frame */
+        if (tot < hlen || p + tot > end)
+            return pass(PASS_UNPARSED);
+        l4 = p + hlen;                              /* skips IP options */
+        l4_len = tot - hlen;
         k.saddr = ip->saddr;
         k.daddr = ip->daddr;
         k.proto = ip->protocol;
     } else if (proto == htons(ETH_P_IPV6)) {
         struct ipv6hdr *ip6 = p;
-        if ((void *)(ip6 + 1) > end)
+        if ((void *)(ip6 + 1) > end || ip6->version != 6)
+            return pass(PASS_UNPARSED);
+        l4_len = ntohs(ip6->payload_len);           /* 0: a jumbogram, not steered */
+        if ((void *)(ip6 + 1) + l4_len > end)
             return pass(PASS_UNPARSED);
         k.saddr = ip6->saddr.in6_u.u6_addr32[0];
         k.daddr = ip6->daddr.in6_u.u6_addr32[0];
         __builtin_memcpy(k.saddr6, &ip6->saddr.in6_u.u6_addr32[1], 12);
         __builtin_memcpy(k.daddr6, &ip6->daddr.in6_u.u6_addr32[1], 12);
         k.v6 = 1;
-        k.proto = ip6->nexthdr;
+        u8 next = ip6->nexthdr;
         l4 = ip6 + 1;
+        /* a bounded chain of extension headers: hop-by-hop, routing, destination options
+         * (a fragment header, or anything else, ends the parse: passed to the kernel) */
+#pragma unroll
+        for (int i = 0; i < IPV6_EXT_MAX; i++) {
+            if (next != IPPROTO_HOPOPTS && next != IPPROTO_ROUTING && next != IPPROTO_DSTOPTS)
+                break;
+            struct ipv6_opt_hdr *ext = l4;
+            if ((void *)(ext + 1) > end)
+                return pass(PASS_UNPARSED);
+            u32 elen = (ext->hdrlen + 1) * 8;
+            if (elen > l4_len || l4 + elen > end)
+                return pass(PASS_UNPARSED);
+            next = ext->nexthdr;
+            l4 += elen;
+            l4_len -= elen;
+        }
+        k.proto = next;
     } else {
         return pass(PASS_UNPARSED);
     }
     if (k.proto == IPPROTO_TCP) {
         struct tcphdr *t = l4;
-        if ((void *)(t + 1) > end)
+        if ((void *)(t + 1) > end || l4_len < sizeof(*t))
+            return pass(PASS_UNPARSED);
+        u32 doff = t->doff * 4;
+        if (doff < sizeof(*t) || doff > l4_len || l4 + doff > end)
             return pass(PASS_UNPARSED);
         k.sport = t->source;
         k.dport = t->dest;
         opens = t->syn && !t->ack;
     } else if (k.proto == IPPROTO_UDP) {
         struct udphdr *u = l4;
-        if ((void *)(u + 1) > end)
+        if ((void *)(u + 1) > end || l4_len < sizeof(*u))
+            return pass(PASS_UNPARSED);
+        u32 ulen = ntohs(u->len);
+        if (ulen < sizeof(*u) || ulen > l4_len)
             return pass(PASS_UNPARSED);
         k.sport = u->source;
         k.dport = u->dest;
@@ -193,6 +230,7 @@ int steer_xdp(struct xdp_md *ctx)
 #endif
     u64 h = flow_hash(&k);
     u32 target;
+    int placed = 0;  /* the flow's target came from the flow table or its cache */
 #ifdef NO_FLOW_CACHE
     struct flow_slot *cached = 0;
 #else
@@ -201,6 +239,7 @@ int steer_xdp(struct xdp_md *ctx)
 #endif
     if (cached && cached->valid && same_flow(&cached->key, &k)) {
         target = cached->target;
+        placed = 1;
         if (now - cached->touched > FLOW_TOUCH_JIFFIES) {
             cached->touched = now;
             if (!flows.lookup(&k))
@@ -210,10 +249,12 @@ int steer_xdp(struct xdp_md *ctx)
         u32 *known = flows.lookup(&k);
         if (known) {
             target = *known;
+            placed = 1;
         } else if (!opens) {
             /* a connection the kernel has been serving since before the table: never move it */
             target = TARGET_KERNEL;
             flows.update(&k, &target);
+            return pass(PASS_KERNEL_FLOW);
         } else {
             /* a new flow while the lease is lapsed: the kernel's (c is checked again for the
              * verifier, which does not carry it through `live`) */
@@ -224,13 +265,6 @@ int steer_xdp(struct xdp_md *ctx)
             if (!tb)
                 return pass(PASS_DEFAULT);
             target = tb->target[(h >> 56) & (STEER_SLOTS - 1)];
-            flows.update(&k, &target);
-        }
-        if (cached) {
-            cached->key = k;
-            cached->target = target;
-            cached->valid = 1;
-            cached->touched = now;
         }
     }
     if (target == TARGET_KERNEL)
@@ -239,12 +273,32 @@ int steer_xdp(struct xdp_md *ctx)
     struct target_mac *mac = target_macs.lookup(&target);
     if (!mac)
         return pass(PASS_NO_TARGET);
+#endif
+    /* the target must exist before the frame is touched or the flow remembered: a devmap
+     * entry goes when its interface does, and a frame rewritten for a backend it cannot reach
+     * would be dropped by the local stack (and so would every later packet of the flow) */
+    int verdict = targets.redirect_map(target, XDP_PASS);
+    if (verdict != XDP_REDIRECT) {
+        if (placed) {  /* its target is gone: the next packet is decided afresh */
+            flows.delete(&k);
+            if (cached)
+                cached->valid = 0;
+        }
+        return pass(PASS_NO_TARGET);
+    }
+#ifdef BACKENDS
     __builtin_memcpy(eth->h_dest, mac->dst, ETH_ALEN);
     __builtin_memcpy(eth->h_source, mac->src, ETH_ALEN);
 #endif
-    int verdict = targets.redirect_map(target, XDP_PASS);
-    if (verdict != XDP_REDIRECT)
-        return pass(PASS_NO_TARGET);
+    if (!placed) {
+        flows.update(&k, &target);
+    }
+    if (cached && !(placed && cached->valid && same_flow(&cached->key, &k))) {
+        cached->key = k;
+        cached->target = target;
+        cached->valid = 1;
+        cached->touched = now;
+    }
     if (target < MAX_TARGETS) {
         u64 *n = redirected.lookup(&target);
         if (n)

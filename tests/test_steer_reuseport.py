@@ -16,7 +16,7 @@ import pytest
 from conftest import REPO
 from helpers import netns_pair
 
-from tuner.actuate.base import PIN_ROOT, STATE_ROOT
+from tuner.actuate.pins import PIN_ROOT, STATE_ROOT
 from tuner.actuate.reuseport import ReuseportSteering
 from tuner.errors import TunerError
 
@@ -29,7 +29,7 @@ K = 4
 @pytest.fixture
 def server():
     """K worker processes listening on PORT inside a fresh network namespace."""
-    with netns_pair(subnet="10.251.0") as (ns, addr, _nsb, _addrb):
+    with netns_pair(subnet="198.19.251") as (ns, addr, _nsb, _addrb):
         proc = subprocess.Popen(
             [
                 "ip",

@@ -13,7 +13,7 @@ from tuner.packets import frame, ipv4, ipv6, tcp, udp
 
 pytestmark = pytest.mark.kernel
 XDP_PASS, XDP_REDIRECT = 2, 4
-V4 = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40000, 80)))
+V4 = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40000, 80)))
 
 
 @pytest.fixture
@@ -35,12 +35,14 @@ def test_no_table_means_pass(steer):
     "pkt",
     [
         V4,
-        frame(ipv6("fd00::1", "fd00::2", udp(5000, 53, b"q"))),
-        frame(ipv6("fd00::1", "fd00::2", tcp(5000, 443))),
-        frame(ipv4("10.9.0.1", "10.9.0.2", udp(1, 2))),
-        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2), options=b"\x01\x01\x01\x00")),  # IP options
-        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7,)),
-        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7, 8)),  # QinQ
+        frame(ipv6("2001:2::1", "2001:2::2", udp(5000, 53, b"q"))),
+        frame(ipv6("2001:2::1", "2001:2::2", tcp(5000, 443))),
+        frame(ipv4("198.19.9.1", "198.19.9.2", udp(1, 2))),
+        frame(
+            ipv4("198.19.9.1", "198.19.9.2", tcp(1, 2), options=b"\x01\x01\x01\x00")
+        ),  # IP options
+        frame(ipv4("198.19.9.1", "198.19.9.2", tcp(1, 2)), vlans=(7,)),
+        frame(ipv4("198.19.9.1", "198.19.9.2", tcp(1, 2)), vlans=(7, 8)),  # QinQ
     ],
     ids=["v4-tcp", "v6-udp", "v6-tcp", "v4-udp", "v4-options", "vlan", "qinq"],
 )
@@ -57,11 +59,11 @@ def test_parsed_flows_are_redirected_to_the_table_target(steer, pkt):
         b"\x00" * 13,  # shorter than Ethernet
         V4[: 14 + 10],  # truncated IPv4 header
         V4[: 14 + 20 + 10],  # truncated TCP header
-        frame(ipv6("fd00::1", "fd00::2", udp(1, 2)))[: 14 + 30],
-        frame(ipv4("10.9.0.1", "10.9.0.2", (1, b"\x08\x00" + b"\x00" * 6))),  # ICMP
-        frame(ipv4("10.9.0.1", "10.9.0.2", udp(1, 2), frag_off=0x2000)),  # fragment
-        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2), options=b"\x01" * 40))[: 14 + 40],
-        frame(ipv4("10.9.0.1", "10.9.0.2", tcp(1, 2)), vlans=(7,))[:16],  # cut in the tag
+        frame(ipv6("2001:2::1", "2001:2::2", udp(1, 2)))[: 14 + 30],
+        frame(ipv4("198.19.9.1", "198.19.9.2", (1, b"\x08\x00" + b"\x00" * 6))),  # ICMP
+        frame(ipv4("198.19.9.1", "198.19.9.2", udp(1, 2), frag_off=0x2000)),  # fragment
+        frame(ipv4("198.19.9.1", "198.19.9.2", tcp(1, 2), options=b"\x01" * 40))[: 14 + 40],
+        frame(ipv4("198.19.9.1", "198.19.9.2", tcp(1, 2)), vlans=(7,))[:16],  # cut in the tag
         bytes(range(256)) * 2,  # garbage
         b"\xff" * 12 + b"\x08\x00" + b"\x45" + b"\xff" * 60,  # garbage IPv4
     ],
@@ -102,7 +104,7 @@ def _keeps_its_target(steer):
     assert verdict(steer, V4) == XDP_REDIRECT
     steer.apply([1] * 256)
     assert verdict(steer, V4) == XDP_REDIRECT
-    new_flow = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40001, 80)))
+    new_flow = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40001, 80)))
     assert verdict(steer, new_flow) == XDP_REDIRECT
     assert steer.counters()["redirected"] == [2, 1]
     assert steer.flows() == 2
@@ -123,7 +125,7 @@ def _age_the_flow_cache(steer, touched=None):
 
 
 def test_flow_served_from_the_cache_is_put_back_into_an_evicted_flow_table(steer):
-    ack = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40000, 80, flags=0x10)))  # V4's flow, later
+    ack = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40000, 80, flags=0x10)))  # V4's flow, later
     steer.apply([0] * 256)
     assert verdict(steer, V4) == XDP_REDIRECT and steer.flows() == 1
     steer._bpf[b"flows"].clear()  # as if the LRU had evicted it while the cache served it
@@ -150,7 +152,7 @@ def test_lease_lapses_by_itself():
 
 def test_connection_open_before_the_table_stays_with_the_kernel(steer):
     steer.apply([1] * 256)
-    mid_connection = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40002, 80, flags=0x10)))
+    mid_connection = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40002, 80, flags=0x10)))
     assert verdict(steer, mid_connection) == XDP_PASS
     assert verdict(steer, mid_connection) == XDP_PASS  # remembered, not re-decided
     assert steer.counters()["passed_kernel_flow"] == 2

@@ -19,7 +19,7 @@ NOOP = "int rx_noop(struct xdp_md *ctx) { return XDP_PASS; }"
 
 CLIENT = """
 import socket, sys
-c = socket.create_connection(("10.252.0.1", 7500), timeout=5)
+c = socket.create_connection(("198.19.252.1", 7500), timeout=5)
 c.sendall(b"a"); assert c.recv(1) == b"a"
 print("connected", flush=True)
 sys.stdin.readline()                      # the test writes a table meanwhile
@@ -28,8 +28,8 @@ print("still connected", flush=True)
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for port in range(20000, 20000 + {flows}):
     v = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    v.bind(("10.252.0.2", port))
-    v.sendto(b"x", ("10.252.0.1", 9))
+    v.bind(("198.19.252.2", port))
+    v.sendto(b"x", ("198.19.252.1", 9))
     v.close()
 print("sent", flush=True)
 """
@@ -37,7 +37,7 @@ print("sent", flush=True)
 SERVER = """
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-s.bind(("10.252.0.1", 7500)); s.listen()
+s.bind(("198.19.252.1", 7500)); s.listen()
 print("ready", flush=True)
 c, _ = s.accept()
 while data := c.recv(1):
@@ -48,7 +48,7 @@ while data := c.recv(1):
 def test_new_flows_go_to_table_targets_and_an_open_connection_survives():
     flows = 200
     links = [
-        ("c", "c0", "lb", "l0", "10.252.0.2/24", "10.252.0.1/24"),
+        ("c", "c0", "lb", "l0", "198.19.252.2/24", "198.19.252.1/24"),
         ("lb", "l1", "b1", "b1", None, None),
         ("lb", "l2", "b2", "b2", None, None),
     ]
@@ -130,7 +130,7 @@ def test_cleanup_after_sigkill_detaches_and_unpins():
 
     from conftest import REPO
 
-    from tuner.actuate.base import PIN_ROOT, STATE_ROOT
+    from tuner.actuate.pins import PIN_ROOT, STATE_ROOT
 
     links = [("lb", "l0", "x", "x0", None, None), ("lb", "l1", "y", "y0", None, None)]
     with topology(links) as ns:

@@ -27,7 +27,7 @@ def run(repeat: int = 1_000_000, rounds: int = 9) -> dict:
     (median over rounds of the ratio within the round)."""
     if repeat < 1 or rounds < 1:
         raise TunerError(f"--repeat and --rounds must be >= 1 (got {repeat}, {rounds})")
-    pkt = frame(ipv4("10.9.0.1", "10.9.0.2", tcp(40000, 80)))
+    pkt = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40000, 80)))
     noop_bpf = bcc_runtime.compile_program(text=NOOP)
     name = f"bench-{os.getpid()}"
     try:

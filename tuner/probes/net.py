@@ -4,8 +4,8 @@ accept-queue backlog; per CPU, packets processed in softirq.
 
 >>> ctypes.sizeof(NetRecord)
 160
->>> format_addr(2, bytes([10, 0, 0, 1]) + bytes(12))
-'10.0.0.1'
+>>> format_addr(2, bytes([198, 18, 0, 1]) + bytes(12))
+'198.18.0.1'
 """
 
 from __future__ import annotations
