@@ -42,6 +42,18 @@ def run_tuner(
     return proc
 
 
+def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
+    """The command failed with one `tuner: error:` line that contains ``words``, and no
+    traceback; returns that line."""
+    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
+    errors = [x for x in r.stderr.splitlines() if x.startswith("tuner: error:")]
+    assert len(errors) == 1 and r.stderr.rstrip().endswith(errors[0]), r.stderr  # progress first
+    assert "Traceback" not in r.stderr
+    for w in words:
+        assert w in errors[0], (w, errors[0])
+    return errors[0]
+
+
 @pytest.fixture
 def tuner_cli():
     """The :func:`run_tuner` helper."""

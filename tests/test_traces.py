@@ -14,26 +14,16 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO, run_tuner
+from conftest import REPO, one_line_error, run_tuner
 
 from tuner.learn.features import FEATURES, History
-from tuner.learn.offline import feature_matrix, load_model
+from tuner.learn.modelfile import load_model
+from tuner.learn.offline import OfflineModel, feature_matrix
 from tuner.learn.train import synthetic_trace
 from tuner.trace.reader import read_trace
 from tuner.trace.schema import arrow_schema
 
 PORT = 8000
-
-
-def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:
-    """The command failed with one `tuner: error:` line that contains ``words``."""
-    assert r.returncode == 1, (r.returncode, r.stdout, r.stderr)
-    errors = [x for x in r.stderr.splitlines() if x.startswith("tuner: error:")]
-    assert len(errors) == 1 and r.stderr.rstrip().endswith(errors[0]), r.stderr  # progress first
-    assert "Traceback" not in r.stderr
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
 
 
 # -- pure Python ------------------------------------------------------------------------------
@@ -126,8 +116,8 @@ def test_a_model_that_is_not_one_is_refused(trace_and_model, tmp_path):
     (bogus / "model.json").write_text("{not json")
     one_line_error(
         run_tuner("evaluate", "--trace", trace, "--model", str(bogus)),
-        str(bogus),
-        "not a usable tuner model",
+        str(bogus / "model.json"),  # the file at fault is named
+        "is not usable",
     )
     meta = json.loads(open(os.path.join(model, "model.json")).read())
     meta["features"] = [*meta["features"], "softirq_frac"]
@@ -285,7 +275,7 @@ def test_a_model_saved_before_a_feature_was_added_still_runs():
     saved = load_model(os.path.join(REPO, "models", "shifting"))
     saved.check(100)
     assert "live_load" not in saved.meta["features"] and "live_load" in FEATURES
-    model = saved.make()
+    model = OfflineModel.from_saved(saved)
     h = History()
     for load in (0.2, 0.5, 0.4):
         h.push(load, {"runq_frac": 0.05, "live_load": load / 2}, 0.25)

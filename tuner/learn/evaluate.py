@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tuner.learn import offline
+from tuner.learn import modelfile, offline
 from tuner.learn.train import trace_features
 from tuner.policy.shares import SharePolicy, distance
 from tuner.trace.reader import read_trace
@@ -51,7 +51,7 @@ def _gap(shares: np.ndarray, loads: np.ndarray, policy: SharePolicy, start: int)
 def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[str, Any]:
     """Score ``model_path`` on ``trace_path``; with ``out``, write PNG plots there too."""
     trace = read_trace(trace_path)
-    saved = offline.load_model(model_path)
+    saved = modelfile.load_model(model_path)
     saved.check(trace.meta.get("window_ms"))
     threshold = float(saved.meta.get("hot_threshold", 0.8))
     start, note = 0, ""
@@ -61,7 +61,7 @@ def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[s
             note = f"the model was trained on this trace: scoring its held-out windows {start}+"
     X, y, win = trace_features(trace)
     rows = win >= start
-    model = saved.make()
+    model = offline.OfflineModel.from_saved(saved)
     pred = np.concatenate(
         [model.predict_many(c) for c in np.array_split(X[rows], max(1, rows.sum() // 20000))]
     )
@@ -75,7 +75,7 @@ def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[s
         "rows_scored": int(rows.sum()),
         "note": note,
     }
-    scores = offline._scores(pred, base, y[rows], threshold, "")
+    scores = offline.scores(pred, base, y[rows], threshold, "")
     result.update(scores)
     recorded = trace.matrix("pred_load")[:-1].reshape(-1)[rows]
     if (~np.isnan(recorded)).any():

@@ -28,21 +28,18 @@ True
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import time
 from collections import Counter, defaultdict
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tuner.errors import TunerError
 from tuner.learn.features import FAST, FEATURES, LAGS, SLOW
+from tuner.learn.modelfile import SavedModel
+from tuner.learn.trees import TreeEnsemble
 
-FORMAT = "tuner-model"
-FORMAT_VERSION = 1
 WARM_START_ROWS = 20_000  # rows of the end of the training period replayed into river
 
 
@@ -82,60 +79,6 @@ def feature_matrix(
     y = loads[1:].reshape(-1)
     win = np.repeat(np.arange(n - 1), m)
     return X, y, win
-
-
-class TreeEnsemble:
-    """Gradient boosted regression trees as flat numpy arrays; predicts without sklearn.
-
-    >>> import numpy as np
-    >>> from sklearn.ensemble import HistGradientBoostingRegressor
-    >>> X = np.random.default_rng(1).random((500, 3)); y = X[:, 0] * 2 + X[:, 1]
-    >>> est = HistGradientBoostingRegressor(loss="absolute_error", max_iter=20).fit(X, y)
-    >>> bool(np.allclose(TreeEnsemble.from_sklearn(est).predict(X), est.predict(X)))
-    True
-    """
-
-    ARRAYS = ("feature", "threshold", "left", "right", "leaf", "value", "nan_left", "roots")
-
-    def __init__(self, arrays: dict[str, np.ndarray], baseline: float, depth: int) -> None:
-        for k in self.ARRAYS:
-            setattr(self, k, arrays[k])
-        self.baseline = float(baseline)
-        self.depth = int(depth)
-
-    @classmethod
-    def from_sklearn(cls, est: Any) -> TreeEnsemble:
-        parts: dict[str, list] = {k: [] for k in cls.ARRAYS}
-        offset, depth = 0, 0
-        for (tree,) in est._predictors:
-            nd = tree.nodes
-            parts["feature"].append(nd["feature_idx"].astype(np.int32))
-            parts["threshold"].append(nd["num_threshold"].astype(np.float64))
-            parts["left"].append(nd["left"].astype(np.int32) + offset)
-            parts["right"].append(nd["right"].astype(np.int32) + offset)
-            parts["leaf"].append(nd["is_leaf"].astype(bool))
-            parts["value"].append(nd["value"].astype(np.float64))
-            parts["nan_left"].append(nd["missing_go_to_left"].astype(bool))
-            parts["roots"].append(np.array([offset], dtype=np.int32))
-            depth = max(depth, int(nd["depth"].max()))
-            offset += len(nd)
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
-        return cls(arrays, float(np.ravel(est._baseline_prediction)[0]), depth)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Sum of the trees' leaf values plus the baseline, for each row of ``X``."""
-        X = np.asarray(X, dtype=np.float64)
-        rows = np.arange(len(X))[:, None]
-        idx = np.broadcast_to(self.roots, (len(X), len(self.roots))).copy()
-        for _ in range(self.depth):
-            x = X[rows, self.feature[idx]]
-            go_left = np.where(np.isnan(x), self.nan_left[idx], x <= self.threshold[idx])
-            nxt = np.where(go_left, self.left[idx], self.right[idx])
-            idx = np.where(self.leaf[idx], idx, nxt)
-        return self.value[idx].sum(axis=1) + self.baseline
-
-    def arrays(self) -> dict[str, np.ndarray]:
-        return {k: getattr(self, k) for k in self.ARRAYS}
 
 
 def time_split(window: np.ndarray, holdout: float) -> tuple[np.ndarray, np.ndarray, int]:
@@ -199,11 +142,11 @@ def fit(
     }
     if test.any():
         pred = np.clip(load[test] + est.predict(X[test]), 0.0, None)  # compiled: fast
-        metrics.update(_scores(pred, load[test], y[test], threshold, "holdout_"))
+        metrics.update(scores(pred, load[test], y[test], threshold, "holdout_"))
     return trees, metrics
 
 
-def _scores(pred: np.ndarray, base: np.ndarray, actual: np.ndarray, thr: float, prefix: str):
+def scores(pred: np.ndarray, base: np.ndarray, actual: np.ndarray, thr: float, prefix: str):
     """MAE and hotspot precision / recall of ``pred`` and of the last-value ``base``."""
     out: dict[str, float] = {}
     hot = actual > thr
@@ -262,6 +205,11 @@ class OfflineModel:
     def predict_one(self, x: dict[str, float]) -> float:
         return min(max(self._base(x) + self.online.predict_one(x), 0.0), 4.0)
 
+    @classmethod
+    def from_saved(cls, saved: SavedModel) -> OfflineModel:
+        """A fresh, warm-started model from a loaded model directory."""
+        return cls(saved.trees, saved.online, saved.meta["features"])
+
     def predict_many(self, X: np.ndarray) -> np.ndarray:
         """Trees only (no online correction), for offline evaluation of many rows."""
         return np.clip(X[:, 0] + self.trees.predict(X), 0.0, 4.0)
@@ -296,92 +244,3 @@ def warm_start(trees: TreeEnsemble, X: np.ndarray, y: np.ndarray) -> dict[str, A
         x = {f: float(v) for f, v in zip(FEATURES, row, strict=True) if not math.isnan(v)}
         m.online.learn_one(x, float(target - b))
     return _online_state(m.online)
-
-
-# -- saving and loading -----------------------------------------------------------------------
-@dataclass
-class SavedModel:
-    """A model directory as :func:`load_model` reads it."""
-
-    path: str
-    meta: dict[str, Any]
-    trees: TreeEnsemble
-    online: dict[str, Any]
-
-    def make(self) -> OfflineModel:
-        """A fresh, warm-started model for the learner."""
-        return OfflineModel(self.trees, self.online, self.meta["features"])
-
-    def check(self, window_ms: int) -> None:
-        """Refuse to run this model where its features would mean something else."""
-        want = self.meta.get("features") or []
-        missing = [f for f in want if f not in FEATURES]
-        if missing:
-            raise TunerError(
-                f"model {self.path} was trained on features this tuner does not compute "
-                f"({', '.join(missing)})",
-                "train it again from a trace recorded with this version: tuner train",
-            )
-        if self.meta.get("window_ms") != window_ms:
-            raise TunerError(
-                f"model {self.path} was trained on {self.meta.get('window_ms')} ms windows; "
-                f"this agent uses {window_ms} ms",
-                f"set agent.window_ms = {self.meta.get('window_ms')}, or train on such a trace",
-            )
-
-
-def save_model(
-    path: str, trees: TreeEnsemble, online: dict[str, Any], meta: dict[str, Any]
-) -> None:
-    """Write ``model.json``, ``trees.npz`` and ``online.json`` into the directory ``path``."""
-    os.makedirs(path, exist_ok=True)
-    full = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "features": list(FEATURES),
-        "tree_depth": trees.depth,
-        "tree_baseline": trees.baseline,
-        **meta,
-    }
-    np.savez_compressed(os.path.join(path, "trees.npz"), **trees.arrays())
-    with open(os.path.join(path, "online.json"), "w") as f:
-        json.dump(online, f)
-    with open(os.path.join(path, "model.json"), "w") as f:
-        json.dump(full, f, indent=2)
-
-
-def load_model(path: str) -> SavedModel:
-    """Read a model directory written by :func:`save_model`; one-line errors otherwise."""
-    meta_path = os.path.join(path, "model.json")
-    if not os.path.isdir(path):
-        raise TunerError(f"model {path} not found", "give a directory written by `tuner train`")
-    try:
-        with open(meta_path) as f:
-            meta = json.load(f)
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            raise ValueError("not a tuner model")
-        if meta.get("format_version") != FORMAT_VERSION:
-            raise TunerError(
-                f"model {path} has format version {meta.get('format_version')}; "
-                f"this tuner reads {FORMAT_VERSION}",
-                "train it again with this version",
-            )
-        with np.load(os.path.join(path, "trees.npz"), allow_pickle=False) as z:
-            arrays = {k: z[k] for k in TreeEnsemble.ARRAYS}
-        with open(os.path.join(path, "online.json")) as f:
-            online = json.load(f)
-        features = meta["features"]
-        if not features or not all(isinstance(f, str) for f in features):
-            raise ValueError("its feature list is not a list of names")
-        trees = TreeEnsemble(arrays, meta["tree_baseline"], meta["tree_depth"])
-        if len(trees.roots) == 0 or trees.feature.max(initial=0) >= len(features):
-            raise ValueError("trees do not fit the feature schema")
-    except TunerError:
-        raise
-    except (OSError, ValueError, KeyError, TypeError, EOFError) as e:
-        why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
-        raise TunerError(
-            f"{path} is not a usable tuner model ({why})",
-            "give a directory written by `tuner train`",
-        ) from e
-    return SavedModel(path, meta, trees, online)

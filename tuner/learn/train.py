@@ -13,6 +13,8 @@ True
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tuner.errors import TunerError
-from tuner.learn import offline
+from tuner.learn import modelfile, offline
 from tuner.trace.reader import Trace, read_trace
 
 Progress = Callable[[str], None]
@@ -44,6 +46,52 @@ def train(
     """Train on ``paths`` (time-ordered split per trace), save to ``out``; returns the
     model's metadata with its held-out metrics."""
     say = progress or (lambda _msg: None)
+    made = prepare_out(out)
+    try:
+        return _train(paths, out, holdout, max_iter, say)
+    except BaseException:
+        if made:  # nothing of ours is left behind in a directory we made
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def prepare_out(out: str) -> bool:
+    """Check that ``out`` can take a new model before any work is done: refuse an existing
+    file or a directory that already holds files (nothing is overwritten), and a place that
+    cannot be written. Returns True when it made the directory.
+
+    >>> import tempfile
+    >>> prepare_out(tempfile.mkdtemp())
+    False
+    >>> prepare_out("/proc/version")
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: --out /proc/version exists and is not a directory; fix: give a \
+new directory for the model
+    """
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise TunerError(
+            f"--out {out} exists and is not a directory", "give a new directory for the model"
+        )
+    if os.path.isdir(out) and os.listdir(out):
+        raise TunerError(
+            f"--out {out} already holds files", "give a new directory, or remove the old model"
+        )
+    made = not os.path.exists(out)
+    try:
+        os.makedirs(out, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+    except OSError as e:
+        if made:
+            shutil.rmtree(out, ignore_errors=True)
+        raise TunerError(
+            f"cannot write the model into {out}: {e.strerror}", "give a directory you can write"
+        ) from None
+    return made
+
+
+def _train(paths, out, holdout, max_iter, say) -> dict[str, Any]:
     t0 = time.monotonic()
     traces = []
     for p in paths:
@@ -103,7 +151,7 @@ def train(
         "sklearn": _version("sklearn"),
         "river": _version("river"),
     }
-    offline.save_model(out, trees, online, meta)
+    modelfile.save_model(out, trees, online, meta)
     say(f"saved {out}")
     return meta
 
@@ -169,8 +217,6 @@ def synthetic_trace(path: str, windows: int, entities: int = 4, seed: int = 0) -
 
 def bench(windows: int, entities: int = 4, max_iter: int = 200) -> dict[str, Any]:
     """``tuner bench train``: time :func:`train` on a synthetic trace of ``windows`` windows."""
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="tuner-bench-train-") as d:
         t0 = time.monotonic()
         trace = synthetic_trace(os.path.join(d, "trace.parquet"), windows, entities)

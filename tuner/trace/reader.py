@@ -83,8 +83,19 @@ class Trace:
 
 
 def _parts(path: str) -> tuple[list[str], list[str]]:
-    if not os.path.exists(path):
-        raise TunerError(f"trace {path} not found", "give the --out path of `tuner record`")
+    denied = TunerError(
+        f"cannot read trace {path}: permission denied", "run as a user who may read it"
+    )
+    try:
+        os.stat(path)
+    except PermissionError:
+        raise denied from None
+    except OSError:
+        raise TunerError(
+            f"trace {path} not found", "give the --out path of `tuner record`"
+        ) from None
+    if not os.access(path, os.R_OK | (0 if os.path.isfile(path) else os.X_OK)):
+        raise denied
     if os.path.isfile(path):
         return [path], []
     parts = sorted(glob.glob(os.path.join(path, "*.parquet")))
@@ -119,8 +130,13 @@ def _read_part(part: str) -> tuple[dict[str, Any], Any]:
         )
     try:
         meta = json.loads(raw)
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:
         raise TunerError(f"{part} has corrupt tuner metadata", "re-record it") from e
+    if not isinstance(meta, dict):
+        raise TunerError(
+            f"{part} has tuner metadata that is not a JSON object ({type(meta).__name__})",
+            "re-record it",
+        )
     version = meta.get("schema_version")
     if version != SCHEMA_VERSION:
         raise TunerError(
@@ -134,18 +150,57 @@ def _read_part(part: str) -> tuple[dict[str, Any], Any]:
     for name in missing:  # an older trace: fill the later columns with their defaults
         column = pa.array(np.full(table.num_rows, OPTIONAL_COLUMNS[name]), types.field(name).type)
         table = table.append_column(name, column)
+    _check_values(part, table)
     return meta, table
+
+
+#: windows a trace may number (10^8 windows of 100 ms are 116 days)
+MAX_WINDOW = 100_000_000
+
+
+def _check_values(part: str, table: Any) -> None:
+    """Refuse values no recording writes: a load that is not a finite number >= 0, an
+    infinite number in any column, a window number below 0 or beyond :data:`MAX_WINDOW`.
+    The message names the file, the column and the row."""
+
+    def refuse(column: str, row: int, what: str) -> TunerError:
+        return TunerError(
+            f"{part}: column {column!r}, row {row}: {what}",
+            "re-record the trace, or remove this part to read the others",
+        )
+
+    window = table.column("window").to_numpy(zero_copy_only=False)
+    bad = np.flatnonzero((window < 0) | (window > MAX_WINDOW))
+    if bad.size:
+        raise refuse("window", int(bad[0]), f"window number {int(window[bad[0]])} is not in "
+                     f"[0, {MAX_WINDOW}]")  # fmt: skip
+    for name, typ, _ in COLUMNS:
+        if typ != "float64":
+            continue
+        x = table.column(name).to_numpy(zero_copy_only=False).astype(np.float64)
+        bad = np.flatnonzero(np.isinf(x) | ((np.isnan(x) | (x < 0)) if name == "load" else False))
+        if bad.size:
+            raise refuse(name, int(bad[0]), f"{x[bad[0]]} is not a finite load >= 0"
+                         if name == "load" else f"{x[bad[0]]} is not a finite number")  # fmt: skip
 
 
 def read_trace(path: str) -> Trace:
     """Read every completed part of the trace at ``path`` (a directory or one part)."""
     import pyarrow as pa
+    import pyarrow.compute  # noqa: F401 - pa.compute
 
     parts, busy = _parts(path)
     metas, tables = zip(*(_read_part(p) for p in parts), strict=True)
     table = pa.concat_tables(tables)
     if table.num_rows == 0:
         raise TunerError(f"trace {path} is empty: no windows recorded", "record for longer")
+    last = int(pa.compute.max(table.column("window")).as_py())
+    held = len(pa.compute.unique(table.column("window")))
+    if last + 1 > 4 * held + 10_000:  # a missing part or two leave a gap; not this
+        raise TunerError(
+            f"trace {path} numbers its windows up to {last} but holds only {held} windows",
+            "window numbers must count up from 0 with few gaps: re-record it",
+        )
     columns = {n: table.column(n).to_numpy(zero_copy_only=False) for n, _, _ in COLUMNS}
     order = np.lexsort((np.arange(table.num_rows), columns["window"]))
     columns = {n: a[order] for n, a in columns.items()}
