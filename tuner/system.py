@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import os
 import re
+import socket
+import stat
 
 from tuner.errors import TunerError
 
@@ -109,3 +111,28 @@ def require_root(what: str) -> None:
     """
     if os.geteuid() != 0:
         raise TunerError(f"{what} needs root", "run it as root (sudo)")
+
+
+def stale_socket(path: str) -> bool:
+    """True when ``path`` is a Unix socket that nothing listens on (left by a process that
+    died), so that it may be removed.
+
+    >>> stale_socket("/nonexistent.sock")
+    False
+    """
+    try:
+        if not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return False
+    except OSError:
+        return False
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(1.0)
+    try:
+        s.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        return True
+    except OSError:
+        return False  # a live listener that is slow or full: not ours to remove
+    finally:
+        s.close()
+    return False

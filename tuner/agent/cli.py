@@ -82,7 +82,9 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tuner.agent.config import AgentConfig, model_override
     from tuner.agent.run import main_loop_banner, run_agent
+    from tuner.system import require_root
 
+    require_root("tuner run")
     config = AgentConfig.load(args.config)
     config = config.with_values(**model_override(args.model))
     if args.record:
@@ -114,6 +116,20 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(reply, indent=2))
         return 0
+    try:
+        print(_status_text(reply))
+    except (KeyError, TypeError, AttributeError) as e:
+        from tuner.errors import TunerError
+
+        raise TunerError(
+            f"{args.socket} answered a status without {e} (not this version's agent?)",
+            "use `tuner status --json` to see the answer as it came",
+        ) from None
+    return 0
+
+
+def _status_text(reply: dict[str, Any]) -> str:
+    """A running agent's status, one line per topic."""
     sh = reply["shadow"]
     last = reply.get("last_decision") or {}
     lines = [
@@ -133,5 +149,4 @@ def _status(args: argparse.Namespace) -> int:
         f"loop        p50 {reply['loop_ms_p50']} ms  p99 {reply['loop_ms_p99']} ms;"
         f" records lost {reply['records_lost']}",
     ]
-    print("\n".join(lines))
-    return 0
+    return "\n".join(lines)

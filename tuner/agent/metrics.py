@@ -23,6 +23,37 @@ from typing import Any
 from tuner.errors import TunerError
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250)
+MAX_CLIENTS = 8  # scrapes served at once; more are closed unanswered
+CLIENT_TIMEOUT_S = 2.0  # a client must send its request within this
+
+
+class _Server(ThreadingHTTPServer):
+    """A ThreadingHTTPServer that serves at most :data:`MAX_CLIENTS` at once and drops a
+    broken or slow client quietly (200 half-open connections once filled the agent's stderr
+    with thousands of BrokenPipe tracebacks)."""
+
+    daemon_threads = True
+    block_on_close = False
+    request_queue_size = 128
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            self.shutdown_request(request)
+            return
+        super().process_request(request, client_address)
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        pass  # a client that went away or sent garbage: nothing to report
 
 
 def render(agent: Any) -> str:
@@ -70,6 +101,8 @@ class MetricsServer:
         agent = self.agent
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = CLIENT_TIMEOUT_S
+
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 body = render(agent).encode()
                 self.send_response(200 if self.path == "/metrics" else 404)
@@ -81,7 +114,7 @@ class MetricsServer:
                 pass
 
         try:
-            self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+            self._server = _Server(("127.0.0.1", self.port), Handler)
         except OSError as e:
             raise TunerError(
                 f"cannot serve metrics on 127.0.0.1:{self.port}: {e.strerror}",
