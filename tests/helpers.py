@@ -1,13 +1,24 @@
-"""Test helpers: child processes held at a gate, and network namespaces that clean up."""
+"""Test helpers: child processes held at a gate, network namespaces that clean up, and
+`tuner run` as a subprocess with its own config, socket, log and pin name."""
 
 from __future__ import annotations
 
 import contextlib
+import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
+
+from conftest import REPO, run_tuner
+
+from tuner.agent.control import request
+
+PORT = 8000
 
 
 class Gated:
@@ -43,7 +54,7 @@ class Gated:
 
 
 @contextlib.contextmanager
-def netns_pair(subnet: str = "10.250.0") -> Iterator[tuple[str, str, str, str]]:
+def netns_pair(subnet: str = "198.19.250") -> Iterator[tuple[str, str, str, str]]:
     """Two network namespaces joined by a veth pair: yields (ns_a, addr_a, ns_b, addr_b).
 
     Both are deleted on exit, also when the body raises (see :func:`topology`).
@@ -131,3 +142,77 @@ def rx_packets(ns: str, ifname: str) -> int:
         check=True,
     ).stdout
     return int(json.loads(out)[0]["stats64"]["rx"]["packets"])
+
+
+class Agent:
+    """`tuner run` as a subprocess with its own config, socket, log and pin name."""
+
+    def __init__(
+        self, tmp_path: Path, pids: list[int], mode: str, name: str = "", **sections
+    ) -> None:
+        self.name = name or f"t-agent-{uuid.uuid4().hex[:6]}"
+        self.sock = str(tmp_path / "agent.sock")
+        self.log = tmp_path / "decisions.jsonl"
+        cfg = {
+            "target": {"pids": pids, "port": PORT},
+            "agent": {
+                "name": self.name,
+                "control_socket": self.sock,
+                "decision_log": str(self.log),
+                "lease_ms": 300,
+            },
+            "model": {"warmup_windows": 5},
+        }
+        for sec, values in sections.items():
+            cfg.setdefault(sec, {}).update(values)
+        path = tmp_path / "tuner.toml"
+        path.write_text(toml_text(cfg))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "tuner", "run", "--config", str(path), "--mode", mode],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            try:
+                request(self.sock, {"cmd": "status"}, timeout=1)
+                break
+            except Exception:
+                assert time.monotonic() < deadline, "agent did not start"
+                time.sleep(0.2)
+
+    def status(self) -> dict:
+        return request(self.sock, {"cmd": "status"})
+
+    def entries(self) -> list[dict]:
+        return [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
+
+    def stop(self) -> subprocess.CompletedProcess:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        out, err = self.proc.communicate(timeout=30)
+        run_tuner("cleanup")
+        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
+
+
+def toml_text(cfg: dict) -> str:
+    """A config or spec dict as TOML (sections of scalar and list values)."""
+    lines = []
+    for sec, values in cfg.items():
+        lines.append(f"[{sec}]")
+        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def wait_for(cond, seconds: float = 30.0):
+    """Poll ``cond`` until it gives a true value (returned); fail after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        value = cond()
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")

@@ -12,83 +12,12 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_tuner
-from helpers import tuner_prog_ids
+from helpers import Agent, toml_text, tuner_prog_ids, wait_for
 
-from tuner.actuate.base import PIN_ROOT, read_pins
-from tuner.agent.control import request
+from tuner.actuate.pins import PIN_ROOT, read_pins
 
 pytestmark = pytest.mark.kernel
 PORT = 8000
-
-
-class Agent:
-    """`tuner run` as a subprocess with its own config, socket, log and pin name."""
-
-    def __init__(self, tmp_path: Path, pids: list[int], mode: str, **sections) -> None:
-        self.name = f"t-agent-{uuid.uuid4().hex[:6]}"
-        self.sock = str(tmp_path / "agent.sock")
-        self.log = tmp_path / "decisions.jsonl"
-        cfg = {
-            "target": {"pids": pids, "port": PORT},
-            "agent": {
-                "name": self.name,
-                "control_socket": self.sock,
-                "decision_log": str(self.log),
-                "lease_ms": 300,
-            },
-            "model": {"warmup_windows": 5},
-        }
-        for sec, values in sections.items():
-            cfg.setdefault(sec, {}).update(values)
-        path = tmp_path / "tuner.toml"
-        path.write_text(_toml(cfg))
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "tuner", "run", "--config", str(path), "--mode", mode],
-            cwd=REPO,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        deadline = time.monotonic() + 60
-        while True:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            try:
-                request(self.sock, {"cmd": "status"}, timeout=1)
-                break
-            except Exception:
-                assert time.monotonic() < deadline, "agent did not start"
-                time.sleep(0.2)
-
-    def status(self) -> dict:
-        return request(self.sock, {"cmd": "status"})
-
-    def entries(self) -> list[dict]:
-        return [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
-
-    def stop(self) -> subprocess.CompletedProcess:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
-        run_tuner("cleanup")
-        return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
-
-
-def _toml(cfg: dict) -> str:
-    lines = []
-    for sec, values in cfg.items():
-        lines.append(f"[{sec}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
-
-
-def wait_for(cond, seconds: float = 10.0):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError("condition not met in time")
 
 
 def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served, tmp_path):
@@ -227,7 +156,7 @@ def test_a_missing_kernel_feature_is_a_one_line_error_and_leaves_nothing(
     name = f"t-miss-{uuid.uuid4().hex[:6]}"
     cfg = tmp_path / "tuner.toml"
     cfg.write_text(
-        _toml(
+        toml_text(
             {
                 "target": {"pids": pids, "port": PORT},
                 "agent": {"name": name, "control_socket": str(tmp_path / "a.sock")},

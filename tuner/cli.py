@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 
 from tuner import __version__
 from tuner.errors import TunerError
+from tuner.system import require_root
 
 DESCRIPTION = """\
 tuner watches a running workload through eBPF, learns online where its hotspots will be,
@@ -247,6 +248,7 @@ def _add_bench(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_bench_overhead(args: argparse.Namespace) -> int:
+    require_root("tuner bench overhead")
     from tuner.bench import overhead
 
     result = overhead.run(args.seconds, args.rounds, progress=overhead.progress_line)
@@ -270,6 +272,7 @@ def _add_cleanup(sub: argparse._SubParsersAction) -> None:
 
 
 def _run_cleanup(args: argparse.Namespace) -> int:
+    require_root("tuner cleanup")
     from tuner.actuate.cleanup import cleanup
 
     done = cleanup()
@@ -278,6 +281,7 @@ def _run_cleanup(args: argparse.Namespace) -> int:
 
 
 def _run_bench_loop(args: argparse.Namespace) -> int:
+    require_root("tuner bench loop")
     from tuner.bench import loop
 
     result = loop.run(args.windows)
@@ -304,6 +308,7 @@ def _run_bench_train(args: argparse.Namespace) -> int:
 
 
 def _run_bench_steer(args: argparse.Namespace) -> int:
+    require_root("tuner bench steer")
     from tuner.bench import steer
 
     result = steer.run(args.repeat, args.rounds)
@@ -333,6 +338,9 @@ def build_parser() -> argparse.ArgumentParser:
     from tuner.trace import cli as trace_cli
 
     trace_cli.register(sub, _formatter)
+    from tuner.group import cli as group_cli
+
+    group_cli.register(sub, _formatter)
     return parser
 
 

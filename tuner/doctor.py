@@ -216,7 +216,7 @@ class Doctor:
         return Check("tracefs", True, f"{self.tracefs} ({system.mount_type(self.tracefs)})")
 
     def _bpffs(self) -> Check:
-        from tuner.actuate.base import require_bpffs
+        from tuner.actuate.pins import require_bpffs
 
         try:
             require_bpffs(Path(self.bpffs))  # the check steering makes before it loads

@@ -44,3 +44,21 @@ def inside(name: str | None) -> Iterator[None]:
     finally:
         os.close(target)
         os.close(home)
+
+
+def netns_link(name: str) -> str:
+    """The ``net:[inode]`` text that ``/proc/<pid>/ns/net`` of a process in the network
+    namespace ``name`` (an ``ip netns`` name) links to.
+
+    >>> netns_link("no-such-netns")
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: network namespace 'no-such-netns' does not exist; fix: list them \
+with `ip netns list`
+    """
+    try:
+        return f"net:[{os.stat(f'/var/run/netns/{name}').st_ino}]"
+    except OSError:
+        raise TunerError(
+            f"network namespace {name!r} does not exist", "list them with `ip netns list`"
+        ) from None

@@ -95,8 +95,11 @@ def run_observe(args) -> int:
     from tuner.errors import TunerError
     from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import PROBES, FeatureStream, pids_listening_on
+    from tuner.system import require_root
 
     names = [n.strip() for n in args.probes.split(",") if n.strip()]
+    if not args.ebpf:
+        require_root("tuner observe")
     if args.ebpf:
         for n in names:
             probe = PROBES[n]()

@@ -1,8 +1,9 @@
 """Validation of typed, ranged settings, shared by the agent's config and experiment specs.
 
 A schema maps ``"section.key"`` to ``(type, default, allowed, meaning)``: ``allowed`` is a
-``(lo, hi)`` range for numbers, a tuple of choices for strings and lists, ``str`` for a list
-of names, or None (a list of None takes numbers).
+``(lo, hi)`` range for numbers, a tuple of choices for strings and lists, a compiled pattern
+a string must match whole, ``str`` for a list of names, or None (a list of None takes
+numbers).
 
 >>> SCHEMA = {"agent.window_ms": (int, 100, (10, 10000), "window, in milliseconds")}
 >>> check_value(SCHEMA, "agent.window_ms", 250, "t.toml")
@@ -16,6 +17,7 @@ tuner.errors.TunerError: 'agent.window_ms' in t.toml must be in the range [10, 1
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -55,6 +57,8 @@ def check_value(schema: Schema, key: str, value: Any, source: str) -> Any:
             raise TunerError(
                 f"{key!r} in {source} must be in the range [{lo}, {hi}] ({help_}); got {value!r}"
             )
+    elif isinstance(allowed, re.Pattern) and not allowed.fullmatch(value):
+        raise TunerError(f"{key!r} in {source} is not allowed ({help_}); got {value!r}")
     elif isinstance(allowed, tuple) and value not in allowed:
         raise TunerError(f"{key!r} in {source} must be one of {', '.join(allowed)}; got {value!r}")
     return value

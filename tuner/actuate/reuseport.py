@@ -56,23 +56,38 @@ def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.sock
             f"process {pid} has no {protocol} socket on port {port}",
             "check the port with `ss -lntp`",
         )
+    return take_fds([(pid, fd) for fd in fds])
+
+
+def take_fds(handles: Sequence[tuple[int, int]]) -> list[socket.socket]:
+    """Duplicate file descriptor ``fd`` of process ``pid``, for each ``(pid, fd)``, into this
+    process (``pidfd_getfd(2)``: the same sockets, not copies). All or none."""
+    socks: list[socket.socket] = []
+    pidfds: dict[int, int] = {}
     try:
-        pidfd = _syscall(_NR_PIDFD_OPEN, pid, 0)
-    except OSError as e:
-        raise TunerError(f"cannot open process {pid}: {e.strerror}", "run as root") from None
-    socks = []
-    try:
-        for fd in fds:
-            socks.append(socket.socket(fileno=_syscall(_NR_PIDFD_GETFD, pidfd, fd, 0)))
-    except OSError as e:
+        for pid, fd in handles:
+            if pid not in pidfds:
+                try:
+                    pidfds[pid] = _syscall(_NR_PIDFD_OPEN, pid, 0)
+                except OSError as e:
+                    raise TunerError(
+                        f"cannot open process {pid}: {e.strerror}",
+                        "run as root, while the server runs",
+                    ) from None
+            try:
+                socks.append(socket.socket(fileno=_syscall(_NR_PIDFD_GETFD, pidfds[pid], fd, 0)))
+            except OSError as e:
+                raise TunerError(
+                    f"cannot take socket fd {fd} of process {pid}: {e.strerror}",
+                    "run as root (pidfd_getfd needs CAP_SYS_PTRACE over the target)",
+                ) from None
+    except BaseException:
         for s in socks:
             s.close()
-        raise TunerError(
-            f"cannot take socket fd {fd} of process {pid}: {e.strerror}",
-            "run as root (pidfd_getfd needs CAP_SYS_PTRACE over the target)",
-        ) from None
+        raise
     finally:
-        os.close(pidfd)
+        for pidfd in pidfds.values():
+            os.close(pidfd)
     return socks
 
 
@@ -80,8 +95,9 @@ def take_sockets(pid: int, port: int, protocol: str = "tcp") -> list[socket.sock
 class ReuseportSteering(Steering):
     """Steer a SO_REUSEPORT group with an indirection table and a lease.
 
-    Give either ``sockets`` (owned by this process) or ``pids`` and ``port`` (an unmodified
-    server; every listed process's sockets on that port join the group, in order).
+    Give ``sockets`` (owned by this process), ``handles`` (``(pid, fd)`` of each socket of an
+    unmodified server, in target order, as :func:`tuner.group.discover` finds them), or
+    ``pids`` and ``port`` (every listed process's sockets on that port, in order).
     See :class:`~tuner.actuate.base.Steering` for mode, lease and shares.
 
     ``count_flows`` (default: when the group is UDP) counts datagrams per flow hash in the
@@ -90,6 +106,7 @@ class ReuseportSteering(Steering):
 
     sockets: Sequence[socket.socket] = ()
     pids: Sequence[int] = ()
+    handles: Sequence[tuple[int, int]] = ()
     port: int | None = None
     protocol: str = "tcp"
     count_flows: bool | None = None
@@ -106,7 +123,10 @@ class ReuseportSteering(Steering):
     def _load(self) -> None:
         if self.protocol not in procnet.STATES:
             raise TunerError(f"protocol must be tcp or udp; got {self.protocol!r}")
-        if self.pids:
+        if self.handles:
+            self._taken = True
+            self._socks = take_fds(self.handles)
+        elif self.pids:
             if self.port is None:
                 raise TunerError("steering a server by PID needs its port")
             self._taken = True
@@ -161,7 +181,7 @@ class ReuseportSteering(Steering):
 
     def _state(self) -> dict:
         return {
-            "pids": list(self.pids) or [os.getpid()],
+            "pids": sorted({p for p, _ in self.handles}) or list(self.pids) or [os.getpid()],
             "port": self.port or (self._socks[0].getsockname()[1] if self._socks else None),
             "protocol": self.protocol,
         }

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tuner.actuate.pins import NAME_RE, NAME_RULE
 from tuner.errors import TunerError
 from tuner.schema import check_value, read_toml
 
@@ -28,8 +29,20 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "target.port": (int, 0, (0, 65535), "port of the SO_REUSEPORT group (required)"),
     "target.netns": (str, "", None, "netns where target.port is looked up ('': this one)"),
     "target.protocol": (str, "tcp", ("tcp", "udp"), "protocol of the group"),
+    "target.address": (
+        str,
+        "",
+        None,
+        "local address of the group, when sockets on target.port are bound to several "
+        "('': the one address there is)",
+    ),
     "agent.window_ms": (int, 100, (10, 10000), "window length, in milliseconds"),
-    "agent.name": (str, "agent", None, "steering name: pins under /sys/fs/bpf/tuner/<name>"),
+    "agent.name": (
+        str,
+        "agent",
+        NAME_RE,
+        f"steering name: pins under /sys/fs/bpf/tuner/<name>; {NAME_RULE}",
+    ),
     "agent.control_socket": (str, "/run/tuner/agent.sock", None, "Unix socket for mode/status"),
     "agent.decision_log": (str, "", None, "JSON lines file of decisions ('' : none)"),
     "agent.record": (
@@ -70,7 +83,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         None,
         "workers pinned to one CPU each: count spare room per CPU, shared by its workers",
     ),
-    "policy.min_share": (float, 0.05, (0.0, 1.0), "smallest share of a live target"),
+    "policy.min_share": (
+        float,
+        0.05,
+        (0.0, 1.0),
+        "smallest share of a live target, in whole table slots (rounded up), at most half "
+        "an even share",
+    ),
     "policy.max_step": (float, 0.25, (0.001, 1.0), "largest share change per window"),
     "policy.hysteresis": (float, 0.05, (0.0, 1.0), "smallest share change made"),
     "policy.fill": (

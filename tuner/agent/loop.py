@@ -57,11 +57,12 @@ def _load_model(config: AgentConfig) -> Any:
     path = config.get("model.path")
     if not path:
         return config.get("model.kind")
-    from tuner.learn.offline import load_model
+    from tuner.learn.modelfile import load_model
+    from tuner.learn.offline import OfflineModel
 
     saved = load_model(path)
     saved.check(config.get("agent.window_ms"))
-    return saved.make()
+    return OfflineModel.from_saved(saved)
 
 
 def worker_loads(
