@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
 
+from tuner.agent.control import request
 from tuner.cluster import leftovers
 from tuner.cluster.topology import remove_namespaces
 from tuner.errors import TunerError
@@ -245,3 +252,112 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
     assert any(row.get("written") and row.get("table") for row in rows), rows[-1]
     cfg = (out / "active" / "agent.toml").read_text()
     assert "[backends]" in cfg and "namespaces = [" in cfg
+
+
+# -- arms that are not results (issue 18, items 2, 3 and 15) ----------------------------------
+def test_a_cpu_the_machine_lacks_is_named(tmp_path, tuner_cli):
+    path = tmp_path / "cpus.toml"
+    path.write_text("[server]\ncpus = [0, 99]\n")
+    r = tuner_cli("experiment", "run", str(path), "--out", str(tmp_path / "out"))
+    assert r.returncode == 1 and "names CPU 99" in r.stderr and "Traceback" not in r.stderr
+
+
+def _exp_traces(runner_pid: int | None = None) -> list[str]:
+    """What the agents of an experiment (all, or the one run by ``runner_pid``) left in bpffs
+    and /run/tuner."""
+    from tuner.actuate.pins import PIN_ROOT, STATE_ROOT
+
+    name = f"exp-{runner_pid}*" if runner_pid else "exp-*"
+    pins = [p.name for p in Path(PIN_ROOT).glob(name)] if Path(PIN_ROOT).is_dir() else []
+    return pins + [p.name for p in Path(STATE_ROOT).glob(name)]
+
+
+@pytest.mark.kernel
+def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
+    """Six workers with min_share 0.05 once ended every agent arm at its first decision; and
+    an arm whose agent spends the run in fall-back (here: warming up for ever) must be marked
+    failed, with no figure, and the run must exit non-zero."""
+    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
+    text = text.replace("workers = 4", "workers = 6\ncpus = [0, 1]")
+    text += "\n[tuner.policy]\nmin_share = 0.05\n"
+    six = tmp_path / "six.toml"
+    six.write_text(text)
+    r = tuner_cli("experiment", "run", str(six), "--out", str(tmp_path / "six"),
+                  "--arms", "kernel,active", "--json", timeout=240)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    active = json.loads(r.stdout)["arms"]["active"]
+    assert "failed" not in active and active["fallback_share"] <= 0.1
+    assert active["p99_vs_kernel"] > 0
+
+    stuck = tmp_path / "stuck.toml"
+    stuck.write_text(textwrap.dedent(SHORT).replace("warmup_windows = 5", "warmup_windows = 99999")
+                     .replace("duration_s = 3", "duration_s = 2"))  # fmt: skip
+    out = tmp_path / "stuck"
+    r = tuner_cli("experiment", "run", str(stuck), "--out", str(out), "--arms", "kernel,active",
+                  timeout=240)  # fmt: skip
+    assert r.returncode == 1 and "arm active failed" in r.stderr and "Traceback" not in r.stderr
+    assert "| active FAILED |" in r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    active = summary["arms"]["active"]
+    assert "fall-back for 100%" in active["failed"] and "model warming up" in active["failed"]
+    assert "p99_vs_kernel" not in active and active["fallback_share"] == 1.0
+    assert "**active FAILED**" in (out / "report.md").read_text()
+    assert not list(out.glob("*/agent.sock"))
+
+
+@pytest.mark.kernel
+def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(
+    tmp_path, no_leftover_cluster
+):
+    """The agent SIGKILLed during an active arm: the kernel's placement takes over (the
+    lease), the arm is failed with the agent's exit named, and its pins are removed."""
+    spec = tmp_path / "spec.toml"
+    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 4"))
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tuner", "experiment", "run", str(spec), "--out", str(out),
+         "--arms", "active", "--json"],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        sock = out / "active" / "agent.sock"
+        log = out / "active" / "decisions.jsonl"
+        deadline = time.monotonic() + 120
+        while not _loaded(log):  # the agent decides, and the load has started
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        agent_pid = _agent_pid(out / "active" / "agent.toml")
+        assert request(str(sock), {"cmd": "status"})["ok"] and agent_pid
+        os.kill(agent_pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "arm active failed" in stderr, stderr
+    active = json.loads(stdout)["arms"]["active"]
+    assert active["failed"].startswith("the agent exited (status -9)"), active
+    assert active["errors"] == 0  # the lease lapsed: the kernel placed new connections
+    assert _exp_traces(proc.pid) == [] and not sock.exists()
+
+
+def _loaded(log: Path) -> bool:
+    """The decision log shows a window with load on some worker."""
+    try:
+        lines = log.read_text().splitlines()
+    except OSError:
+        return False
+    return any(max(json.loads(x).get("loads", {0: 0}).values()) > 0.05 for x in lines[:-1])
+
+
+def _agent_pid(config: Path) -> int | None:
+    for p in os.listdir("/proc"):
+        if p.isdigit():
+            try:
+                cmd = Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if str(config).encode() in cmd and b"run" in cmd:
+                return int(p)
+    return None

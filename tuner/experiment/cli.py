@@ -108,7 +108,7 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tuner.experiment.report import table, write_all
+    from tuner.experiment.report import notes, table, write_all
     from tuner.experiment.rounds import run_rounds
     from tuner.experiment.runner import Runner
     from tuner.experiment.spec import ARMS, SCHEMA, ExperimentSpec
@@ -143,9 +143,19 @@ def _run(args: argparse.Namespace) -> int:
         summary = write_all(spec, results, out)
         interrupted = any(r.interrupted for r in results)
     print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if not args.json:
+        for line in notes(summary):
+            print(line)
     if interrupted:
         print(f"tuner: interrupted; partial results in {out}", file=sys.stderr)
         return 130
+    failed = [arm for arm, m in summary["arms"].items() if m.get("failed")]
+    if failed:
+        raise TunerError(
+            f"arm {failed[0]} failed: {summary['arms'][failed[0]]['failed']}"
+            + (f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""),
+            f"see {out}/report.md and the arm's agent.log",
+        )
     return 0
 
 

@@ -8,7 +8,11 @@ Per arm (requests sent after the warm-up only):
   averaged over buckets (1.0 is perfect balance);
 - ``decisions_per_s``: tables the arm's controller changed per second (written ones in
   ``active``/``reactive``, would-be ones in ``shadow``);
-- ``tuner_cpu_s``: CPU time the agent process used.
+- ``tuner_cpu_s``: CPU time the agent process used;
+- ``failed`` (agent arms): why the arm is not a result, when its agent exited or spent more
+  than a tenth of the measured windows in fall-back (``fallback_share``); a failed arm gets no
+  ``p99_vs_kernel``;
+- ``interrupted``: the arm was cut short by Ctrl-C; its rates are over the time it ran.
 """
 
 from __future__ import annotations
@@ -51,10 +55,13 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     x = r.samples[r.samples["t_send"] >= warm]
     ok = x["ok"] == 1
     lat = x["latency"][ok] * 1e3
+    ran = dur
+    if r.interrupted:  # rates over the measured time the arm ran
+        ran = max(float(r.samples["t_send"].max()) - warm, 1e-3) if r.samples.size else 1e-3
     out: dict[str, Any] = {
         "requests": int(x.size),
         "errors": int(x.size - ok.sum()),
-        "throughput_rps": round(float(ok.sum()) / dur, 1),
+        "throughput_rps": round(float(ok.sum()) / min(dur, ran), 1),
     }
     for key, v in latency_percentiles(lat, empty=None).items():
         out[key] = round(v, 3) if v is not None else None
@@ -75,6 +82,10 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["model_mae"] = sc.get("model_mae")
         out["baseline_mae"] = sc.get("baseline_mae")
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
+    if r.fallback_share is not None:
+        out["fallback_share"] = round(r.fallback_share, 3)
+    if r.failed:
+        out["failed"] = r.failed
     if r.interrupted:
         out["interrupted"] = True
     return out
@@ -88,7 +99,7 @@ def write_all(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> dict
     }
     kernel = summary["arms"].get("kernel", {}).get("p99_ms")
     for m in summary["arms"].values():
-        if kernel and m.get("p99_ms") is not None:
+        if kernel and m.get("p99_ms") is not None and not m.get("failed"):
             m["p99_vs_kernel"] = round(m["p99_ms"] / kernel, 3)
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _parquet(results, out / "samples.parquet")
@@ -187,8 +198,32 @@ def table(summary: dict[str, Any]) -> str:
     rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for arm, m in summary["arms"].items():
         cells = [_fmt(m.get(key)) for key, _ in COLUMNS]
-        rows.append(f"| {arm} | " + " | ".join(cells) + " |")
+        rows.append(f"| {arm}{_mark(m)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
+
+
+def _mark(m: dict[str, Any]) -> str:
+    """What the table says beside an arm that is not a full result.
+
+    >>> _mark({"failed": "x"}), _mark({"interrupted": True}), _mark({})
+    (' FAILED', ' (interrupted)', '')
+    """
+    return " FAILED" if m.get("failed") else " (interrupted)" if m.get("interrupted") else ""
+
+
+def notes(summary: dict[str, Any]) -> list[str]:
+    """One line per failed or interrupted arm, for the terminal and report.md.
+
+    >>> notes({"arms": {"active": {"failed": "the agent exited"}, "kernel": {}}})
+    ['- **active FAILED**: the agent exited; its figures are not a result']
+    """
+    out = []
+    for arm, m in summary["arms"].items():
+        if m.get("failed"):
+            out.append(f"- **{arm} FAILED**: {m['failed']}; its figures are not a result")
+        elif m.get("interrupted"):
+            out.append(f"- **{arm} interrupted** (Ctrl-C): rates are over the time it ran")
+    return out
 
 
 def _fmt(v: Any) -> str:
@@ -224,7 +259,7 @@ Profile `{w["profile"]}`, {w["rate"]:g} requests/s from {spec.get("cluster.clien
 seed {spec.get("seed")}.
 
 {table(summary)}
-
+{chr(10).join(["", *notes(summary)]) if notes(summary) else ""}
 - `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement.
 - `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
 - Plots: `latency_cdf.png` (one curve per arm; further left is better),

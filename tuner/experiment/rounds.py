@@ -58,12 +58,16 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
                 m[key] = sum(nums)
             elif key == "interrupted":
                 m[key] = any(vals)
+            elif key == "failed":
+                bad = [v for v in vals if v]
+                m[key] = f"{len(bad)} of {len(per)} rounds failed, first: {bad[0]}"
             elif nums:
                 m[key] = round(statistics.median(nums), 3)
             else:
                 m[key] = None
         ratios = [p["p99_vs_kernel"] for p in per if p.get("p99_vs_kernel") is not None]
-        if ratios:
+        if ratios:  # failed rounds have no ratio: the median is over the others
+            m["p99_vs_kernel"] = round(statistics.median(ratios), 3)
             m["p99_vs_kernel_rounds"] = ratios
         m["rounds"] = len(per)
         arms[arm] = m
@@ -103,7 +107,7 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
 
 def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     """``report.md`` of a repeated run: the median table and each round's p99 ratio."""
-    from tuner.experiment.report import table
+    from tuner.experiment.report import notes, table
 
     n = summary["repeats"]
     lines = [
@@ -116,6 +120,7 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         "the median of the per-round ratios, each taken within one round.",
         "",
         table(summary),
+        *notes(summary),
         "",
         "| arm | p99/kernel per round |",
         "|---|---|",

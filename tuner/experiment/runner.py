@@ -13,6 +13,10 @@ requests sent after the warm-up count.
 - ``active``: the agent with the learned model, writing its decisions.
 
 Ctrl-C stops the load generators; what was measured up to then is still written.
+
+An arm whose agent exited before the load ended, or spent more than :data:`FALLBACK_LIMIT`
+of its measured windows in fall-back to the kernel's placement, is **failed**: its figures
+are not results (the kernel was steering, not the tuner), and the report says why.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
 
 ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
+FALLBACK_LIMIT = 0.1  # share of an agent arm's measured windows it may spend in fall-back
 AGENT_ARMS = {
     "reactive": ("active", "last"),
     "shadow": ("shadow", None),
@@ -54,6 +60,8 @@ class ArmResult:
     agent_status: dict[str, Any] = field(default_factory=dict)
     tuner_cpu_s: float = 0.0
     interrupted: bool = False
+    failed: str = ""  # why the arm is not a result ("" when it is one)
+    fallback_share: float | None = None  # of the measured windows, agent arms only
 
 
 def _tuner_cmd() -> list[str]:
@@ -166,8 +174,7 @@ class Runner:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                err = (arm_dir / "agent.log").read_text().strip().splitlines()
-                raise TunerError(f"the agent of arm {arm} failed: {err[-1] if err else '?'}")
+                raise TunerError(f"the agent of arm {arm} failed to start: {_last_line(arm_dir)}")
             try:
                 request(str(arm_dir / "agent.sock"), {"cmd": "status"}, timeout=1)
                 return proc
@@ -189,6 +196,8 @@ class Runner:
         interrupted = False
         status: dict[str, Any] = {}
         cpu = 0.0
+        failed = ""
+        started = time.time()
         try:
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
             agent = self._agent(arm, pids, arm_dir, cluster)
@@ -239,13 +248,28 @@ class Runner:
                 for g in gens:
                     g.wait()
             if agent is not None:
+                died = agent.poll()
                 status, cpu = _stop_agent(agent)
+                if died is not None:
+                    failed = (
+                        f"the agent exited (status {died}) during the arm: {_last_line(arm_dir)}"
+                    )
         finally:
             stop_processes([p for p in (agent, hog) if p is not None] + servers + gens)
+            if arm in AGENT_ARMS:
+                _remove_agent_traces(arm_dir)
         samples = self._collect(arm_dir, len(gens))
         decisions = _read_jsonl(arm_dir / "decisions.jsonl")
-        self.progress(arm, 1.0, "done")
-        return ArmResult(arm, samples, started, decisions, status, cpu, interrupted)
+        share = None
+        if agent is not None:
+            share, why = fallback_share(decisions, started + s.get("warmup_s"))
+            if not failed and share > FALLBACK_LIMIT:
+                failed = (
+                    f"the agent was in fall-back for {share:.0%} of the measured windows "
+                    f"(limit {FALLBACK_LIMIT:.0%}): {why}"
+                )
+        self.progress(arm, 1.0, "FAILED" if failed else "done")
+        return ArmResult(arm, samples, started, decisions, status, cpu, interrupted, failed, share)
 
     def _load_spec(self, i: int, seconds: float, host: str) -> dict[str, Any]:
         s = self.spec
@@ -298,6 +322,52 @@ def _stop_agent(proc: subprocess.Popen) -> tuple[dict[str, Any], float]:
         except ValueError:
             continue
     return status, float(status.get("cpu_s", 0.0))
+
+
+def fallback_share(decisions: list[dict], since: float) -> tuple[float, str]:
+    """The share of an agent's windows from wall time ``since`` on that were in fall-back,
+    and the most common reason; no window at all counts as all in fall-back.
+
+    >>> d = [{"window": 1, "t": 1.0, "fallback": "warm"}, {"window": 2, "t": 5.0},
+    ...      {"window": 3, "t": 6.0, "fallback": "stale"}, {"window": 4, "t": 7.0},
+    ...      {"t": 8.0, "event": "mode"}]
+    >>> fallback_share(d, since=4.0)
+    (0.3333333333333333, 'stale')
+    >>> fallback_share([], since=0.0)
+    (1.0, 'no decision was logged')
+    """
+    windows = [d for d in decisions if "window" in d and d.get("t", 0.0) >= since]
+    if not windows:
+        return 1.0, "no decision was logged"
+    reasons = [d["fallback"] for d in windows if d.get("fallback")]
+    why = max(set(reasons), key=reasons.count) if reasons else ""
+    return len(reasons) / len(windows), why
+
+
+def _last_line(arm_dir: Path) -> str:
+    """The agent's last error line (its stderr is ``agent.log``), else its last line."""
+    try:
+        lines = (arm_dir / "agent.log").read_text().strip().splitlines()
+    except OSError:
+        lines = []
+    errors = [x for x in lines if x.startswith("tuner: error: ")]
+    if errors:
+        return errors[-1].removeprefix("tuner: error: ")
+    return f"no error printed (last: {lines[-1]})" if lines else "no error printed"
+
+
+def _remove_agent_traces(arm_dir: Path) -> None:
+    """Remove what an arm's agent left in the kernel if it died (pins, an attached program,
+    its control socket); a clean exit has already removed it all."""
+    from tuner.actuate.cleanup import cleanup
+
+    try:
+        text = (arm_dir / "agent.toml").read_text()
+    except OSError:
+        return
+    name = tomllib.loads(text).get("agent", {}).get("name", "")
+    if name:
+        cleanup(names=(name, name + "-xdp"))
 
 
 def _read_jsonl(path: Path) -> list[dict]:

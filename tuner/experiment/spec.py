@@ -16,6 +16,7 @@ docs/experiments.md lists every key
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,14 @@ class ExperimentSpec:
         for sec in ("target",):
             if sec in tuner:
                 raise TunerError(f"[tuner.{sec}] in {source} is set by the experiment", "remove it")
+        cpus = sorted(os.sched_getaffinity(0))
+        absent = [c for c in values["server.cpus"] if c not in cpus]
+        if absent:
+            raise TunerError(
+                f"'server.cpus' in {source} names CPU {absent[0]}, which this machine does not "
+                f"have (CPUs {', '.join(map(str, cpus))})",
+                "list CPUs this machine has",
+            )
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
         return cls(values, agent, source, None, list(values["arms"]))

@@ -136,7 +136,12 @@ def _worker(index: int, args: argparse.Namespace, ready_w: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     signal.signal(signal.SIGINT, signal.SIG_DFL)
     if args.cpus:
-        os.sched_setaffinity(0, {args.cpus[index % len(args.cpus)]})
+        cpu = args.cpus[index % len(args.cpus)]
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:
+            print(f"server: worker {index}: cannot run on CPU {cpu} (no such CPU)", file=sys.stderr)
+            os._exit(1)
     sock = listen(args.host, args.port, args.udp)
     os.write(ready_w, b"r")
     os.close(ready_w)
@@ -190,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         if not ok:
             for q in pids:
                 os.kill(q, signal.SIGKILL)
-            print(f"server: worker {i} could not listen on port {args.port}", file=sys.stderr)
+            print(f"server: worker {i} did not start (port {args.port})", file=sys.stderr)
             return 1
     print(json.dumps({"workers": pids}), flush=True)
 
