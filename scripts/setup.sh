@@ -6,7 +6,9 @@
 #
 # Steps:
 #   1. Debian packages: BCC's Python bindings, kernel headers BCC can compile against,
-#      iproute2, bpftool, libbpf, a C compiler (benchmark workloads).
+#      iproute2, bpftool, libbpf, a C compiler (benchmark workloads), and the real servers the
+#      tests and experiments run (nginx, HAProxy) with wrk. Their system services are not
+#      started: tests and experiments run their own instances in test namespaces.
 #   2. Kernel headers linked under /lib/modules/$(uname -r) when the running kernel has none.
 #   3. tracefs, debugfs and bpffs mounted when they are not.
 #   4. A virtual environment in .venv with tuner installed in editable mode and BCC importable.
@@ -19,7 +21,8 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 [ "$(id -u)" -eq 0 ] || die "must run as root (BPF, mounts and apt need it); try: sudo make $*"
 
 # --- 1. Debian packages -------------------------------------------------------------------
-PKGS=(python3-bpfcc linux-headers-amd64 iproute2 bpftool libbpf1 gcc libc6-dev)
+PKGS=(python3-bpfcc linux-headers-amd64 iproute2 bpftool libbpf1 gcc libc6-dev
+      nginx-light haproxy wrk)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
@@ -31,9 +34,17 @@ else
     say "installing Debian packages: ${missing[*]}"
     apt-get update -q >/tmp/tuner-apt-update.log 2>&1 \
         || die "apt-get update failed (no network to the package registry?); see /tmp/tuner-apt-update.log"
+    # a policy-rc.d that says no: packaged servers do not start their system services
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' > "$policy" && chmod +x "$policy" && own_policy=1
+    fi
     DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}" \
         >/tmp/tuner-apt-install.log 2>&1 \
-        || die "apt-get install ${missing[*]} failed; see /tmp/tuner-apt-install.log"
+        || { [ $own_policy -eq 1 ] && rm -f "$policy"
+             die "apt-get install ${missing[*]} failed; see /tmp/tuner-apt-install.log"; }
+    [ $own_policy -eq 1 ] && rm -f "$policy"
 fi
 
 # --- 2. Kernel headers for BCC ---------------------------------------------------------------

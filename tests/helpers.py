@@ -188,7 +188,23 @@ class Agent:
         return request(self.sock, {"cmd": "status"})
 
     def entries(self) -> list[dict]:
-        return [json.loads(x) for x in self.log.read_text().splitlines() if x.strip()]
+        """The decision log so far (a line still being written is left out)."""
+        out = []
+        for x in self.log.read_text().splitlines() if self.log.exists() else []:
+            try:
+                out.append(json.loads(x))
+            except ValueError:
+                continue
+        return out
+
+    def busy_windows(self, **match) -> int:
+        """Logged windows with load on some worker (and the ``match`` key values)."""
+        return sum(
+            1
+            for e in self.entries()
+            if max(e.get("loads", {"-": 0.0}).values()) > 0.05
+            and all(e.get(k) == v for k, v in match.items())
+        )
 
     def stop(self) -> subprocess.CompletedProcess:
         if self.proc.poll() is None:

@@ -308,9 +308,7 @@ def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
 
 
 @pytest.mark.kernel
-def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(
-    tmp_path, no_leftover_cluster
-):
+def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(tmp_path, no_leftover_cluster):
     """The agent SIGKILLed during an active arm: the kernel's placement takes over (the
     lease), the arm is failed with the agent's exit named, and its pins are removed."""
     spec = tmp_path / "spec.toml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 
@@ -38,19 +39,21 @@ def _client(port: int) -> socket.socket:
     return c
 
 
-def _received(socks: list[socket.socket]) -> list[dict[bytes, int]]:
-    """Datagrams waiting on each socket, by payload."""
-    time.sleep(0.05)
-    out = []
-    for s in socks:
-        got: dict[bytes, int] = {}
-        while True:
-            try:
-                msg = s.recv(64)
-            except BlockingIOError:
-                break
-            got[msg] = got.get(msg, 0) + 1
-        out.append(got)
+def _received(socks: list[socket.socket], expect: int) -> list[dict[bytes, int]]:
+    """The ``expect`` datagrams sent to the group, per socket by payload (waits for them)."""
+    out: list[dict[bytes, int]] = [{} for _ in socks]
+    deadline = time.monotonic() + 30
+    while sum(n for got in out for n in got.values()) < expect:
+        assert time.monotonic() < deadline, out
+        ready, _, _ = select.select(socks, [], [], 1.0)
+        for s in ready:
+            got = out[socks.index(s)]
+            while True:
+                try:
+                    msg = s.recv(64)
+                except BlockingIOError:
+                    break
+                got[msg] = got.get(msg, 0) + 1
     return out
 
 
@@ -66,7 +69,7 @@ def test_datagrams_are_counted_per_flow_and_an_override_pins_a_flow(group):
         assert st.count_flows
         _send(a, b"a", 30)
         _send(b, b"b", 10)
-        _received(group)
+        _received(group, 40)
         hits = st.flow_hits()
         assert sorted(hits.values()) == [10, 30] and st.flow_hits() == {}  # read and cleared
         ha = next(h for h, n in hits.items() if n == 30)
@@ -74,10 +77,10 @@ def test_datagrams_are_counted_per_flow_and_an_override_pins_a_flow(group):
         assert st.set_overrides({ha: 1}) and st.overrides() == {ha: 1}
         _send(a, b"a", 20)
         _send(b, b"b", 20)
-        assert _received(group) == [{b"b": 20}, {b"a": 20}]  # a pinned, b by the table
+        assert _received(group, 40) == [{b"b": 20}, {b"a": 20}]  # a pinned, b by the table
         st.set_overrides({})
         _send(a, b"a", 5)
-        assert _received(group) == [{b"a": 5}, {}] and st.overrides() == {}
+        assert _received(group, 5) == [{b"a": 5}, {}] and st.overrides() == {}
         st.set_mode("shadow")
         assert not st.set_overrides({ha: 1}) and st.overrides() == {}  # recorded only
         assert st.override_log[-1][1:] == ("shadow", {ha: 1})
@@ -102,13 +105,13 @@ def test_agent_pins_two_hot_flows_that_share_a_worker_apart(group):
             for c, payload, n in zip(clients, (b"x", b"y", b"z"), (60, 60, 5), strict=True):
                 _send(c, payload, n)
             # each worker's load: its share of the datagrams that reached it, as a CPU would see
-            per_worker = [sum(g.values()) for g in _received(group)]
+            per_worker = [sum(g.values()) for g in _received(group, 125)]
             loads = {f"worker:{i}": 0.9 * n / 125 for i, n in enumerate(per_worker)}
             entry = agent.step_loads(loads, extra, st, hits=st.flow_hits())
         assert entry["hot_flows"] == 2 and sorted(st.overrides().values()) == [0, 1]
         for c, payload in zip(clients, (b"x", b"y", b"z"), strict=True):
             _send(c, payload, 10)
-        got = _received(group)
+        got = _received(group, 30)
         # one hot flow moved to worker 1; the other and the cold flow follow the table
         assert sum(got[1].values()) == 10 and set(got[1]) <= {b"x", b"y"}
         assert got[0].get(b"z") == 10

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from helpers import netns_pair
+from helpers import netns_pair, wait_for
 
-from tuner.actuate.pins import PIN_ROOT, STATE_ROOT
+from tuner.actuate.pins import PIN_ROOT, STATE_ROOT, read_pins
 from tuner.actuate.reuseport import ReuseportSteering
 from tuner.errors import TunerError
 
@@ -81,7 +81,7 @@ def connect_many(ns: str, addr: str, seconds: float) -> list[tuple[float, int]]:
         check=True,
         timeout=seconds + 60,
     )
-    return [tuple(x) for x in json.loads(out.stdout)]
+    return [tuple(x) for x in json.loads(out.stdout.splitlines()[-1])]
 
 
 def by_worker(samples) -> collections.Counter:
@@ -96,7 +96,7 @@ def test_table_steers_then_lease_expiry_returns_to_kernel_hashing(server):
         steered = by_worker(connect_many(ns, addr, 0.3))
         assert set(steered) <= {2, 3} and -1 not in steered
         assert st.counters()["selected"][2] + st.counters()["selected"][3] == sum(steered.values())
-        time.sleep(0.5)  # lease lapses
+        wait_for(lambda: read_pins("t-table")["lease_left_ms"] < -10)  # lapsed, ticks too
         after = by_worker(connect_many(ns, addr, 0.6))
         assert set(after) == set(range(K))
         assert st.counters()["fallback_lease"] >= sum(after.values())
@@ -164,14 +164,17 @@ def test_sigkill_loses_no_connection_and_kernel_takes_over(server):
     try:
         assert tuner.stdout.readline().strip() == "steering"
         client = subprocess.Popen(
-            client_cmd(ns, addr, 3),
+            client_cmd(ns, addr, 6),
             stdout=subprocess.PIPE,
             text=True,
         )
-        time.sleep(1.0)
+        assert client.stdout.readline().strip() == "start"
+        started = time.monotonic()
+        time.sleep(1.0)  # steered for a second (by the measured clock below, not assumed)
         tuner.send_signal(signal.SIGKILL)
-        killed_at = 1.0
+        killed_at = time.monotonic() - started  # on the client's clock (it started later)
         tuner.wait()
+        assert killed_at + 1.0 < 6, "the client's run ended before the lease could lapse"
         samples = json.loads(client.communicate(timeout=60)[0])
     finally:
         for p in (tuner, client):

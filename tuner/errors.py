@@ -1,4 +1,4 @@
-"""The one exception type that tuner raises for problems a user can fix.
+r"""The one exception type that tuner raises for problems a user can fix.
 
 The command line catches :class:`TunerError` at the top and prints its message on one line,
 without a traceback (``--debug`` shows it). Messages name the problem and the fix.
@@ -6,6 +6,8 @@ without a traceback (``--debug`` shows it). Messages name the problem and the fi
 >>> from tuner.errors import TunerError
 >>> str(TunerError("tracefs is not mounted", fix="mount -t tracefs tracefs /sys/kernel/tracing"))
 'tracefs is not mounted; fix: mount -t tracefs tracefs /sys/kernel/tracing'
+>>> print(TunerError("unknown section [a\nb]"))  # what it quotes cannot break the line
+unknown section [a\nb]
 """
 
 from __future__ import annotations
@@ -28,4 +30,5 @@ class TunerError(Exception):
         self.fix = fix
 
     def __str__(self) -> str:
-        return f"{self.problem}; fix: {self.fix}" if self.fix else self.problem
+        text = f"{self.problem}; fix: {self.fix}" if self.fix else self.problem
+        return text.replace("\r", "\\r").replace("\n", "\\n")  # one line, whatever it quotes

@@ -1,6 +1,7 @@
-"""Connect to ADDR:PORT in a loop for SECONDS; print JSON [[t, worker or -1], ...] (t in s).
+"""Connect to ADDR:PORT in a loop for SECONDS and at least MIN connections; print a line
+"start" when the clock starts, then JSON [[t, worker or -1], ...] (t in s from the start).
 
-usage: python reuseport_client.py ADDR PORT SECONDS
+usage: python reuseport_client.py ADDR PORT SECONDS [MIN]
 """
 
 import json
@@ -9,9 +10,11 @@ import sys
 import time
 
 addr, port, seconds = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+least = int(sys.argv[4]) if len(sys.argv) > 4 else 40
+print("start", flush=True)
 start = time.monotonic()
 out = []
-while (t := time.monotonic() - start) < seconds:
+while (t := time.monotonic() - start) < seconds or len(out) < least:
     try:
         with socket.create_connection((addr, port), timeout=2) as c:
             b = c.recv(1)
