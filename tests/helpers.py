@@ -17,6 +17,7 @@ from pathlib import Path
 from conftest import REPO, run_tuner
 
 from tuner.agent.control import request
+from tuner.schema import to_toml
 
 PORT = 8000
 
@@ -166,7 +167,7 @@ class Agent:
         for sec, values in sections.items():
             cfg.setdefault(sec, {}).update(values)
         path = tmp_path / "tuner.toml"
-        path.write_text(toml_text(cfg))
+        path.write_text(to_toml(cfg))
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "tuner", "run", "--config", str(path), "--mode", mode],
             cwd=REPO,
@@ -198,12 +199,12 @@ class Agent:
         return out
 
     def busy_windows(self, **match) -> int:
-        """Logged windows with load on some worker (and the ``match`` key values)."""
+        """Logged windows with load on some worker (and these values of the workers' log)."""
         return sum(
             1
             for e in self.entries()
-            if max(e.get("loads", {"-": 0.0}).values()) > 0.05
-            and all(e.get(k) == v for k, v in match.items())
+            if max(e.get("workers", {}).get("loads", {"-": 0.0}).values()) > 0.05
+            and all(e.get(k, e["workers"].get(k)) == v for k, v in match.items())
         )
 
     def stop(self) -> subprocess.CompletedProcess:
@@ -212,15 +213,6 @@ class Agent:
         out, err = self.proc.communicate(timeout=30)
         run_tuner("cleanup")
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
-
-
-def toml_text(cfg: dict) -> str:
-    """A config or spec dict as TOML (sections of scalar and list values)."""
-    lines = []
-    for sec, values in cfg.items():
-        lines.append(f"[{sec}]")
-        lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    return "\n".join(lines) + "\n"
 
 
 def wait_for(cond, seconds: float = 30.0):

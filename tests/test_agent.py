@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_tuner
-from helpers import Agent, toml_text, tuner_prog_ids, wait_for
+from helpers import Agent, tuner_prog_ids, wait_for
 
 from tuner.actuate.pins import PIN_ROOT, read_pins
+from tuner.schema import to_toml
 
 pytestmark = pytest.mark.kernel
 PORT = 8000
@@ -33,20 +34,20 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
             pins = read_pins(name)
             assert pins["generation"] == 0 and pins["lease_left_ms"] < 0  # untouched
         steered = [e["xdp"] for e in agent.entries() if "xdp" in e]
-        assert steered and all(x["cpus"] == [0, 1] and not x["written"] for x in steered)
-        assert all(set(e["xdp_predictions"]) == {"cpu:0", "cpu:1"} for e in agent.entries()
-                   if "xdp" in e)  # fmt: skip
+        cpus = {"cpu:0", "cpu:1"}
+        assert steered and all(set(x["loads"]) == cpus and not x["written"] for x in steered)
+        assert all(set(x["predictions"]) == cpus for x in steered)
         st = agent.status()
         assert st["mode"] == "shadow" and st["shadow"]["mean_gap_to_balanced"] >= 0
-        decided = [e for e in agent.entries() if e.get("changed")]
-        assert decided and all(not e["written"] for e in decided)
-        assert all(len(e["table"]) == 256 for e in decided)
+        decided = [e for e in agent.entries() if e.get("workers", {}).get("changed")]
+        assert decided and all(not e["workers"]["written"] for e in decided)
+        assert all(len(e["workers"]["table"]) == 256 for e in decided)
         # the served workers are pinned to CPUs 0 and 1: those CPUs are entities too, loaded
         # by the workers (and the load generator), and the shares count room per CPU
-        busy = [e["cpu_loads"] for e in agent.entries() if "cpu_loads" in e]
+        busy = [e["cpus"]["loads"] for e in agent.entries() if "cpus" in e]
         assert busy and set(busy[-1]) == {"cpu:0", "cpu:1"}
         assert max(max(b.values()) for b in busy) > 0.1
-        assert all(set(e["cpu_predictions"]) == {"cpu:0", "cpu:1"} for e in decided)
+        assert all(set(e["cpus"]["predictions"]) == {"cpu:0", "cpu:1"} for e in decided)
 
         r = run_tuner("mode", "active", "--socket", agent.sock)
         assert r.returncode == 0 and "active" in r.stdout
@@ -163,7 +164,7 @@ def test_a_missing_kernel_feature_is_a_one_line_error_and_leaves_nothing(
     name = f"t-miss-{uuid.uuid4().hex[:6]}"
     cfg = tmp_path / "tuner.toml"
     cfg.write_text(
-        toml_text(
+        to_toml(
             {
                 "target": {"pids": pids, "port": PORT},
                 "agent": {"name": name, "control_socket": str(tmp_path / "a.sock")},
@@ -187,14 +188,19 @@ def test_a_missing_kernel_feature_is_a_one_line_error_and_leaves_nothing(
 
 
 def test_agent_exits_cleanly_when_the_server_goes_away(served, tmp_path):
+    """The server's workers die and do not come back: the agent leaves the kernel's
+    placement in force (the group is gone anyway), waits agent.lost_server_s, and stops."""
     c, pids, load = served
-    agent = Agent(tmp_path, pids, "active")
+    agent = Agent(tmp_path, pids, "active", agent={"lost_server_s": 2.0})
     for p in pids:
         subprocess.run(["kill", "-9", str(p)], check=False)
-    agent.proc.wait(timeout=30)
+    agent.proc.wait(timeout=60)
     err = agent.proc.stderr.read()
-    assert agent.proc.returncode == 1 and "exited" in err and "Traceback" not in err
+    assert agent.proc.returncode == 1 and "Traceback" not in err
+    assert "worker map uncertain" in err and "no usable reuseport group" in err, err
     assert not Path(PIN_ROOT, agent.name).exists()  # detached on the way out
+    uncertain = [e for e in agent.entries() if "uncertain" in e.get("fallback", "")]
+    assert uncertain  # logged as a fall-back while it waited
 
 
 def test_bench_loop_reports_latency_and_the_model_beats_last_value(tuner_cli):
@@ -229,8 +235,9 @@ def test_metrics_endpoint_serves_predictions_errors_and_loop_latency(served, tmp
         assert values["tuner_records_lost_total"] == 0
         assert values['tuner_loop_latency_ms_bucket{le="+Inf"}'] >= 10
         for i in range(4):
-            assert values[f'tuner_predicted_load{{entity="worker:{i}"}}'] >= 0
-            assert 0 <= values[f'tuner_hotspot_probability{{entity="worker:{i}"}}'] <= 1
+            label = f'{{channel="workers",entity="worker:{i}"}}'
+            assert values[f"tuner_predicted_load{label}"] >= 0
+            assert 0 <= values[f"tuner_hotspot_probability{label}"] <= 1
         assert 'tuner_model_mae{model="baseline"}' in values
     finally:
         gen.kill()
@@ -254,20 +261,22 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
         gen.kill()
     assert done.returncode == 0, done.stderr
     assert not tuner_prog_ids()  # the network probe is detached with the rest
-    busy = [e for e in agent.entries() if "sockets" in e and max(e["loads"].values()) > 0.05]
+    busy = [e for e in agent.entries()
+            if "sockets" in e and max(e["workers"]["loads"].values()) > 0.05]  # fmt: skip
     assert len(busy) >= 10
     # the connections are followed: open ones across windows, closes seen as they happen
     assert max(e["sockets"]["followed"] for e in busy) >= 8
     assert sum(e["sockets"]["closed"] for e in busy) >= 10
     for e in busy:
-        for w, x in e["features"].items():
-            assert 0 <= x["live_load"] <= e["loads"][w] + 1e-9
-        for sk, (pred, p_hot) in e["sockets"]["hottest"].items():
+        loads = e["workers"]["loads"]
+        for w, x in e["workers"]["features"].items():
+            assert 0 <= x["live_load"] <= loads[w] + 1e-9
+        for sk, p in e["sockets"]["hottest"].items():
             assert int(sk.split(":")[1]) in pids
-            assert pred >= 0 and 0 <= p_hot <= 1
+            assert p["load"] >= 0 and 0 <= p["p_hot"] <= 1
     # some window lost load to closed connections: live_load below load
-    assert any(x["live_load"] < e["loads"][w] - 0.01 for e in busy for w, x in
-               e["features"].items())  # fmt: skip
+    assert any(x["live_load"] < e["workers"]["loads"][w] - 0.01 for e in busy
+               for w, x in e["workers"]["features"].items())  # fmt: skip
     t = read_trace(str(trace))
     live = t.matrix("live_load")
     assert (live >= 0).sum() >= t.windows * 4 * 0.9  # recorded for (almost) every window, worker

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 from conftest import one_line_error, run_tuner
-from helpers import PORT, Agent, toml_text
+from helpers import PORT, Agent
 
 from tuner.actuate.pins import PIN_ROOT, STATE_ROOT, read_pins
 from tuner.cli import main
+from tuner.schema import to_toml
 
 pytestmark = pytest.mark.kernel
 
@@ -22,7 +23,7 @@ def _config(tmp_path: Path, **sections) -> str:
     for sec, values in sections.items():
         cfg.setdefault(sec, {}).update(values)
     path = tmp_path / "tuner.toml"
-    path.write_text(toml_text(cfg))
+    path.write_text(to_toml(cfg))
     return str(path)
 
 

@@ -18,8 +18,8 @@ from hypothesis import strategies as st
 
 from tuner.errors import TunerError
 from tuner.learn.modelfile import load_model, save_model
-from tuner.learn.train import synthetic_trace
 from tuner.learn.trees import TreeEnsemble
+from tuner.offline.train import synthetic_trace
 from tuner.trace.reader import read_trace
 from tuner.trace.schema import META_KEY
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from tuner.cluster import Cluster, leftovers
-from tuner.cluster.topology import ETHTOOL_GTXCSUM, ethtool_value, namespace_pids
+from tuner.cluster.netutil import ETHTOOL_GTXCSUM, ethtool_value, namespace_pids
 
 pytestmark = pytest.mark.kernel
 

@@ -16,7 +16,8 @@ from conftest import one_line_error, run_tuner
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tuner.agent.control import CLIENT_TIMEOUT_S, MAX_REQUEST, ControlServer, request
+from tuner.agent.control import CLIENT_TIMEOUT_S, MAX_REQUEST, ControlServer, claim_path, request
+from tuner.agent.loop import Snapshot
 from tuner.agent.metrics import MetricsServer
 from tuner.errors import TunerError
 
@@ -66,7 +67,7 @@ def test_a_stale_socket_is_replaced_and_a_live_one_refused(tmp_path):
     with ControlServer(path, _status):
         assert request(path, {"cmd": "status"})["ok"]
         with pytest.raises(TunerError, match="another agent listens"):
-            ControlServer(path, _status).claim_path()
+            claim_path(path)
     assert not os.path.exists(path)
 
 
@@ -154,18 +155,12 @@ def test_status_against_a_socket_that_is_not_an_agent(tmp_path):
         os.unlink(path)
 
 
-class _FakeAgent:
-    windows, records_lost, mode, decisions_written = 3, 0, "shadow", 1
-    latency_ms = [0.5, 2.0]
-    predictions = {"worker:0": (0.5, 0.4, 0.1)}
-    learner = type("L", (), {"recent_mae": lambda self: (0.1, 0.2)})()
-
-
 def test_metrics_survive_half_open_clients_quietly(capfd):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    with MetricsServer(port, _FakeAgent()):
+    snapshot = Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None)
+    with MetricsServer(port, lambda: snapshot):
         half = []
         for _ in range(200):  # connect, send part of a request, go away or hang
             c = socket.create_connection(("127.0.0.1", port))

@@ -17,7 +17,7 @@ from conftest import REPO
 
 from tuner.agent.control import request
 from tuner.cluster import leftovers
-from tuner.cluster.topology import remove_namespaces
+from tuner.cluster.netutil import remove_namespaces
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec, list_specs
 
@@ -141,8 +141,10 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(
     assert summary["arms"]["active"]["tuner_cpu_s"] > 0
     table = pq.read_table(out / "samples.parquet")
     assert set(table.column("arm").to_pylist()) == {"kernel", "reactive", "shadow", "active"}
-    shadow_log = (out / "shadow" / "decisions.jsonl").read_text().splitlines()
-    assert shadow_log and all(not json.loads(x)["written"] for x in shadow_log if "written" in x)
+    shadow_log = [
+        json.loads(x) for x in (out / "shadow" / "decisions.jsonl").read_text().splitlines()
+    ]
+    assert shadow_log and all(not x["workers"].get("written") for x in shadow_log if "workers" in x)
     report = (out / "report.md").read_text()
     assert "| reactive |" in report and "latency_cdf.png" in report
     assert leftovers() == before  # the cluster is gone
@@ -228,7 +230,7 @@ def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no
     out = tmp_path / "out"
     xdp = [row["xdp"] for row in rows if "xdp" in row]
     assert xdp and any(x["written"] for x in xdp), rows[-1]
-    assert all(set(x["cpus"]) == set(range(len(x["cpus"]))) for x in xdp)
+    assert all(set(x["loads"]) == {f"cpu:{i}" for i in range(len(x["loads"]))} for x in xdp)
     cfg = (out / "active" / "agent.toml").read_text()
     assert 'interface = "eth0"' in cfg and "netns = " in cfg
 
@@ -248,8 +250,9 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
         assert summary["arms"][arm]["requests"] > 0
     workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
     assert set(workers) == {0, 1, 2, 3}  # numbered on across the two backends
-    assert set(rows[-1]["loads"]) == {"backend:0", "backend:1"}
-    assert any(row.get("written") and row.get("table") for row in rows), rows[-1]
+    assert set(rows[-1]["workers"]["loads"]) == {"backend:0", "backend:1"}
+    assert any(r["workers"].get("written") and r["workers"].get("table") for r in rows
+               if "workers" in r), rows[-1]  # fmt: skip
     cfg = (out / "active" / "agent.toml").read_text()
     assert "[backends]" in cfg and "namespaces = [" in cfg
 
@@ -346,7 +349,10 @@ def _loaded(log: Path) -> bool:
         lines = log.read_text().splitlines()
     except OSError:
         return False
-    return any(max(json.loads(x).get("loads", {0: 0}).values()) > 0.05 for x in lines[:-1])
+    return any(
+        max(json.loads(x).get("workers", {}).get("loads", {0: 0}).values()) > 0.05
+        for x in lines[:-1]
+    )
 
 
 def _agent_pid(config: Path) -> int | None:

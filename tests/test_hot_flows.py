@@ -10,8 +10,10 @@ import time
 import pytest
 
 from tuner.actuate.reuseport import ReuseportSteering
+from tuner.agent.build import build_agent
+from tuner.agent.channel import Measurement
 from tuner.agent.config import AgentConfig
-from tuner.agent.loop import Agent
+from tuner.agent.workers import WorkerMap
 
 pytestmark = pytest.mark.kernel
 
@@ -98,17 +100,19 @@ def test_agent_pins_two_hot_flows_that_share_a_worker_apart(group):
             "guard": {"enabled": False},
         }
     )
-    agent = Agent(cfg, [os.getpid(), os.getpid()], "active")
     extra = {e: {"runq_frac": 0.0} for e in ("worker:0", "worker:1")}
     with ReuseportSteering(name=f"t-hot-a-{os.getpid()}", sockets=group, mode="active") as st:
+        workers = WorkerMap.from_pids([os.getpid(), os.getpid()], cpus=[None, None])
+        agent = build_agent(cfg, workers, st, "active")
         for _ in range(4):
             for c, payload, n in zip(clients, (b"x", b"y", b"z"), (60, 60, 5), strict=True):
                 _send(c, payload, n)
             # each worker's load: its share of the datagrams that reached it, as a CPU would see
             per_worker = [sum(g.values()) for g in _received(group, 125)]
             loads = {f"worker:{i}": 0.9 * n / 125 for i, n in enumerate(per_worker)}
-            entry = agent.step_loads(loads, extra, st, hits=st.flow_hits())
-        assert entry["hot_flows"] == 2 and sorted(st.overrides().values()) == [0, 1]
+            measured = {"workers": Measurement(loads, extra, st.flow_hits())}
+            record = agent.step_measured(measured, fresh=True)
+        assert record.workers.flows.hot == 2 and sorted(st.overrides().values()) == [0, 1]
         for c, payload in zip(clients, (b"x", b"y", b"z"), strict=True):
             _send(c, payload, 10)
         got = _received(group, 30)

@@ -7,6 +7,7 @@ from collections import Counter
 
 import pytest
 
+from tuner.actuate.steering import Decision, NullSteering
 from tuner.learn.online import Learner
 from tuner.policy.shares import SLOTS, SharePolicy, table_for
 
@@ -70,27 +71,21 @@ def test_table_changes_move_few_slots():
     assert len(b) == SLOTS and moved == 64 - Counter(b)[0]
 
 
-class _Recorder:
+class _Recorder(NullSteering):
     """Stands in for an actuator: remembers what would reach the kernel."""
 
-    def __init__(self) -> None:
-        self.mode, self.writes, self.renewals = "shadow", 0, 0
-
-    def set_mode(self, mode: str) -> None:
-        self.mode = mode
+    def __init__(self, targets: int) -> None:
+        super().__init__(targets)
+        self.writes, self.renewals = 0, 0
 
     def apply(self, table):
-        from tuner.actuate.base import Decision
-
+        d = super().apply(table)
         written = self.mode == "active"
         self.writes += written
-        return Decision(0.0, self.mode, list(table), written, self.writes)
+        return Decision(d.time, self.mode, d.table, written, self.writes)
 
     def renew(self) -> None:
         self.renewals += 1
-
-    def expire(self) -> None:
-        pass
 
 
 def _frames(loads_ns: list[float], pids: list[int]):
@@ -103,24 +98,25 @@ def _frames(loads_ns: list[float], pids: list[int]):
 
 
 def test_switching_to_active_writes_the_table_even_when_the_policy_sees_no_change():
+    from tuner.agent.build import build_agent
     from tuner.agent.config import AgentConfig
-    from tuner.agent.loop import Agent
+    from tuner.agent.workers import WorkerMap
 
     pids = [11, 12, 13, 14]
     cfg = AgentConfig.from_dict({"model": {"kind": "last", "warmup_windows": 1}})
-    agent = Agent(cfg, pids, "shadow")
-    act = _Recorder()
+    act = _Recorder(len(pids))
+    agent = build_agent(cfg, WorkerMap.from_pids(pids, cpus=[None] * 4), act, "shadow")
     steady = _frames([90e6, 20e6, 20e6, 20e6], pids)  # the same skew every window
     for _ in range(30):  # the policy settles on its table while nothing is written
-        agent.step(steady, act)
+        agent.step(steady)
     assert act.writes == 0
     agent.set_mode("active")
-    entry = agent.step(steady, act)
-    assert act.writes == 1 and entry["written"]  # written although "changed" is False
-    agent.step(steady, act)
+    record = agent.step(steady)
+    assert act.writes == 1 and record.workers.outcome.written  # although "changed" is False
+    agent.step(steady)
     assert act.writes == 1 and act.renewals >= 1  # then only the lease is renewed
     agent.set_mode("shadow")
     agent.set_mode("active")
-    agent.step(steady, act)
+    agent.step(steady)
     assert act.writes == 2  # back from shadow: the kernel's old table is replaced, not revived
     assert agent.status()["guard"] == "armed"

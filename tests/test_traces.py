@@ -16,10 +16,10 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, one_line_error, run_tuner
 
+from tuner.learn.boost import OfflineModel, feature_matrix
 from tuner.learn.features import FEATURES, History
 from tuner.learn.modelfile import load_model
-from tuner.learn.offline import OfflineModel, feature_matrix
-from tuner.learn.train import synthetic_trace
+from tuner.offline.train import synthetic_trace
 from tuner.trace.reader import read_trace
 from tuner.trace.schema import arrow_schema
 

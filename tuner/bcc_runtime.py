@@ -12,6 +12,7 @@ useful line, so that tuner's output stays one clean line per problem.
 from __future__ import annotations
 
 import os
+import re
 import sys
 import tempfile
 from collections.abc import Iterator, Sequence
@@ -69,6 +70,38 @@ def bpf_dir() -> Path:
     if not path.is_dir():
         raise TunerError(f"BPF sources not found at {path}", "install tuner from its source tree")
     return path
+
+
+def header_constants(header: str) -> dict[str, int]:
+    """The integer ``#define`` constants of ``bpf/<header>``.
+
+    >>> header_constants("steer.h")["STEER_SLOTS"]
+    256
+    """
+    text = (bpf_dir() / header).read_text()
+    return {
+        m.group(1): int(m.group(2), 0)
+        for m in re.finditer(r"^\s*#define\s+(\w+)\s+(-?(?:0x[0-9a-fA-F]+|\d+))\b", text, re.M)
+    }
+
+
+def check_constants(header: str, ours: dict[str, int]) -> None:
+    """Each constant of ``ours`` must be defined in ``bpf/<header>`` with the same value: the
+    C side and the Python side share them, defined once each and checked here at load.
+
+    >>> check_constants("steer.h", {"STEER_SLOTS": 128})
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: bpf/steer.h defines STEER_SLOTS as 256, the Python side as 128; \
+fix: keep bpf/steer.h and its loader in step
+    """
+    theirs = header_constants(header)
+    for name, value in ours.items():
+        if theirs.get(name) != value:
+            raise TunerError(
+                f"bpf/{header} defines {name} as {theirs.get(name)}, the Python side as {value}",
+                f"keep bpf/{header} and its loader in step",
+            )
 
 
 class Captured:

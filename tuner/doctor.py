@@ -22,12 +22,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from tuner import bcc_runtime, bpfsys, system
+from tuner.bcc_runtime import SETUP_FIX
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
 MIN_KERNEL = (5, 8, 0)  # ring buffers, sk_reuseport selecting from a SOCKMAP
 ROOT_FIX = "run as root (sudo tuner doctor)"
-SETUP_FIX = "run `make setup` as root"
 
 
 @dataclass

@@ -10,11 +10,12 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import defaultdict
 from dataclasses import asdict
-from typing import TextIO
+from typing import Any, TextIO
 
 from tuner.probes.base import Frame
 
@@ -157,3 +158,68 @@ def run_observe(args) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
+    """Add ``tuner observe`` to the command line."""
+    p = sub.add_parser(
+        "observe",
+        formatter_class=formatter,
+        help="show live what the probes see per task, process, socket and CPU",
+        description="Attach the probes (scheduler, syscalls, network) and show a table per\n"
+        "entity, refreshed every interval, or one JSON line per entity and window.\n"
+        "Selectors combine with OR; with none, every process is observed.\n"
+        "Ctrl-C detaches everything.",
+        epilog="examples:\n  tuner observe --comm nginx\n  tuner observe --port 8080 --json"
+        " --seconds 10\n  tuner observe --pid 1234 --probes sched,syscalls",
+    )
+    p.add_argument(
+        "--pid",
+        type=int,
+        action="append",
+        default=[],
+        metavar="P",
+        help="observe process P and its threads (repeatable)",
+    )
+    p.add_argument("--comm", metavar="NAME", help="observe tasks with this command name")
+    p.add_argument("--cgroup", metavar="PATH", help="observe tasks in this cgroup v2 directory")
+    p.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="observe the processes listening on port N when observe starts",
+    )
+    p.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="S",
+        help="refresh the table every S seconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--window-ms",
+        type=int,
+        default=100,
+        metavar="MS",
+        help="aggregation window in the kernel, in milliseconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--latency-sample",
+        type=int,
+        default=1,
+        metavar="N",
+        help="syscalls probe: time one in N calls at random and scale (a power of two; "
+        "calls and errors stay exact; larger N costs a busy process less; default: %(default)s)",
+    )
+    p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument(
+        "--probes",
+        default="sched,syscalls,net",
+        metavar="LIST",
+        help="comma-separated probes to attach (default: %(default)s)",
+    )
+    p.add_argument("--json", action="store_true", help="print one JSON object per frame")
+    p.add_argument("--ebpf", action="store_true", help=argparse.SUPPRESS)
+    p.set_defaults(func=run_observe)

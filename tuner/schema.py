@@ -17,6 +17,7 @@ tuner.errors.TunerError: 'agent.window_ms' in t.toml must be in the range [10, 1
 
 from __future__ import annotations
 
+import json
 import re
 import tomllib
 from pathlib import Path
@@ -81,3 +82,41 @@ def read_toml(path: str | Path, what: str, fix: str) -> dict[str, Any]:
         raise TunerError(f"cannot read {what} {p}: {e}", fix) from None
     except tomllib.TOMLDecodeError as e:
         raise TunerError(f"{p} is not valid TOML: {e}", "fix the syntax") from None
+
+
+def check_positive(name: str, value: float | None) -> None:
+    """A command-line number that must be above 0 (None: not given).
+
+    >>> check_positive("--seconds", 0)
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: --seconds must be > 0; got 0
+    """
+    if value is not None and value <= 0:
+        raise TunerError(f"{name} must be > 0; got {value}")
+
+
+def to_toml(values: dict[str, Any]) -> str:
+    """``section.key`` values (or ``{section: {key: value}}``) as TOML text.
+
+    >>> print(to_toml({"a.x": 1, "a.y": "s", "b.z": [1, 2], "b.t": True}))
+    [a]
+    x = 1
+    y = "s"
+    <BLANKLINE>
+    [b]
+    z = [1, 2]
+    t = true
+    <BLANKLINE>
+    """
+    flat = {
+        f"{sec}.{k}" if isinstance(body, dict) else sec: v
+        for sec, body in values.items()
+        for k, v in (body.items() if isinstance(body, dict) else [("", body)])
+    }
+    sections: dict[str, list[str]] = {}
+    for key, v in flat.items():
+        sec, name = key.split(".", 1)
+        text = json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+        sections.setdefault(sec, []).append(f"{name} = {text}")
+    return "\n".join(f"[{sec}]\n" + "\n".join(lines) + "\n" for sec, lines in sections.items())

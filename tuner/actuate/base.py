@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,27 +30,17 @@ from tuner.actuate.pins import (
     require_bpffs,
     state_file,
 )
+from tuner.actuate.steering import MODES, Decision, check_mode
 from tuner.errors import TunerError
-from tuner.table import check_table
+from tuner.table import SLOTS, check_table
 
 MAX_TARGETS = 64  # sockets of a reuseport group / XDP targets (bpf/steer.h, passed as -D)
-MODES = ("shadow", "active")
 
 
 @dataclass
-class Decision:
-    """One call of ``apply``: what was asked and whether it reached the kernel."""
-
-    time: float
-    mode: str
-    table: list[int]
-    written: bool
-    generation: int
-
-
-@dataclass
-class Steering:
-    """Base of the actuators. Subclasses load their program and implement the map access.
+class BpfSteering:
+    """Base of the BPF actuators (:class:`~tuner.actuate.steering.Steering`). Subclasses load
+    their program and implement the map access.
 
     Parameters
     ----------
@@ -98,7 +88,7 @@ class Steering:
         return {}
 
     # -- lifecycle ------------------------------------------------------------------------
-    def open(self) -> Steering:
+    def open(self) -> BpfSteering:
         """Take the name (its lock, before anything else), load and attach the program, pin
         its maps and note what was attached. A failure undoes all of it and touches nothing
         that belongs to another owner of the name."""
@@ -120,12 +110,16 @@ class Steering:
             self._owns_pins = True
             for map_name in PINNED:
                 bpfsys.obj_pin(self._bpf[map_name.encode()].map_fd, str(pins / map_name))
-            state = {"kind": type(self).__name__, "pid": os.getpid(), **self._state(), **self.note}
-            state_file(self.name).write_text(json.dumps(state))
+            self.note_state()
         except BaseException:
             self.close()
             raise
         return self
+
+    def note_state(self) -> None:
+        """Write (again) what ``tuner cleanup`` needs to undo this steering after a crash."""
+        state = {"kind": type(self).__name__, "pid": os.getpid(), **self._state(), **self.note}
+        state_file(self.name).write_text(json.dumps(state))
 
     def close(self) -> None:
         """Detach the program, free the maps, remove the pins it made and let go of the name.
@@ -145,7 +139,7 @@ class Steering:
                 self._lock.release()
                 self._lock = None
 
-    def __enter__(self) -> Steering:
+    def __enter__(self) -> BpfSteering:
         return self.open()
 
     def __exit__(self, *exc: object) -> None:
@@ -157,9 +151,20 @@ class Steering:
     # -- decisions ------------------------------------------------------------------------
     def set_mode(self, mode: str) -> None:
         """Switch mode at run time. Going to shadow stops writes; the lease then lapses."""
-        if mode not in MODES:
-            raise TunerError(f"mode must be one of {', '.join(MODES)}; got {mode!r}")
-        self.mode = mode
+        self.mode = check_mode(mode)
+
+    @property
+    def counts_flows(self) -> bool:
+        """Per-flow counting and pinning: only a UDP reuseport group has it."""
+        return False
+
+    def flow_hits(self) -> dict[int, int]:
+        return {}
+
+    def set_overrides(self, overrides: Mapping[int, int]) -> bool:
+        if overrides:
+            raise TunerError(f"{type(self).__name__} cannot pin flows")
+        return False
 
     def apply(self, table: Sequence[int], live: Sequence[int] | None = None) -> Decision:
         """Check ``table``; in active mode write it atomically and renew the lease, in shadow
@@ -214,6 +219,7 @@ class Steering:
                 f"The 'mode' parameter of {type(self).__name__} must be one of "
                 f"{', '.join(MODES)}. Got {self.mode!r} instead."
             )
+        check_layout_constants()
         if not isinstance(self.lease_ms, int) or not 50 <= self.lease_ms <= 60000:
             raise TunerError(
                 f"The 'lease_ms' parameter of {type(self).__name__} must be an int "
@@ -224,3 +230,11 @@ class Steering:
                 f"The 'min_share' parameter of {type(self).__name__} must be in "
                 f"[0, 1]. Got {self.min_share!r} instead."
             )
+
+
+def check_layout_constants(header: str = "steer.h") -> None:
+    """The constants bpf/steer.h shares with this side must agree with it (the loaders pass
+    MAX_TARGETS as -D; STEER_SLOTS is the table's size)."""
+    from tuner.bcc_runtime import check_constants
+
+    check_constants(header, {"STEER_SLOTS": SLOTS, "MAX_TARGETS": MAX_TARGETS})

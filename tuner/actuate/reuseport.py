@@ -16,12 +16,12 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from tuner import bcc_runtime, bpfsys, procnet
-from tuner.actuate.base import MAX_TARGETS, Steering
+from tuner.actuate.base import MAX_TARGETS, BpfSteering
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
@@ -92,13 +92,13 @@ def take_fds(handles: Sequence[tuple[int, int]]) -> list[socket.socket]:
 
 
 @dataclass
-class ReuseportSteering(Steering):
+class ReuseportSteering(BpfSteering):
     """Steer a SO_REUSEPORT group with an indirection table and a lease.
 
     Give ``sockets`` (owned by this process), ``handles`` (``(pid, fd)`` of each socket of an
     unmodified server, in target order, as :func:`tuner.group.discover` finds them), or
     ``pids`` and ``port`` (every listed process's sockets on that port, in order).
-    See :class:`~tuner.actuate.base.Steering` for mode, lease and shares.
+    See :class:`~tuner.actuate.base.BpfSteering` for mode, lease and shares.
 
     ``count_flows`` (default: when the group is UDP) counts datagrams per flow hash in the
     kernel (:meth:`flow_hits`), and :meth:`set_overrides` pins flows to sockets.
@@ -116,6 +116,7 @@ class ReuseportSteering(Steering):
     _socks: list[socket.socket] = field(default_factory=list, init=False, repr=False)
     _taken: bool = field(default=False, init=False, repr=False)
     _sockmap: int = field(default=-1, init=False, repr=False)
+    _prog_fd: int = field(default=-1, init=False, repr=False)
 
     def targets(self) -> int:
         return len(self._socks)
@@ -155,6 +156,7 @@ class ReuseportSteering(Steering):
             + (["-DCOUNT_FLOWS=1"] if self.count_flows else []),
         )
         fn = bcc_runtime.load_function(self._bpf, "steer_reuseport", ProgType.SK_REUSEPORT)
+        self._prog_fd = fn.fd
         try:
             self._socks[0].setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, fn.fd)
         except OSError as e:
@@ -179,6 +181,34 @@ class ReuseportSteering(Steering):
                 os.close(self._sockmap)
                 self._sockmap = -1
 
+    def retarget(self, handles: Sequence[tuple[int, int]]) -> None:
+        """Steer another set of the server's sockets, target ``i`` the ``i``-th handle (a
+        thread pool that grew, a worker respawned with a socket of its own). The lease is
+        ended first, so no connection follows a table meant for the old set; the SOCKMAP is
+        rewritten in place and the program attached again through the new first socket."""
+        if not self._taken or self._bpf is None:
+            raise TunerError("only an open steering of a server's group can be retargeted")
+        if not 1 <= len(handles) <= MAX_TARGETS:
+            raise TunerError(f"a reuseport group of {len(handles)} sockets is not supported")
+        new = take_fds(handles)
+        self.expire()
+        try:
+            for i, sock in enumerate(new):
+                bpfsys.map_update(
+                    self._sockmap, struct.pack("I", i), struct.pack("I", sock.fileno())
+                )
+            for i in range(len(new), len(self._socks)):
+                bpfsys.map_delete(self._sockmap, struct.pack("I", i))
+            new[0].setsockopt(socket.SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, self._prog_fd)
+        except OSError as e:
+            for sock in new:
+                sock.close()
+            raise TunerError(f"cannot steer the group's new sockets: {e.strerror}") from None
+        old, self._socks, self.handles = self._socks, new, list(handles)
+        for sock in old:
+            sock.close()
+        self.note_state()
+
     def _state(self) -> dict:
         return {
             "pids": sorted({p for p, _ in self.handles}) or list(self.pids) or [os.getpid()],
@@ -197,6 +227,11 @@ class ReuseportSteering(Steering):
             "fallback_select": int(sum(fb[fb.Key(1)])),
         }
 
+    @property
+    def counts_flows(self) -> bool:
+        """True for a UDP group (unless ``count_flows=False``), once loaded."""
+        return bool(self.count_flows)
+
     def flow_hits(self) -> dict[int, int]:
         """Datagrams per flow hash since the last call (read and cleared in one batch).
         Empty unless ``count_flows``."""
@@ -208,7 +243,7 @@ class ReuseportSteering(Steering):
         except Exception:  # an empty map: some BCC versions raise on ENOENT from the batch
             return {}
 
-    def set_overrides(self, overrides: dict[int, int]) -> bool:
+    def set_overrides(self, overrides: Mapping[int, int]) -> bool:
         """Pin flow hashes to target indices; flows not named lose their pin. Active mode:
         written to the kernel (only what changed); shadow: recorded only. True if written."""
         for h, t in overrides.items():

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from tuner import bcc_runtime
-from tuner.actuate.base import MAX_TARGETS, Steering
+from tuner.actuate.base import MAX_TARGETS, BpfSteering
 from tuner.bpfsys import ProgType
 from tuner.errors import TunerError
 from tuner.netns import inside
@@ -37,7 +37,7 @@ SIOCGIFHWADDR = 0x8927
 
 
 @dataclass
-class XdpSteering(Steering):
+class XdpSteering(BpfSteering):
     """Attach the XDP steering program to ``ifname`` (in network namespace ``netns``).
 
     With ``ifname=None`` the program is loaded but not attached (for BPF_PROG_TEST_RUN).

@@ -78,6 +78,58 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     s.add_argument("--json", action="store_true", help="print the JSON answer as is")
     s.set_defaults(func=_status)
 
+    r = sub.add_parser(
+        "record",
+        formatter_class=formatter,
+        help="record what the agent sees of a workload into a Parquet trace",
+        description="Observe the selected processes with the scheduler probe and run a\n"
+        "shadow-mode agent on them (it writes nothing into the kernel). Every window,\n"
+        "one row per process goes into FILE: features, the model's predictions, the\n"
+        "decision it would take, and the load observed. FILE is a directory of Parquet\n"
+        "parts; a part is closed every --part-seconds or --part-mb, so a recording cut\n"
+        "by SIGKILL stays readable up to its last closed part. Ctrl-C stops cleanly.\n"
+        "The columns are described in docs/traces.md.",
+        epilog="examples:\n  tuner record --out traces/web.parquet --port 8080 --seconds 600\n"
+        "  tuner record --out t.parquet --pid 4242 --pid 4243 --window-ms 50",
+    )
+    r.add_argument("--out", required=True, metavar="FILE", help="trace to write (a new path)")
+    r.add_argument("--pid", type=int, action="append", default=[], metavar="P", help="a process")
+    r.add_argument("--comm", metavar="NAME", help="processes with this command name")
+    r.add_argument("--cgroup", metavar="PATH", help="processes of this cgroup v2 directory")
+    r.add_argument(
+        "--port",
+        type=int,
+        action="append",
+        default=[],
+        metavar="N",
+        help="processes listening on this port",
+    )
+    r.add_argument("--netns", metavar="NAME", help="look the port up in this network namespace")
+    r.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
+    r.add_argument(
+        "--window-ms",
+        type=int,
+        default=100,
+        metavar="MS",
+        help="window length (default: %(default)s)",
+    )
+    r.add_argument("--config", metavar="FILE", help="agent config for the model and policy")
+    r.add_argument(
+        "--part-mb",
+        type=float,
+        default=64.0,
+        metavar="MB",
+        help="close a part at this size (default: %(default)s)",
+    )
+    r.add_argument(
+        "--part-seconds",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="close a part after this long (default: %(default)s)",
+    )
+    r.set_defaults(func=_record)
+
 
 def _run(args: argparse.Namespace) -> int:
     from tuner.agent.config import AgentConfig, model_override
@@ -92,6 +144,34 @@ def _run(args: argparse.Namespace) -> int:
     agent = run_agent(config, args.mode, args.seconds, progress=main_loop_banner)
     print("tuner run: stopped; steering detached", file=sys.stderr)
     print(json.dumps(agent.status()))
+    return 0
+
+
+def _record(args: argparse.Namespace) -> int:
+    from tuner.agent.config import AgentConfig
+    from tuner.agent.record import find_pids, record
+    from tuner.schema import check_positive
+    from tuner.system import require_root
+
+    check_positive("--seconds", args.seconds)
+    check_positive("--part-mb", args.part_mb)
+    check_positive("--part-seconds", args.part_seconds)
+    config = AgentConfig.load(args.config) if args.config else AgentConfig.from_dict({})
+    config = config.with_values(
+        agent__window_ms=args.window_ms,
+        agent__record_part_mb=args.part_mb,
+        agent__record_part_seconds=args.part_seconds,
+    )
+    require_root("tuner record")
+    pids = find_pids(args.pid, args.comm, args.cgroup, args.port, args.netns)
+    print(
+        f"tuner record: {len(pids)} processes {pids} into {args.out}; Ctrl-C to stop",
+        file=sys.stderr,
+    )
+    w = record(config, pids, args.out, args.seconds)
+    print(
+        json.dumps({"trace": args.out, "windows": w.windows, "rows": w.rows, "parts": len(w.parts)})
+    )
     return 0
 
 

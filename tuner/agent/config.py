@@ -59,6 +59,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     ),
     "agent.record_part_seconds": (float, 30.0, (0.1, 86400.0), "... or after this many seconds"),
     "agent.lease_ms": (int, 1000, (50, 60000), "lease of a written table, in milliseconds"),
+    "agent.lost_server_s": (
+        float,
+        10.0,
+        (0.5, 3600.0),
+        "seconds the agent waits, the kernel placing connections, for a server whose workers "
+        "are gone to come back before it stops",
+    ),
     "agent.sockets": (
         bool,
         False,

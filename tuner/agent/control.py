@@ -59,6 +59,35 @@ def _kind(mode: int) -> str:
     return "not a socket"
 
 
+def claim_path(path: str) -> None:
+    """Make ``path`` a control socket's: refuse anything there but a socket nobody answers on
+    (a stale one is removed). The agent calls this before it attaches anything, and again
+    when the server starts."""
+    parent = os.path.dirname(path) or "."
+    try:
+        os.makedirs(parent, exist_ok=True)
+    except OSError as e:
+        raise TunerError(
+            f"cannot create {parent} for the control socket: {e.strerror}",
+            "set agent.control_socket to a path in a directory root can write",
+        ) from None
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise TunerError(
+            f"agent.control_socket {path} exists and is {_kind(mode)}, not a socket",
+            "set agent.control_socket to a new path (the agent never removes other files)",
+        )
+    if not stale_socket(path):
+        raise TunerError(
+            f"another agent listens on {path}",
+            "stop it, or set agent.control_socket to another path",
+        )
+    os.unlink(path)  # left by an agent that died
+
+
 class ControlServer:
     """Answers control requests in background threads with ``handler(request) -> reply``.
 
@@ -72,35 +101,8 @@ class ControlServer:
         self._thread: threading.Thread | None = None
         self._slots = threading.BoundedSemaphore(MAX_CLIENTS)
 
-    def claim_path(self) -> None:
-        """Make ``path`` ours: refuse anything but a socket nobody answers on (a stale one
-        is removed). The agent calls this before it loads anything, and again on start."""
-        parent = os.path.dirname(self.path) or "."
-        try:
-            os.makedirs(parent, exist_ok=True)
-        except OSError as e:
-            raise TunerError(
-                f"cannot create {parent} for the control socket: {e.strerror}",
-                "set agent.control_socket to a path in a directory root can write",
-            ) from None
-        try:
-            mode = os.lstat(self.path).st_mode
-        except FileNotFoundError:
-            return
-        if not stat.S_ISSOCK(mode):
-            raise TunerError(
-                f"agent.control_socket {self.path} exists and is {_kind(mode)}, not a socket",
-                "set agent.control_socket to a new path (the agent never removes other files)",
-            )
-        if not stale_socket(self.path):
-            raise TunerError(
-                f"another agent listens on {self.path}",
-                "stop it, or set agent.control_socket to another path",
-            )
-        os.unlink(self.path)  # left by an agent that died
-
     def __enter__(self) -> ControlServer:
-        self.claim_path()
+        claim_path(self.path)
         s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old = os.umask(0o077)
         try:

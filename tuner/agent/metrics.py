@@ -1,26 +1,26 @@
 """Prometheus metrics of a running agent on ``127.0.0.1:<metrics.port>`` (off by default).
 
-Served in the text exposition format at ``/metrics``: windows, decisions, each entity's
-predicted load and hotspot probability, model and baseline error, records lost, mode, and a
-histogram of the control-loop latency.
+Served in the text exposition format at ``/metrics``, rendered when scraped from a
+:class:`~tuner.agent.loop.Snapshot` of the agent: windows, decisions, each entity's predicted
+load and hotspot probability (every channel's), model and baseline error, records lost, mode,
+and a histogram of the control-loop latency.
 
->>> class A:
-...     windows, records_lost, mode = 3, 0, "shadow"
-...     latency_ms = [0.5, 2.0]
-...     decisions_written = 1
-...     predictions = {"worker:0": (0.5, 0.4, 0.1)}
-...     learner = type("L", (), {"recent_mae": lambda self: (0.1, 0.2)})()
->>> print(render(A()).splitlines()[0])
+>>> from tuner.agent.loop import Snapshot
+>>> print(render(Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None)).splitlines()[0])
 # TYPE tuner_windows_total counter
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.agent.loop import Snapshot
 
 BUCKETS_MS = (1, 2, 5, 10, 20, 50, 100, 250)
 MAX_CLIENTS = 8  # scrapes served at once; more are closed unanswered
@@ -56,30 +56,34 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that went away or sent garbage: nothing to report
 
 
-def render(agent: Any) -> str:
-    """The metrics of ``agent`` in Prometheus' text format."""
-    model, base = agent.learner.recent_mae()
-    lat = list(agent.latency_ms)
+def render(snap: Snapshot) -> str:
+    """The metrics of one snapshot in Prometheus' text format."""
+    lat = snap.latency_ms
     lines = [
         "# TYPE tuner_windows_total counter",
-        f"tuner_windows_total {agent.windows}",
+        f"tuner_windows_total {snap.windows}",
         "# TYPE tuner_decisions_written_total counter",
-        f"tuner_decisions_written_total {agent.decisions_written}",
+        f"tuner_decisions_written_total {snap.decisions_written}",
         "# TYPE tuner_records_lost_total counter",
-        f"tuner_records_lost_total {agent.records_lost}",
+        f"tuner_records_lost_total {snap.records_lost}",
         "# TYPE tuner_active gauge",
-        f"tuner_active {int(agent.mode == 'active')}",
+        f"tuner_active {int(snap.mode == 'active')}",
         "# TYPE tuner_model_mae gauge",
-        f'tuner_model_mae{{model="model"}} {model}',
-        f'tuner_model_mae{{model="baseline"}} {base}',
-        "# TYPE tuner_predicted_load gauge",
+        f'tuner_model_mae{{model="model"}} {snap.model_mae}',
+        f'tuner_model_mae{{model="baseline"}} {snap.baseline_mae}',
     ]
-    preds = agent.predictions
-    for e, p in preds.items():
-        lines.append(f'tuner_predicted_load{{entity="{e}"}} {p[0]}')
+    preds = [
+        (c.name, e, p)
+        for c in (snap.last.channels if snap.last is not None else ())
+        if c.sockets is None  # connections come and go: their series would not
+        for e, p in c.predictions().items()
+    ]
+    lines.append("# TYPE tuner_predicted_load gauge")
+    for ch, e, p in preds:
+        lines.append(f'tuner_predicted_load{{channel="{ch}",entity="{e}"}} {p.load}')
     lines.append("# TYPE tuner_hotspot_probability gauge")
-    for e, p in preds.items():
-        lines.append(f'tuner_hotspot_probability{{entity="{e}"}} {p[2]}')
+    for ch, e, p in preds:
+        lines.append(f'tuner_hotspot_probability{{channel="{ch}",entity="{e}"}} {p.p_hot}')
     lines.append("# TYPE tuner_loop_latency_ms histogram")
     for b in BUCKETS_MS:
         lines.append(f'tuner_loop_latency_ms_bucket{{le="{b}"}} {sum(x <= b for x in lat)}')
@@ -90,21 +94,21 @@ def render(agent: Any) -> str:
 
 
 class MetricsServer:
-    """Serves :func:`render` of ``agent`` on 127.0.0.1:``port`` in a background thread."""
+    """Serves :func:`render` of ``snapshot()`` on 127.0.0.1:``port`` in a background thread."""
 
-    def __init__(self, port: int, agent: Any) -> None:
+    def __init__(self, port: int, snapshot: Callable[[], Snapshot]) -> None:
         self.port = port
-        self.agent = agent
+        self.snapshot = snapshot
         self._server: ThreadingHTTPServer | None = None
 
     def __enter__(self) -> MetricsServer:
-        agent = self.agent
+        snapshot = self.snapshot
 
         class Handler(BaseHTTPRequestHandler):
             timeout = CLIENT_TIMEOUT_S
 
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
-                body = render(agent).encode()
+                body = render(snapshot()).encode()
                 self.send_response(200 if self.path == "/metrics" else 404)
                 self.send_header("Content-Type", "text/plain; version=0.0.4")
                 self.end_headers()

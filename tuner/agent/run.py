@@ -1,9 +1,13 @@
-"""``tuner run``: open the probes, the actuator and the control socket, then loop.
+"""``tuner run``: open the steering, the probes and the control socket, then loop.
 
 Everything is opened in one :class:`~contextlib.ExitStack`, so SIGTERM, Ctrl-C or an error
 detaches the probes and the steering program and removes the pins and the socket. After a
 SIGKILL the lease lapses (kernel defaults return within ``agent.lease_ms``) and
 ``tuner cleanup`` removes the rest.
+
+Order matters: whatever can be refused is checked before anything is attached (root, the
+group and its workers, the model, the control-socket path); the control socket opens last,
+so an answer on it means the agent is up and deciding.
 """
 
 from __future__ import annotations
@@ -11,116 +15,19 @@ from __future__ import annotations
 import os
 import sys
 from contextlib import ExitStack
-from dataclasses import dataclass
 from typing import Any
 
+from tuner.actuate.reuseport import ReuseportSteering
+from tuner.agent.build import build_agent, load_model, xdp_cpus
 from tuner.agent.config import AgentConfig
-from tuner.agent.control import ControlServer
+from tuner.agent.control import ControlServer, claim_path
 from tuner.agent.loop import Agent
+from tuner.agent.targets import Backends, resolve_backends, resolve_group, target_netns
+from tuner.agent.watch import WorkerWatch
+from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
 from tuner.group import Group
-from tuner.netns import netns_link
-from tuner.system import exited, require_root
-
-
-def resolve_group(config: AgentConfig) -> Group:
-    """The reuseport group on ``target.port`` (in ``target.netns``, or the namespace of the
-    processes of ``target.pids``) and the worker of each socket; ``target.pids``, when given,
-    must name exactly the group's workers."""
-    from tuner.group import discover
-
-    port = config.get("target.port")
-    if not port:
-        raise TunerError(f"{config.source} has no target.port", "set the port of the server")
-    pids = list(config.get("target.pids"))
-    twice = sorted({p for p in pids if pids.count(p) > 1})
-    if twice:
-        raise TunerError(f"target.pids names pid {twice[0]} twice", "list each worker once")
-    gone = exited(pids)
-    if gone:
-        raise TunerError(f"target process {gone[0]} does not exist", "check target.pids")
-    netns = config.get("target.netns")
-    link = netns_link(netns) if netns else _pid_netns(pids[0]) if pids else None
-    group = discover(
-        port, config.get("target.protocol"), link, config.get("target.address") or None
-    )
-    if pids:
-        left_out = [s for s in group.sockets if s.worker.pid not in pids]
-        if left_out:
-            s = left_out[0]
-            held = ",".join(str(p) for p in sorted({p for p, _ in s.holders}))
-            raise TunerError(
-                f"target.pids leaves out {len(left_out)} of the {len(group.sockets)} sockets "
-                f"on port {port}: socket {s.inode} is served by {s.worker.key} "
-                f"({s.worker.comm}), held by {held}",
-                "list every worker (`tuner group PORT` shows them), or leave target.pids "
-                "empty to take the whole group",
-            )
-        extra = sorted(set(pids) - set(group.pids))
-        if extra:
-            raise TunerError(
-                f"target.pids names pid {extra[0]}, which serves no socket on port {port} "
-                f"(the workers are {', '.join(map(str, group.pids))})",
-                "list only the group's workers, or leave target.pids empty",
-            )
-    return group
-
-
-def _pid_netns(pid: int) -> str | None:
-    try:
-        return os.readlink(f"/proc/{pid}/ns/net")
-    except OSError:
-        return None
-
-
-@dataclass(frozen=True)
-class Backends:
-    """The backend hosts of ``[backends]``: the workers (pids) of each, and its MAC."""
-
-    pids: list[int]  # every backend's workers, backend by backend
-    groups: list[int]  # the backend of each pid
-    macs: list[str]  # the MAC each backend's frames are addressed to
-
-
-def resolve_backends(config: AgentConfig) -> Backends:
-    """Per namespace of ``backends.namespaces``: the processes listening on ``target.port``
-    there, and the MAC of its ``backends.backend_interface``."""
-    from tuner import netns
-    from tuner.actuate.xdp import interface_mac
-    from tuner.probes.stream import pids_listening_on
-
-    port = config.get("target.port")
-    if not port:
-        raise TunerError(f"{config.source} has no target.port", "set the port the backends serve")
-    devices = config.get("backends.devices")
-    names = config.get("backends.namespaces")
-    if devices and len(devices) != len(names):
-        raise TunerError(
-            f"backends.devices names {len(devices)} interfaces for {len(names)} backends",
-            "give one per backend, or none to use backends.interface for all",
-        )
-    pids: list[int] = []
-    groups: list[int] = []
-    macs: list[str] = []
-    dev = config.get("backends.backend_interface")
-    for i, name in enumerate(names):
-        try:
-            with netns.inside(name):
-                found = sorted(pids_listening_on(port))
-                macs.append(interface_mac(dev).hex(":"))
-        except OSError as e:
-            raise TunerError(
-                f"backend {i}: no interface {dev} in namespace {name} ({e.strerror or e})",
-                "check backends.namespaces and backends.backend_interface",
-            ) from None
-        if not found:
-            raise TunerError(
-                f"backend {i}: no process listens on port {port} in namespace {name}",
-                "start the backend's server first, or fix backends.namespaces",
-            )
-        pids += found
-        groups += [i] * len(found)
-    return Backends(pids, groups, macs)
+from tuner.system import require_root
 
 
 def run_agent(
@@ -130,6 +37,7 @@ def run_agent(
     progress: Any = None,
 ) -> Agent:
     """Run the agent until ``seconds`` pass (forever when None) or it is interrupted."""
+    from tuner.agent.decisions import DecisionLog
     from tuner.agent.metrics import MetricsServer
     from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import FeatureStream
@@ -142,23 +50,17 @@ def run_agent(
             "XDP on the entry steers to the backends: remove xdp.interface",
         )
     group = None if backends else resolve_group(config)
-    if group is not None and group.shape == "threads":
-        raise TunerError(
-            f"the workers on port {group.port} are threads; this tuner steers processes",
-            "see docs/real-servers.md",
-        )
-    pids = backends.pids if backends else group.pids
-    agent = Agent(config, pids, mode, groups=backends.groups if backends else None)
-    control = ControlServer(config.get("agent.control_socket"), agent.handle)
-    control.claim_path()  # before anything is loaded: a bad path costs nothing
+    workers = backends.workers if backends else WorkerMap.from_group(group)
+    model = load_model(config)  # a bad model file is refused before anything is attached
+    claim_path(config.get("agent.control_socket"))
     note = {"control_socket": os.path.abspath(config.get("agent.control_socket"))}
     with ExitStack() as stack:
         if backends is not None:
             steering = stack.enter_context(_backend_steering(config, mode, backends, note))
         else:
-            steering = stack.enter_context(_reuseport_steering(config, mode, group, note))
+            steering = stack.enter_context(reuseport_steering(config, mode, group, note))
         xdp = None
-        if agent.xdp_cpus:
+        if xdp_cpus(config):
             from tuner.actuate.xdp import XdpSteering
 
             xdp = stack.enter_context(
@@ -166,36 +68,52 @@ def run_agent(
                     **_steering_args(config, mode, "-xdp", note),
                     ifname=config.get("xdp.interface"),
                     netns=config.get("xdp.netns") or None,
-                    cpus=agent.xdp_cpus,
+                    cpus=xdp_cpus(config),
                 )
             )
+        agent = build_agent(config, workers, steering, mode, xdp, model=model)
+        probes = ("sched", "net") if config.get("agent.sockets") else ("sched",)
+        window_ms = config.get("agent.window_ms")
         stream = stack.enter_context(
-            FeatureStream(
-                ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
-                probes=("sched", "net") if config.get("agent.sockets") else ("sched",),
-            )
+            FeatureStream(ProbeConfig(window_ms=window_ms, pids=tuple(workers.pids())), probes)
         )
+        if config.get("agent.decision_log"):
+            agent.log = DecisionLog(config.get("agent.decision_log"))
+            stack.callback(agent.log.close)
         if config.get("metrics.port"):
-            stack.enter_context(MetricsServer(config.get("metrics.port"), agent))
-        agent.open_log(config.get("agent.decision_log"))
-        stack.callback(agent.close_log)
+            stack.enter_context(MetricsServer(config.get("metrics.port"), agent.snapshot))
         writer = None
         if config.get("agent.record"):
-            from tuner.trace.record import open_writer
+            from tuner.agent.record import open_writer
 
-            writer = stack.enter_context(open_writer(config, agent, config.get("agent.record")))
-        stack.enter_context(control)  # last: an answer on it means the agent is up
+            writer = stack.enter_context(open_writer(config, config.get("agent.record"), workers))
+        watch = None
+        if group is not None:
+            watch = WorkerWatch(config, agent, stream, group, target_netns(config), steering)
+        stack.enter_context(ControlServer(config.get("agent.control_socket"), agent.handle))
         if progress:
             progress(agent)
         try:
-            windows = stream.windows(seconds)
-            for window in windows:
-                entry = _step(agent, pids, stream, steering, window, xdp)
+            for window in stream.windows(seconds):
+                if watch is not None:
+                    watch.check()
+                elif backends is not None:
+                    _check_alive(backends.workers)
+                record = agent.step(window.frames, window.closed)
+                agent.records_lost = stream.lost()
                 if writer is not None:
-                    writer.add(entry, window.closed)
+                    writer.add(record)
         except KeyboardInterrupt:
             pass  # SIGTERM or Ctrl-C: leave the stack, which detaches everything
     return agent
+
+
+def _check_alive(workers: WorkerMap) -> None:
+    gone = [p for p in workers.pids() if not os.path.exists(f"/proc/{p}")]
+    if gone:
+        raise TunerError(
+            f"target process {gone[0]} exited", "restart the agent when the server is back"
+        )
 
 
 def _steering_args(
@@ -213,15 +131,14 @@ def _steering_args(
     }
 
 
-def _reuseport_steering(config: AgentConfig, mode: str, group: Group, note: dict) -> Any:
-    from tuner.actuate.reuseport import ReuseportSteering
-
-    def handle(s: Any) -> tuple[int, int]:  # the worker's own fd when it holds the socket
-        return next((h for h in s.holders if h[0] == s.worker.pid), s.holders[0])
-
+def reuseport_steering(
+    config: AgentConfig, mode: str, group: Group, note: dict
+) -> ReuseportSteering:
+    """A :class:`~tuner.actuate.reuseport.ReuseportSteering` over the group's sockets, in
+    target order, each taken from its worker when the worker holds it."""
     return ReuseportSteering(
         **_steering_args(config, mode, note=note),
-        handles=[handle(s) for s in group.sockets],
+        handles=group.handles(),
         port=config.get("target.port"),
         protocol=config.get("target.protocol"),
         # the kernel counts datagrams per flow only for a policy that reads them
@@ -243,24 +160,11 @@ def _backend_steering(config: AgentConfig, mode: str, backends: Backends, note: 
     )
 
 
-def _step(
-    agent: Agent, pids: list[int], stream: Any, steering: Any, window: Any, xdp: Any = None
-) -> dict:
-    """One window, after checking that every worker still exists."""
-    gone = exited(pids)
-    if gone:
-        raise TunerError(
-            f"target process {gone[0]} exited", "restart the agent when the server is back"
-        )
-    entry = agent.step(window.frames, steering, window.closed, xdp)
-    agent.records_lost = stream.lost()
-    return entry
-
-
 def main_loop_banner(agent: Agent) -> None:
+    workers = agent.workers.workers
     print(
-        f"tuner run: {agent.mode} mode, {len(agent.entities)} {agent.kind}s (pids {agent.pids}), "
-        f"model {agent.config.model_name()}; control socket "
+        f"tuner run: {agent.mode} mode, {len(workers.entities)} {workers.kind}s "
+        f"(pids {workers.pids()}), model {agent.config.model_name()}; control socket "
         f"{agent.config.get('agent.control_socket')}; Ctrl-C to stop",
         file=sys.stderr,
         flush=True,

@@ -1,11 +1,11 @@
 """``tuner bench loop``: control-loop latency, window closed -> table written, per entity count.
 
 For 8, 64 and 512 entities (workers), synthetic scheduler frames with a periodic hotspot
-pattern go through the agent's real code path (:meth:`tuner.agent.loop.Agent.step`: loads,
-learner, policy, actuator) in active mode, and the table is written into a real
-sk_reuseport steering program's maps in the kernel. The group has 64 loopback sockets, so
-for 512 entities the table's worker indices are written modulo 64; the write itself (two
-maps, 256 slots) costs the same for any entity count.
+pattern go through the agent's real code path (:meth:`tuner.agent.loop.Agent.step`: the
+workers channel's loads, learner, policy and steering) in active mode, and the table is
+written into a real sk_reuseport steering program's maps in the kernel. The group has 64
+loopback sockets, so for 512 entities the table's worker indices are written modulo 64; the
+write itself (two maps, 256 slots) costs the same for any entity count.
 
 It also reports the learned model's MAE against the last-value baseline on that pattern.
 """
@@ -16,12 +16,15 @@ import math
 import os
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tuner.actuate.base import MAX_TARGETS
 from tuner.actuate.reuseport import ReuseportSteering
+from tuner.actuate.steering import Decision
+from tuner.agent.build import build_agent
 from tuner.agent.config import AgentConfig
-from tuner.agent.loop import Agent
+from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
 from tuner.probes.base import Frame
 
@@ -30,16 +33,42 @@ WINDOW_NS = 100_000_000
 
 
 class _Modulo:
-    """Writes an agent's table into a steering group of at most 64 sockets."""
+    """A steering that writes an agent's table of ``n`` targets into a reuseport group of at
+    most 64 sockets (target ``t`` to socket ``t mod 64``): the write costs the same for any
+    ``n``."""
 
-    def __init__(self, steering: ReuseportSteering) -> None:
+    def __init__(self, steering: ReuseportSteering, n: int) -> None:
         self.steering = steering
+        self.n = n
+        self.name, self.mode = steering.name, steering.mode
 
-    def apply(self, table: list[int]) -> Any:
+    @property
+    def counts_flows(self) -> bool:
+        return False
+
+    def targets(self) -> int:
+        return self.n
+
+    def apply(self, table: Sequence[int]) -> Decision:
         return self.steering.apply([t % self.steering.targets() for t in table])
 
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.steering, name)
+    def renew(self) -> None:
+        self.steering.renew()
+
+    def expire(self) -> None:
+        self.steering.expire()
+
+    def set_mode(self, mode: str) -> None:
+        self.steering.set_mode(mode)
+
+    def flow_hits(self) -> dict[int, int]:
+        return {}
+
+    def set_overrides(self, overrides: Mapping[int, int]) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
 
 
 def frames_for(n: int, window: int) -> list[Frame]:
@@ -68,14 +97,13 @@ def measure(n: int, windows: int, steering: ReuseportSteering) -> dict[str, floa
     config = AgentConfig.from_dict(
         {"model": {"warmup_windows": 0}, "policy": {"min_share": 0.0}, "guard": {"enabled": False}}
     )
-    agent = Agent(config, list(range(1, n + 1)), mode="active")
-    target = _Modulo(steering)
+    workers = WorkerMap.from_pids(list(range(1, n + 1)), cpus=[None] * n)
+    agent = build_agent(config, workers, _Modulo(steering, n), mode="active")
     for w in range(windows):
         frames = frames_for(n, w)
-        closed = time.monotonic_ns()
-        agent.step(frames, target, closed)
+        agent.step(frames, time.monotonic_ns())
     lat = sorted(agent.latency_ms)
-    scores = agent.learner.scores()
+    scores = agent.workers.learner.scores()
     return {
         f"p50_ms_{n}": round(lat[len(lat) // 2], 3),
         f"p99_ms_{n}": round(lat[min(len(lat) - 1, int(len(lat) * 0.99))], 3),

@@ -1,4 +1,4 @@
-"""Subcommands ``tuner experiment run|list`` and ``tuner cluster down|list``.
+"""Subcommands ``tuner experiment run|list``.
 
 >>> import argparse
 >>> p = argparse.ArgumentParser(); sub = p.add_subparsers()
@@ -65,20 +65,6 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     ls.add_argument("--dir", default="experiments", help="folder of specs (default: %(default)s)")
     ls.set_defaults(func=_list)
     e.set_defaults(func=lambda _a: e.print_help() or 2)
-
-    c = sub.add_parser(
-        "cluster",
-        formatter_class=formatter,
-        help="list or remove test-cluster namespaces (tnr-*) left behind",
-        description="Test clusters are network namespaces named tnr-<tag>-<host>. They are\n"
-        "removed when an experiment ends; `down` removes any a crash left behind,\n"
-        "with every process inside them.",
-        epilog="examples:\n  tuner cluster list\n  tuner cluster down",
-    )
-    csub = c.add_subparsers(title="commands", metavar="<command>")
-    csub.add_parser("list", help="list cluster namespaces").set_defaults(func=_cluster_list)
-    csub.add_parser("down", help="remove every cluster namespace").set_defaults(func=_cluster_down)
-    c.set_defaults(func=lambda _a: c.print_help() or 2)
 
 
 def bar(arm: str, fraction: float, note: str, width: int = 30) -> str:
@@ -173,20 +159,4 @@ def _list(args: argparse.Namespace) -> int:
         )
         if s.get("description"):
             print(f"    {s.get('description')}")
-    return 0
-
-
-def _cluster_list(args: argparse.Namespace) -> int:
-    from tuner.cluster import leftovers
-
-    names = leftovers()
-    print("\n".join(names) if names else "no cluster namespaces")
-    return 0
-
-
-def _cluster_down(args: argparse.Namespace) -> int:
-    from tuner.cluster import down_all
-
-    removed = down_all()
-    print("\n".join(f"removed {n}" for n in removed) if removed else "no cluster namespaces")
     return 0

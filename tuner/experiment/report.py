@@ -73,7 +73,8 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     changes = [
         d
         for d in r.decisions
-        if d.get("changed") and (d.get("written") or d.get("mode") == "shadow")
+        if (w := d.get("workers", {})).get("changed")
+        and (w.get("written") or d.get("mode") == "shadow")
     ]
     out["decisions_per_s"] = round(len(changes) / (dur + warm), 2) if r.decisions else 0.0
     out["tuner_cpu_s"] = round(r.tuner_cpu_s, 2)
@@ -163,7 +164,7 @@ def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
         for w in range(workers):
             ax.plot(t, load[:, w] if load.size else [], lw=1, label=f"worker {w}")
         for d in r.decisions:
-            if d.get("changed") and d.get("written"):
+            if d.get("workers", {}).get("changed") and d.get("workers", {}).get("written"):
                 ax.axvline(d["t"] - r.started, color="black", lw=0.3, alpha=0.3)
         ax.axvspan(0, warm, color="grey", alpha=0.15)
         ax.set_ylabel(f"{r.arm}\nCPU share")

@@ -22,12 +22,10 @@ are not results (the kernel was steering, not the tuner), and the report says wh
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
 import time
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,18 +33,23 @@ from typing import Any
 import numpy as np
 
 from tuner.cluster import Cluster
-from tuner.cluster.topology import VIP, stop_processes
+from tuner.cluster.netutil import stop_processes
+from tuner.cluster.topology import VIP
 from tuner.errors import TunerError
+from tuner.experiment.agents import (
+    AGENT_ARMS,
+    fallback_share,
+    last_error,
+    read_jsonl,
+    remove_agent_traces,
+    start_agent,
+    stop_agent,
+)
 from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
 
 ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
 FALLBACK_LIMIT = 0.1  # share of an agent arm's measured windows it may spend in fall-back
-AGENT_ARMS = {
-    "reactive": ("active", "last"),
-    "shadow": ("shadow", None),
-    "active": ("active", None),
-}
 
 
 @dataclass
@@ -130,59 +133,6 @@ class Runner:
                 ) from None
         return procs, pids
 
-    def _agent(
-        self, arm: str, pids: list[int], arm_dir: Path, cluster: Cluster
-    ) -> subprocess.Popen | None:
-        if arm not in AGENT_ARMS:
-            return None
-        mode, model = AGENT_ARMS[arm]
-        cfg = dict(self.spec.tuner.values)
-        if model:
-            cfg["model.kind"] = model
-        cfg.update(
-            {
-                "target.pids": pids,
-                "target.port": self.spec.get("server.port"),
-                "target.protocol": self.spec.get("server.protocol"),
-                "agent.name": f"exp-{os.getpid()}",
-                "agent.control_socket": str(arm_dir / "agent.sock"),
-                "agent.decision_log": str(arm_dir / "decisions.jsonl"),
-            }
-        )
-        netns = cluster.host("server").netns
-        if cfg.get("xdp.interface") and not cfg.get("xdp.netns"):
-            cfg["xdp.netns"] = netns  # [tuner.xdp] interface names one of the server host's
-        backends = cluster.by_role("backend")
-        if backends:  # XDP on the server host's eth0 sends each new flow to a backend
-            del cfg["target.pids"]  # each backend's workers: who listens there
-            cfg["backends.namespaces"] = [b.netns for b in backends]
-            cfg["backends.netns"] = netns
-            cfg["backends.interface"] = "eth0"
-        if arm in self.spec.get("trace_arms"):
-            cfg["agent.record"] = str(arm_dir / "trace.parquet")
-        (arm_dir / "agent.toml").write_text(_to_toml(cfg))
-        log = open(arm_dir / "agent.log", "w")  # noqa: SIM115 - handed to the child
-        proc = subprocess.Popen(
-            [*_tuner_cmd(), "run", "--config", str(arm_dir / "agent.toml"), "--mode", mode],
-            stdout=subprocess.PIPE,
-            stderr=log,
-            text=True,
-        )
-        log.close()
-        from tuner.agent.control import request
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise TunerError(f"the agent of arm {arm} failed to start: {_last_line(arm_dir)}")
-            try:
-                request(str(arm_dir / "agent.sock"), {"cmd": "status"}, timeout=1)
-                return proc
-            except TunerError:
-                time.sleep(0.2)
-        proc.kill()
-        raise TunerError(f"the agent of arm {arm} did not start within 60 s")
-
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
         s = self.spec
         arm_dir = self.out / arm
@@ -200,7 +150,7 @@ class Runner:
         started = time.time()
         try:
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = self._agent(arm, pids, arm_dir, cluster)
+            agent = start_agent(s, arm, pids, arm_dir, cluster)
             if s.get("workload.profile") == "noisy-neighbour":
                 hog = cluster.popen(
                     "server",
@@ -249,17 +199,17 @@ class Runner:
                     g.wait()
             if agent is not None:
                 died = agent.poll()
-                status, cpu = _stop_agent(agent)
+                status, cpu = stop_agent(agent)
                 if died is not None:
                     failed = (
-                        f"the agent exited (status {died}) during the arm: {_last_line(arm_dir)}"
+                        f"the agent exited (status {died}) during the arm: {last_error(arm_dir)}"
                     )
         finally:
             stop_processes([p for p in (agent, hog) if p is not None] + servers + gens)
             if arm in AGENT_ARMS:
-                _remove_agent_traces(arm_dir)
+                remove_agent_traces(arm_dir)
         samples = self._collect(arm_dir, len(gens))
-        decisions = _read_jsonl(arm_dir / "decisions.jsonl")
+        decisions = read_jsonl(arm_dir / "decisions.jsonl")
         share = None
         if agent is not None:
             share, why = fallback_share(decisions, started + s.get("warmup_s"))
@@ -305,99 +255,3 @@ class Runner:
         if not parts:
             return np.zeros(0, dtype=ARM_SAMPLE)
         return np.concatenate(parts)
-
-
-def _stop_agent(proc: subprocess.Popen) -> tuple[dict[str, Any], float]:
-    """SIGTERM the agent; return its final status and the CPU time it used (s)."""
-    proc.terminate()
-    try:
-        out, _ = proc.communicate(timeout=15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        out, _ = proc.communicate()
-    status: dict[str, Any] = {}
-    for line in (out or "").splitlines():
-        try:
-            status = json.loads(line)
-        except ValueError:
-            continue
-    return status, float(status.get("cpu_s", 0.0))
-
-
-def fallback_share(decisions: list[dict], since: float) -> tuple[float, str]:
-    """The share of an agent's windows from wall time ``since`` on that were in fall-back,
-    and the most common reason; no window at all counts as all in fall-back.
-
-    >>> d = [{"window": 1, "t": 1.0, "fallback": "warm"}, {"window": 2, "t": 5.0},
-    ...      {"window": 3, "t": 6.0, "fallback": "stale"}, {"window": 4, "t": 7.0},
-    ...      {"t": 8.0, "event": "mode"}]
-    >>> fallback_share(d, since=4.0)
-    (0.3333333333333333, 'stale')
-    >>> fallback_share([], since=0.0)
-    (1.0, 'no decision was logged')
-    """
-    windows = [d for d in decisions if "window" in d and d.get("t", 0.0) >= since]
-    if not windows:
-        return 1.0, "no decision was logged"
-    reasons = [d["fallback"] for d in windows if d.get("fallback")]
-    why = max(set(reasons), key=reasons.count) if reasons else ""
-    return len(reasons) / len(windows), why
-
-
-def _last_line(arm_dir: Path) -> str:
-    """The agent's last error line (its stderr is ``agent.log``), else its last line."""
-    try:
-        lines = (arm_dir / "agent.log").read_text().strip().splitlines()
-    except OSError:
-        lines = []
-    errors = [x for x in lines if x.startswith("tuner: error: ")]
-    if errors:
-        return errors[-1].removeprefix("tuner: error: ")
-    return f"no error printed (last: {lines[-1]})" if lines else "no error printed"
-
-
-def _remove_agent_traces(arm_dir: Path) -> None:
-    """Remove what an arm's agent left in the kernel if it died (pins, an attached program,
-    its control socket); a clean exit has already removed it all."""
-    from tuner.actuate.cleanup import cleanup
-
-    try:
-        text = (arm_dir / "agent.toml").read_text()
-    except OSError:
-        return
-    name = tomllib.loads(text).get("agent", {}).get("name", "")
-    if name:
-        cleanup(names=(name, name + "-xdp"))
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # a line cut short by a kill
-    return out
-
-
-def _to_toml(values: dict[str, Any]) -> str:
-    """Flat ``section.key`` values as TOML text.
-
-    >>> print(_to_toml({"a.x": 1, "a.y": "s", "b.z": [1, 2], "b.t": True}))
-    [a]
-    x = 1
-    y = "s"
-    <BLANKLINE>
-    [b]
-    z = [1, 2]
-    t = true
-    <BLANKLINE>
-    """
-    sections: dict[str, list[str]] = {}
-    for key, v in values.items():
-        sec, name = key.split(".", 1)
-        text = json.dumps(v) if not isinstance(v, bool) else str(v).lower()
-        sections.setdefault(sec, []).append(f"{name} = {text}")
-    return "\n".join(f"[{sec}]\n" + "\n".join(lines) + "\n" for sec, lines in sections.items())

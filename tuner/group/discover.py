@@ -89,6 +89,29 @@ class Group:
         """Every process that serves a socket, in target order, once each."""
         return list(dict.fromkeys(w.pid for w in self.workers))
 
+    def inodes(self) -> list[int]:
+        return [s.inode for s in self.sockets]
+
+    def handles(self) -> list[tuple[int, int]]:
+        """For each socket in target order, a ``(pid, fd)`` to take it from: its worker's
+        own, when the worker holds it."""
+        return [
+            next((h for h in s.holders if h[0] == s.worker.pid), s.holders[0]) for s in self.sockets
+        ]
+
+    def in_order(self, inodes: list[int]) -> Group:
+        """The same group with the sockets of ``inodes`` first, in that order (sockets a
+        steering already holds keep their target index), the others after them.
+
+        >>> w = Worker(1, None, "x", ())
+        >>> g = Group(80, "tcp", "process", tuple(GroupSocket(i, "", (), w) for i in (5, 6, 7)))
+        >>> g.in_order([7, 9, 5]).inodes()
+        [7, 5, 6]
+        """
+        rank = {inode: i for i, inode in enumerate(inodes)}
+        order = sorted(self.sockets, key=lambda s: (rank.get(s.inode, len(rank)), s.inode))
+        return Group(self.port, self.protocol, self.shape, tuple(order))
+
     def explain(self) -> str:
         """The map as a table: target, socket, worker, command, CPUs."""
         head = (

@@ -23,7 +23,7 @@ FAST, SLOW = 0.5, 0.1  # EWMA weights of the newest window
 # per-window probe features the agent adds (see tuner.agent.loop); live_load only with
 # agent.sockets (tuner.agent.sockets), absent otherwise
 EXTRA = ("runq_frac", "live_load")
-# The feature schema, in the order an offline model takes them (tuner.learn.offline builds
+# The feature schema, in the order an offline model takes them (tuner.learn.boost builds
 # the same values from a trace; a saved model records the list it was trained on, predicts
 # from those columns, and is refused when it wants one this list lacks)
 FEATURES = (

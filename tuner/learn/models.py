@@ -1,8 +1,9 @@
 """The load models the learner can use. Each follows river's ``learn_one`` / ``predict_one``.
 
 - ``last``: the last value; the baseline every model is measured against.
-- ``linear``: river's linear regression on scaled features, predicting the *change* of load
-  from the last value (so that knowing nothing, it predicts the last value).
+- ``linear``: online linear regression on standardized features (:mod:`tuner.learn.linear`,
+  tuner's own, so its state is plain numbers), predicting the *change* of load from the last
+  value (so that knowing nothing, it predicts the last value).
 - ``tree``: river's Hoeffding tree regressor, also on the change.
 
 >>> m = make_model("linear")
@@ -20,6 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.errors import TunerError
+from tuner.learn.linear import OnlineLinear
 
 MODELS = ("linear", "tree", "last")
 
@@ -51,17 +53,14 @@ class Residual:
 
 def make_model(kind: str, seed: int = 0) -> Any:
     """A fresh model of the named kind (one of :data:`MODELS`)."""
-    from river import linear_model, optim, preprocessing, tree
+    from river import tree
 
     if kind == "last":
         return LastValue()
     if kind == "linear":
         # a small step and clipped gradients: plain SGD diverged on 64 entities whose
         # scaled features are near-constant early on
-        sgd = linear_model.LinearRegression(
-            optimizer=optim.SGD(0.005), intercept_lr=0.005, clip_gradient=0.5
-        )
-        return Residual(preprocessing.StandardScaler() | sgd)
+        return Residual(OnlineLinear(lr=0.005, intercept_lr=0.005, clip=0.5))
     if kind == "tree":
         return Residual(
             tree.HoeffdingTreeRegressor(

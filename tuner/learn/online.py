@@ -70,7 +70,7 @@ class Learner:
     ----------
     model : {"linear", "tree", "last"} or a model object
         The load model (see :mod:`tuner.learn.models`), or any object with river's
-        ``learn_one`` / ``predict_one`` (:class:`tuner.learn.offline.OfflineModel`).
+        ``learn_one`` / ``predict_one`` (:class:`tuner.learn.boost.OfflineModel`).
     threshold : float
         Load above which an entity is a hotspot, as a fraction of a CPU.
     """
@@ -121,6 +121,13 @@ class Learner:
             self.history_.pop(gone, None)
         self.windows_ += scored
         return out
+
+    def forget(self, entities: list[str]) -> None:
+        """Drop what was learned about these entities (their history and pending prediction):
+        a worker replaced by another process starts afresh. The model itself is shared."""
+        for e in entities:
+            self.history_.pop(e, None)
+            self._pending.pop(e, None)
 
     def recent_mae(self) -> tuple[float, float]:
         """(model, baseline) mean absolute error over the last 200 scored predictions."""

@@ -32,7 +32,15 @@ MAX_DEPTH = 64  # deeper trees are refused: boosted trees here have at most 15 l
 
 
 class TreeEnsemble:
-    """Boosted trees: predictions are the sum of each tree's leaf value plus ``baseline``."""
+    """Boosted trees: predictions are the sum of each tree's leaf value plus ``baseline``.
+
+    >>> import lightgbm
+    >>> X = np.random.default_rng(1).random((500, 3)); y = X[:, 0] * 2 + X[:, 1]
+    >>> est = lightgbm.LGBMRegressor(n_estimators=20, verbose=-1).fit(X, y)
+    >>> t = TreeEnsemble.from_lightgbm(est.booster_.dump_model())
+    >>> bool(np.allclose(t.predict(X), est.predict(X)))
+    True
+    """
 
     ARRAYS = ("feature", "threshold", "left", "right", "leaf", "value", "nan_left", "roots")
 
@@ -66,27 +74,60 @@ class TreeEnsemble:
         return cls(arrays, baseline, 1)
 
     @classmethod
-    def from_sklearn(cls, est: Any) -> TreeEnsemble:
-        """From a fitted ``HistGradientBoostingRegressor`` (reads its fitted predictors,
-        which scikit-learn does not expose publicly: the version range is pinned in
-        pyproject.toml, and the result is checked with :meth:`validate` and against
-        ``est.predict`` by the training code)."""
+    def from_lightgbm(cls, dump: dict[str, Any]) -> TreeEnsemble:
+        """From LightGBM's ``Booster.dump_model()`` (its public JSON form of the trees).
+
+        A split sends ``x <= threshold`` left; a missing value (NaN) goes to ``default_left``
+        when the split's ``missing_type`` is ``"NaN"``, and is taken as 0 when it is
+        ``"None"`` (as LightGBM does). LightGBM adds the starting value (the median, for the
+        absolute error) into the first tree's leaves, so the baseline here is 0.
+
+        >>> leaf = lambda v: {"leaf_value": v}
+        >>> tree = {"split_feature": 0, "threshold": 0.5, "decision_type": "<=",
+        ...         "default_left": False, "missing_type": "NaN",
+        ...         "left_child": leaf(-1.0), "right_child": leaf(1.0)}
+        >>> t = TreeEnsemble.from_lightgbm({"tree_info": [{"tree_structure": tree}]})
+        >>> t.predict(np.array([[0.1], [0.9], [np.nan]])).tolist()
+        [-1.0, 1.0, 1.0]
+        """
         parts: dict[str, list] = {k: [] for k in cls.ARRAYS}
-        offset, depth = 0, 0
-        for (tree,) in est._predictors:
-            nd = tree.nodes
-            parts["feature"].append(nd["feature_idx"].astype(np.int32))
-            parts["threshold"].append(nd["num_threshold"].astype(np.float64))
-            parts["left"].append(nd["left"].astype(np.int32) + offset)
-            parts["right"].append(nd["right"].astype(np.int32) + offset)
-            parts["leaf"].append(nd["is_leaf"].astype(bool))
-            parts["value"].append(nd["value"].astype(np.float64))
-            parts["nan_left"].append(nd["missing_go_to_left"].astype(bool))
-            parts["roots"].append(np.array([offset], dtype=np.int32))
-            depth = max(depth, int(nd["depth"].max()))
-            offset += len(nd)
-        arrays = {k: np.concatenate(v) for k, v in parts.items()}
-        return cls(arrays, float(np.ravel(est._baseline_prediction)[0]), depth)
+        depth = 0
+
+        def add(node: dict[str, Any], level: int) -> int:
+            nonlocal depth
+            i = len(parts["value"])
+            depth = max(depth, level)
+            for k in cls.ARRAYS[:-1]:
+                parts[k].append(0)
+            if "leaf_value" in node:
+                parts["leaf"][i], parts["value"][i] = True, float(node["leaf_value"])
+                return i
+            if node.get("decision_type") != "<=" or node.get("missing_type") == "Zero":
+                raise ValueError(f"a split this reader does not know: {node.get('decision_type')}")
+            threshold = float(node["threshold"])
+            nan_left = (
+                bool(node["default_left"]) if node.get("missing_type") == "NaN" else threshold >= 0
+            )
+            parts["feature"][i], parts["threshold"][i] = int(node["split_feature"]), threshold
+            parts["nan_left"][i], parts["leaf"][i] = nan_left, False
+            parts["left"][i] = add(node["left_child"], level + 1)
+            parts["right"][i] = add(node["right_child"], level + 1)
+            return i
+
+        for info in dump["tree_info"]:
+            parts["roots"].append(add(info["tree_structure"], 0))
+        types = {
+            "feature": np.int32,
+            "left": np.int32,
+            "right": np.int32,
+            "roots": np.int32,
+            "leaf": bool,
+            "nan_left": bool,
+            "threshold": np.float64,
+            "value": np.float64,
+        }
+        arrays = {k: np.array(v, dtype=types[k]) for k, v in parts.items()}  # fmt: skip
+        return cls(arrays, 0.0, depth)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         """Sum of the trees' leaf values plus the baseline, for each row of ``X``."""

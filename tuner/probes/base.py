@@ -8,7 +8,9 @@ that mirrors the C struct in ``bpf/<name>.h``) and how a record turns into a :cl
 from __future__ import annotations
 
 import ctypes
+import os
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -55,6 +57,8 @@ class Probe:
     #: maps that cache per-task filter decisions; cleared once the filters are filled, since
     #: BCC attaches the programs (and they start deciding) before the filter maps can be set
     decision_maps: ClassVar[tuple[str, ...]] = ("tasks",)
+    #: constants shared with ``bpf/<name>.h``, checked against it at load
+    constants: ClassVar[dict[str, int]] = {}
 
     def __init__(self, config: ProbeConfig | None = None) -> None:
         self.config = config if config is not None else ProbeConfig()
@@ -75,6 +79,7 @@ class Probe:
     def open(self) -> Probe:
         """Compile, check the layout, fill the filters; the tracepoints attach on load."""
         cfg = self.config.validate()
+        bcc_runtime.check_constants(f"{self.name}.h", self.constants)
         bcc_runtime.require_tracefs()
         self._bpf = bcc_runtime.compile_program(
             text=self.source(),
@@ -124,6 +129,24 @@ class Probe:
         self._bpf.ring_buffer_consume()
         frames, self._pending = self._pending, []
         return frames
+
+    def watch_pids(self, pids: Iterable[int]) -> None:
+        """Observe these processes too, from now on (a server's new workers). Their tasks
+        may have been seen and left out already: that cached decision is dropped."""
+        if self._bpf is None:
+            raise TunerError(f"probe {self.name} is not open")
+        one = ctypes.c_uint8(1)
+        tids = []
+        for pid in pids:
+            self._bpf[b"filter_pids"][ctypes.c_uint32(pid)] = one
+            try:
+                tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+            except OSError:
+                continue
+        self.forget_tasks(tids)
+
+    def forget_tasks(self, tids: list[int]) -> None:
+        """Hook for subclasses: drop cached per-task decisions of these threads."""
 
     def stats(self) -> ProbeStats:
         """Read the kernel-side counters."""

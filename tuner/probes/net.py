@@ -103,6 +103,11 @@ class NetProbe(Probe):
     Entities ``sock:<tgid>:<lport>-<raddr>:<rport>#<n>``, ``listen:<port>``, ``cpu:<n>``."""
 
     name = "net"
+    constants = {
+        "NET_KIND_SOCK": KIND_SOCK,
+        "NET_KIND_LISTEN": KIND_LISTEN,
+        "NET_KIND_CPU": KIND_CPU,
+    }
     record_type = NetRecord
     decision_maps = ("socks",)
 

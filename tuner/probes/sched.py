@@ -65,10 +65,19 @@ class SchedProbe(Probe):
     ``sched_migrate_task``. Entities ``task:<tid>`` and ``cpu:<n>``."""
 
     name = "sched"
+    constants = {"SCHED_KIND_TASK": KIND_TASK, "SCHED_KIND_CPU": KIND_CPU}
     record_type = SchedRecord
 
     def kernel_cflags(self) -> list[str]:
         return kernel_defines(Btf.load())
+
+    def forget_tasks(self, tids: list[int]) -> None:
+        tasks = self._bpf[b"tasks"]
+        for tid in tids:
+            try:
+                del tasks[ctypes.c_uint32(tid)]
+            except KeyError:
+                pass
 
     def to_frame(self, r: Any) -> Frame:
         if r.kind == KIND_CPU:

@@ -74,6 +74,11 @@ class FeatureStream:
             end = max((f.window_end for f in frames), default=closed)
             yield Window(end, frames, closed)
 
+    def watch_pids(self, pids: Sequence[int]) -> None:
+        """Observe these processes too, from now on, in every open probe."""
+        for p in self._open:
+            p.watch_pids(pids)
+
     def stats(self) -> dict[str, ProbeStats]:
         """Kernel-side counters of each open probe."""
         return {p.name: p.stats() for p in self._open}

@@ -139,6 +139,7 @@ class SyscallProbe(Probe):
     """
 
     name = "syscalls"
+    constants = {"SYS_CLASSES": len(CLASSES), "SYS_HIST_BUCKETS": HIST_BUCKETS}
     record_type = SysRecord
     #: per-thread decisions live in task-local storage, which user space cannot clear; the
     #: program makes none until ``armed`` is set, after the filters are filled

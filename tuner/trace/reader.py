@@ -3,10 +3,9 @@
 >>> import tempfile, os
 >>> from tuner.trace.writer import TraceWriter
 >>> d = os.path.join(tempfile.mkdtemp(), "t.parquet")
->>> entry = {"mode": "shadow", "loads": {"worker:0": 0.5, "worker:1": 0.2},
-...          "predictions": {}, "in_force": [0.5, 0.5]}
 >>> with TraceWriter(d, {"window_ms": 100, "pids": [7, 8]}) as w:
-...     w.add(entry, 100); w.add(entry, 200)
+...     w.add_columns({"window": [0, 0, 1, 1], "entity": ["worker:0", "worker:1"] * 2,
+...                    "load": [0.5, 0.2, 0.5, 0.2]})
 >>> t = read_trace(d)
 >>> t.windows, t.entities, t.meta["window_ms"], t.columns["load"].tolist()
 (2, ['worker:0', 'worker:1'], 100, [0.5, 0.2, 0.5, 0.2])

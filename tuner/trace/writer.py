@@ -1,13 +1,15 @@
 """Write a trace while the agent runs: rows buffered per window, parts rolled over.
 
 >>> import tempfile, os
+>>> from tuner.learn.online import Prediction
+>>> from tuner.window import ChannelWindow, EntityState, WindowRecord
 >>> d = os.path.join(tempfile.mkdtemp(), "t.parquet")
->>> entry = {"mode": "shadow", "written": False, "loads": {"worker:0": 0.5},
-...          "features": {"worker:0": {"runq_frac": 0.1}}, "in_force": [1.0],
-...          "predictions": {"worker:0": [0.5, 0.5, 0.1]}, "shares": [1.0]}
+>>> w0 = EntityState("worker:0", 0.5, {"runq_frac": 0.1}, Prediction("worker:0", 0.5, 0.5, 0.1),
+...                  share=1.0, pid=7)
 >>> with TraceWriter(d, {"window_ms": 100, "pids": [7]}) as w:
 ...     for i in range(3):
-...         w.add(entry, 1_000 * i)
+...         w.add(WindowRecord(i + 1, 0.0, 1_000 * i, "shadow", "", None,
+...                            (ChannelWindow("workers", (w0,)),)))
 >>> sorted(os.listdir(d)), w.rows
 (['part-00000.parquet'], 3)
 """
@@ -21,8 +23,10 @@ from typing import Any
 
 from tuner.errors import TunerError
 from tuner.trace.schema import COLUMNS, SCHEMA_VERSION, arrow_schema
+from tuner.window import WindowRecord
 
 INPROGRESS = ".inprogress"
+DEFAULTS = {"int64": -1, "int32": -1, "float64": math.nan, "string": "", "bool": False}
 
 
 class TraceWriter:
@@ -64,41 +68,34 @@ class TraceWriter:
         except OSError as e:
             raise TunerError(f"cannot create trace {path}: {e.strerror}", "check the path") from e
 
-    def add(self, entry: dict[str, Any], t_end_ns: int) -> None:
-        """Add one window: ``entry`` is what :meth:`tuner.agent.loop.Agent.step` returned."""
-        loads = entry.get("loads", {})
-        feats = entry.get("features", {})
-        preds = entry.get("predictions", {})
-        in_force = entry.get("in_force") or []
-        decided = entry.get("shares")
-        pids = self.meta.get("pids", [])
-        cpu_of = self.meta.get("worker_cpus") or []
-        cpu_loads = entry.get("cpu_loads") or {}
+    def add(self, record: WindowRecord) -> None:
+        """Add one window: the workers' channel of what :meth:`Agent.step` returned
+        (:class:`~tuner.window.WindowRecord`), one row per worker."""
+        nan = math.nan
+        workers = record.workers
+        outcome = workers.outcome
         c = self._cols
-        for i, (e, load) in enumerate(loads.items()):
-            p = preds.get(e, [math.nan, math.nan, math.nan])
+        for e in workers.entities:
+            p = e.prediction
             c["window"].append(self.windows)
-            c["t_end_ns"].append(int(t_end_ns))
-            c["entity"].append(e)
-            c["pid"].append(pids[i] if i < len(pids) else -1)
-            c["load"].append(float(load))
-            c["runq_frac"].append(float(feats.get(e, {}).get("runq_frac", math.nan)))
-            c["share"].append(float(in_force[i]) if i < len(in_force) else math.nan)
-            c["predicted"].append(self._last_pred.get(e, math.nan))
-            c["pred_load"].append(float(p[0]))
-            c["pred_baseline"].append(float(p[1]))
-            c["p_hot"].append(float(p[2]))
-            c["decided_share"].append(
-                float(decided[i]) if decided and i < len(decided) else math.nan
-            )
-            c["mode"].append(str(entry.get("mode", "")))
-            c["written"].append(bool(entry.get("written", False)))
-            c["fallback"].append(str(entry.get("fallback", "")))
-            cpu = cpu_of[i] if i < len(cpu_of) and cpu_of[i] is not None else -1
-            c["cpu"].append(cpu)
-            c["cpu_load"].append(float(cpu_loads.get(f"cpu:{cpu}", math.nan)))
-            c["live_load"].append(float(feats.get(e, {}).get("live_load", math.nan)))
-            self._last_pred[e] = float(p[0])
+            c["t_end_ns"].append(int(record.closed_ns))
+            c["entity"].append(e.entity)
+            c["pid"].append(e.pid if e.pid is not None else -1)
+            c["load"].append(float(e.load))
+            c["runq_frac"].append(float(e.features.get("runq_frac", nan)))
+            c["share"].append(float(e.share) if e.share is not None else nan)
+            c["predicted"].append(self._last_pred.get(e.entity, nan))
+            c["pred_load"].append(p.load if p is not None else nan)
+            c["pred_baseline"].append(p.baseline if p is not None else nan)
+            c["p_hot"].append(p.p_hot if p is not None else nan)
+            c["decided_share"].append(float(e.decided) if e.decided is not None else nan)
+            c["mode"].append(record.mode)
+            c["written"].append(bool(outcome.written) if outcome is not None else False)
+            c["fallback"].append(record.fallback)
+            c["cpu"].append(e.cpu if e.cpu is not None else -1)
+            c["cpu_load"].append(float(e.cpu_load) if e.cpu_load is not None else nan)
+            c["live_load"].append(float(e.features.get("live_load", nan)))
+            self._last_pred[e.entity] = p.load if p is not None else nan
             self.rows += 1
         self.windows += 1
         self._buffered += 1
@@ -110,17 +107,36 @@ class TraceWriter:
         ):
             self.flush()
 
+    def add_columns(self, columns: dict[str, Any]) -> None:
+        """Add many rows at once, column by column (arrays of one length; a column not given
+        takes its default: NaN, -1, "" or False). For traces made by programs: written as one
+        row group, without a Python object per value."""
+        import numpy as np
+        import pyarrow as pa
+
+        unknown = set(columns) - set(self._cols)
+        if unknown:
+            raise TunerError(f"no trace column named {sorted(unknown)[0]!r}")
+        self.flush()
+        n = len(columns["window"])
+        data = {
+            name: np.asarray(columns[name]) if name in columns else np.full(n, DEFAULTS[typ])
+            for name, typ, _ in COLUMNS
+        }
+        self._open_part()
+        self._writer.write_table(pa.Table.from_pydict(data, schema=self._writer.schema))
+        self.rows += n
+        self.windows = int(np.max(data["window"], initial=-1)) + 1
+        if not self._part_started:
+            self._part_started = time.monotonic()
+        self.flush()
+
     def flush(self) -> None:
         """Write the buffered windows as a row group; close the part when it is full."""
         import pyarrow as pa
-        import pyarrow.parquet as pq
 
         if self._buffered:
-            if self._writer is None:
-                name = f"part-{len(self.parts):05d}.parquet"
-                self._part_path = os.path.join(self.path, name)
-                schema = arrow_schema({**self.meta, "part": len(self.parts)})
-                self._writer = pq.ParquetWriter(self._part_path + INPROGRESS, schema)
+            self._open_part()
             table = pa.Table.from_pydict(self._cols, schema=self._writer.schema)
             self._writer.write_table(table)
             self._cols = {n: [] for n in self._cols}
@@ -130,6 +146,15 @@ class TraceWriter:
             or time.monotonic() - self._part_started >= self.part_seconds
         ):
             self._close_part()
+
+    def _open_part(self) -> None:
+        import pyarrow.parquet as pq
+
+        if self._writer is None:
+            name = f"part-{len(self.parts):05d}.parquet"
+            self._part_path = os.path.join(self.path, name)
+            schema = arrow_schema({**self.meta, "part": len(self.parts)})
+            self._writer = pq.ParquetWriter(self._part_path + INPROGRESS, schema)
 
     def _close_part(self) -> None:
         self._writer.close()

@@ -1,4 +1,5 @@
-"""Subcommands for traces: ``tuner record``, ``replay``, ``train``, ``evaluate``.
+"""Subcommands that work on recorded traces, offline: ``tuner replay``, ``train``,
+``evaluate`` (``tuner record`` is the agent's: :mod:`tuner.agent.cli`).
 
 >>> import argparse
 >>> p = argparse.ArgumentParser(); sub = p.add_subparsers()
@@ -17,58 +18,7 @@ from typing import Any
 
 
 def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
-    r = sub.add_parser(
-        "record",
-        formatter_class=formatter,
-        help="record what the agent sees of a workload into a Parquet trace",
-        description="Observe the selected processes with the scheduler probe and run a\n"
-        "shadow-mode agent on them (it writes nothing into the kernel). Every window,\n"
-        "one row per process goes into FILE: features, the model's predictions, the\n"
-        "decision it would take, and the load observed. FILE is a directory of Parquet\n"
-        "parts; a part is closed every --part-seconds or --part-mb, so a recording cut\n"
-        "by SIGKILL stays readable up to its last closed part. Ctrl-C stops cleanly.\n"
-        "The columns are described in docs/traces.md.",
-        epilog="examples:\n  tuner record --out traces/web.parquet --port 8080 --seconds 600\n"
-        "  tuner record --out t.parquet --pid 4242 --pid 4243 --window-ms 50",
-    )
-    r.add_argument("--out", required=True, metavar="FILE", help="trace to write (a new path)")
-    r.add_argument("--pid", type=int, action="append", default=[], metavar="P", help="a process")
-    r.add_argument("--comm", metavar="NAME", help="processes with this command name")
-    r.add_argument("--cgroup", metavar="PATH", help="processes of this cgroup v2 directory")
-    r.add_argument(
-        "--port",
-        type=int,
-        action="append",
-        default=[],
-        metavar="N",
-        help="processes listening on this port",
-    )
-    r.add_argument("--netns", metavar="NAME", help="look the port up in this network namespace")
-    r.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
-    r.add_argument(
-        "--window-ms",
-        type=int,
-        default=100,
-        metavar="MS",
-        help="window length (default: %(default)s)",
-    )
-    r.add_argument("--config", metavar="FILE", help="agent config for the model and policy")
-    r.add_argument(
-        "--part-mb",
-        type=float,
-        default=64.0,
-        metavar="MB",
-        help="close a part at this size (default: %(default)s)",
-    )
-    r.add_argument(
-        "--part-seconds",
-        type=float,
-        default=30.0,
-        metavar="S",
-        help="close a part after this long (default: %(default)s)",
-    )
-    r.set_defaults(func=_record)
-
+    """Add ``tuner replay``, ``train`` and ``evaluate`` to the command line."""
     p = sub.add_parser(
         "replay",
         formatter_class=formatter,
@@ -136,47 +86,14 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     e.set_defaults(func=_evaluate)
 
 
-def _check_positive(name: str, value: float | None) -> None:
-    from tuner.errors import TunerError
-
-    if value is not None and value <= 0:
-        raise TunerError(f"{name} must be > 0; got {value}")
-
-
-def _record(args: argparse.Namespace) -> int:
-    from tuner.agent.config import AgentConfig
-    from tuner.system import require_root
-    from tuner.trace.record import find_pids, record
-
-    for name in ("seconds", "part_mb", "part_seconds"):
-        _check_positive("--" + name.replace("_", "-"), getattr(args, name))
-    config = AgentConfig.load(args.config) if args.config else AgentConfig.from_dict({})
-    config = config.with_values(
-        agent__window_ms=args.window_ms,
-        agent__record_part_mb=args.part_mb,
-        agent__record_part_seconds=args.part_seconds,
-    )
-    require_root("tuner record")
-    pids = find_pids(args.pid, args.comm, args.cgroup, args.port, args.netns)
-    print(
-        f"tuner record: {len(pids)} processes {pids} into {args.out}; Ctrl-C to stop",
-        file=sys.stderr,
-    )
-    w = record(config, pids, args.out, args.seconds)
-    print(
-        json.dumps({"trace": args.out, "windows": w.windows, "rows": w.rows, "parts": len(w.parts)})
-    )
-    return 0
-
-
 def _replay(args: argparse.Namespace) -> int:
     from tuner.agent.config import model_override
+    from tuner.offline.replay import config_of, replay, write_log
     from tuner.trace.reader import read_trace
-    from tuner.trace.replay import config_of, replay, write_log
 
     trace = read_trace(args.trace)
     config = config_of(trace, **model_override(args.model))
-    result = replay(trace, config, keep_entries=bool(args.log))
+    result = replay(trace, config, keep=bool(args.log))
     if args.log:
         write_log(result, args.log)
     s = result.summary()
@@ -197,11 +114,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from tuner.errors import TunerError
-    from tuner.learn.train import train
+    from tuner.offline.train import train
+    from tuner.schema import check_positive
 
     if not 0 <= args.holdout < 1:
         raise TunerError(f"--holdout must be in [0, 1); got {args.holdout}")
-    _check_positive("--max-iter", args.max_iter)
+    check_positive("--max-iter", args.max_iter)
     meta = train(
         args.trace,
         args.out,
@@ -223,7 +141,7 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from tuner.learn.evaluate import evaluate, render
+    from tuner.offline.evaluate import evaluate, render
 
     r = evaluate(args.trace, args.model, args.out)
     print(json.dumps(r, indent=2) if args.json else render(r))

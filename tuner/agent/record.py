@@ -1,9 +1,10 @@
 """``tuner record``: the agent's view of a workload, window by window, into a trace.
 
 The processes to record are picked by PID, command name, cgroup or listening port; the
-scheduler probe observes them (the filter runs in the kernel) and a shadow-mode agent with an
-actuator that writes nothing predicts and decides, so the trace holds features, predictions,
-would-be decisions and outcomes, exactly as ``tuner run --record`` writes them.
+scheduler probe observes them (the filter runs in the kernel) and a shadow-mode agent whose
+steering writes nothing (:class:`~tuner.actuate.steering.NullSteering`) predicts and decides,
+so the trace holds features, predictions, would-be decisions and outcomes, exactly as
+``tuner run --record`` writes them.
 
 >>> find_pids(pids=[os.getpid()]) == [os.getpid()]
 True
@@ -15,9 +16,11 @@ import os
 import sys
 import time
 from contextlib import ExitStack
-from typing import Any
 
+from tuner.actuate.steering import NullSteering
+from tuner.agent.build import build_agent
 from tuner.agent.config import AgentConfig
+from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
 from tuner.system import exited
 from tuner.trace.schema import base_meta
@@ -67,25 +70,20 @@ def find_pids(
     return sorted(found)
 
 
-def recording_meta(
-    config: AgentConfig,
-    pids: list[int],
-    probes: tuple[str, ...],
-    worker_cpu: list[int | None],
-) -> dict[str, Any]:
-    """The metadata written with every part of a recording; ``worker_cpu`` (the agent's: the
-    CPU each worker is pinned to, or None) lets a replay count spare room per CPU as live did."""
+def recording_meta(config: AgentConfig, workers: WorkerMap, probes: tuple[str, ...]) -> dict:
+    """The metadata written with every part of a recording (each row carries its worker's
+    pid and pinned CPU, so a replay counts spare room per CPU as the live agent did)."""
+    pids = workers.pids()
     probe = {"probes": list(probes), "window_ms": config.get("agent.window_ms"), "pids": pids}
-    meta = base_meta(config.get("agent.window_ms"), pids, probe, dict(config.values))
-    meta["worker_cpus"] = list(worker_cpu)
-    return meta
+    return base_meta(config.get("agent.window_ms"), pids, probe, dict(config.values))
 
 
-def open_writer(config: AgentConfig, agent: Any, path: str) -> TraceWriter:
-    """A writer for the windows of ``agent`` (an :class:`~tuner.agent.loop.Agent`)."""
+def open_writer(config: AgentConfig, path: str, workers: WorkerMap) -> TraceWriter:
+    """A writer for the windows of an agent steering ``workers``."""
+    probes = ("sched", "net") if config.get("agent.sockets") else ("sched",)
     return TraceWriter(
         path,
-        recording_meta(config, agent.pids, ("sched",), agent.worker_cpu),
+        recording_meta(config, workers, probes),
         part_mb=config.get("agent.record_part_mb"),
         part_seconds=config.get("agent.record_part_seconds"),
     )
@@ -94,18 +92,17 @@ def open_writer(config: AgentConfig, agent: Any, path: str) -> TraceWriter:
 def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None) -> TraceWriter:
     """Record until ``seconds`` pass (forever when None), Ctrl-C or SIGTERM; returns the
     closed writer (its ``windows``, ``rows`` and ``parts``)."""
-    from tuner.agent.loop import Agent
     from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import FeatureStream
-    from tuner.trace.replay import NullSteering
 
-    agent = Agent(config, pids, "shadow")
-    steering = NullSteering()
+    workers = WorkerMap.from_pids(pids)
+    agent = build_agent(config, workers, NullSteering(len(pids)), "shadow")
     with ExitStack() as stack:
-        writer = stack.enter_context(open_writer(config, agent, out))
+        writer = stack.enter_context(open_writer(config, out, workers))
         stream = stack.enter_context(
             FeatureStream(
-                ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)), ("sched",)
+                ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
+                ("sched", "net") if config.get("agent.sockets") else ("sched",),
             )
         )
         last = 0.0
@@ -115,14 +112,12 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
                 if gone:
                     print(f"tuner record: process {gone[0]} exited; stopping", file=sys.stderr)
                     break
-                entry = agent.step(window.frames, steering, window.closed)
-                writer.add(entry, window.closed)
+                writer.add(agent.step(window.frames, window.closed))
                 if time.monotonic() - last >= 1.0:
                     last = time.monotonic()
-                    lost = stream.lost()
                     print(
                         f"\rtuner record: {writer.windows} windows, {writer.rows} rows,"
-                        f" {len(writer.parts)} parts closed, records lost {lost}",
+                        f" {len(writer.parts)} parts closed, records lost {stream.lost()}",
                         end="",
                         file=sys.stderr,
                         flush=True,

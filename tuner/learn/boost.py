@@ -4,8 +4,9 @@
 
     traces --> feature matrix (the live agent's features, built from the past only)
            --> time-ordered split: train on the earlier windows, score on the later ones
-           --> gradient boosted trees (scikit-learn) on the change of load
-           --> warm start: the online river model replays the end of the training period
+           --> gradient boosted trees (LightGBM, through its scikit-learn interface) on the
+               change of load, read out into tuner's own TreeEnsemble
+           --> warm start: the online residual model replays the end of the training period
            --> models/NAME/{model.json, trees.npz, online.json}
 
 A saved model holds no pickled code: ``model.json`` (metadata, feature schema, metrics) and
@@ -30,17 +31,18 @@ from __future__ import annotations
 
 import math
 import time
-from collections import Counter, defaultdict
 from typing import Any
 
 import numpy as np
 
 from tuner.errors import TunerError
 from tuner.learn.features import FAST, FEATURES, LAGS, SLOW
+from tuner.learn.linear import OnlineLinear
 from tuner.learn.modelfile import SavedModel
 from tuner.learn.trees import TreeEnsemble
 
-WARM_START_ROWS = 20_000  # rows of the end of the training period replayed into river
+WARM_START_ROWS = 20_000  # rows of the end of the training period replayed online
+ONLINE = {"lr": 0.005, "intercept_lr": 0.005, "clip": 0.5}  # the residual model's steps
 
 
 def _ewma(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -106,8 +108,12 @@ def fit(
     seed: int = 0,
 ) -> tuple[TreeEnsemble, dict[str, Any]]:
     """Train the trees on the ``train`` rows, score them on the ``test`` rows (boolean masks,
-    from :func:`time_split`). The trees learn the change of load (target minus last load)."""
-    from sklearn.ensemble import HistGradientBoostingRegressor
+    from :func:`time_split`). The trees learn the change of load (target minus last load).
+
+    The trees are LightGBM's (through its scikit-learn interface), read out through its public
+    ``dump_model`` into tuner's own :class:`~tuner.learn.trees.TreeEnsemble`, and checked to
+    predict what LightGBM predicts before they are kept."""
+    import lightgbm
 
     if train.sum() < 20:
         raise TunerError(
@@ -116,32 +122,39 @@ def fit(
         )
     # absolute error: the agent is judged on MAE, and window loads have heavy tails; small,
     # well-filled leaves: per-window loads are noisy and 31-leaf trees fit the noise
-    est = HistGradientBoostingRegressor(
-        loss="absolute_error",
-        max_iter=max_iter,
+    est = lightgbm.LGBMRegressor(
+        objective="l1",
+        n_estimators=max_iter,
         learning_rate=0.05,
-        max_leaf_nodes=15,
-        min_samples_leaf=50,
-        l2_regularization=1.0,
-        early_stopping=False,
+        num_leaves=15,
+        min_child_samples=50,
+        reg_lambda=1.0,
         random_state=seed,
+        deterministic=True,
+        force_row_wise=True,
+        n_jobs=1,
+        verbose=-1,
     )
     t0 = time.monotonic()
     load = X[:, 0]
-    # a feature never recorded (live_load without agent.sockets) is all NaN, which sklearn's
-    # binning refuses; as a constant column no tree splits on it
     X_train = X[train]
-    X_train[:, np.isnan(X_train).all(axis=0)] = 0.0
+    X_train[:, np.isnan(X_train).all(axis=0)] = 0.0  # never recorded: a constant, not split on
     est.fit(X_train, y[train] - load[train])
     fit_s = time.monotonic() - t0
-    trees = TreeEnsemble.from_sklearn(est)
+    trees = TreeEnsemble.from_lightgbm(est.booster_.dump_model())
+    check = X[train][:2000]
+    if not np.allclose(trees.predict(check), est.predict(check), atol=1e-6):
+        raise TunerError(
+            f"the trees read from LightGBM {lightgbm.__version__} do not predict what it does",
+            "use the LightGBM versions pyproject.toml allows",
+        )
     metrics: dict[str, Any] = {
         "train_rows": int(train.sum()),
         "holdout_rows": int(test.sum()),
         "fit_s": round(fit_s, 3),
     }
     if test.any():
-        pred = np.clip(load[test] + est.predict(X[test]), 0.0, None)  # compiled: fast
+        pred = np.clip(load[test] + trees.predict(X[test]), 0.0, None)
         metrics.update(scores(pred, load[test], y[test], threshold, "holdout_"))
     return trees, metrics
 
@@ -161,7 +174,8 @@ def scores(pred: np.ndarray, base: np.ndarray, actual: np.ndarray, thr: float, p
 
 # -- the model the agent runs -----------------------------------------------------------------
 class OfflineModel:
-    """The trees' prediction, corrected online by a small river model of their residual.
+    """The trees' prediction, corrected online by a small linear model of their residual
+    (:class:`~tuner.learn.linear.OnlineLinear`).
 
     It follows river's ``learn_one`` / ``predict_one`` so :class:`tuner.learn.online.Learner`
     uses it like any other model."""
@@ -172,16 +186,16 @@ class OfflineModel:
         online_state: dict[str, Any] | None = None,
         features: list[str] | None = None,
     ) -> None:
-        from tuner.learn.models import make_model
-
         self.trees = trees
         # the columns the trees were trained on, in order (a model saved before a feature
         # was added lacks it and goes on without it)
         self.features = list(FEATURES if features is None else features)
         self._cache: dict[int, tuple[dict, float]] = {}
-        self.online = make_model("linear").regressor  # scaler | linear regression
-        if online_state:
-            _set_online_state(self.online, online_state)
+        self.online = (
+            OnlineLinear.from_state(online_state, **ONLINE)
+            if online_state
+            else OnlineLinear(**ONLINE)
+        )
 
     def _vector(self, x: dict[str, float]) -> np.ndarray:
         return np.array([[x.get(f, math.nan) for f in self.features]])
@@ -215,27 +229,6 @@ class OfflineModel:
         return np.clip(X[:, 0] + self.trees.predict(X), 0.0, 4.0)
 
 
-def _online_state(pipe: Any) -> dict[str, Any]:
-    sc, lr = pipe["StandardScaler"], pipe["LinearRegression"]
-    return {
-        "counts": dict(sc.counts),
-        "means": dict(sc.means),
-        "vars": dict(sc.vars),
-        "weights": {k: float(v) for k, v in lr._weights.to_dict().items()},
-        "intercept": float(lr.intercept),
-    }
-
-
-def _set_online_state(pipe: Any, state: dict[str, Any]) -> None:
-    sc, lr = pipe["StandardScaler"], pipe["LinearRegression"]
-    sc.counts = Counter({k: int(v) for k, v in state["counts"].items()})
-    sc.means = defaultdict(float, {k: float(v) for k, v in state["means"].items()})
-    sc.vars = defaultdict(float, {k: float(v) for k, v in state["vars"].items()})
-    for k, v in state["weights"].items():
-        lr._weights[k] = float(v)
-    lr.intercept = float(state["intercept"])
-
-
 def warm_start(trees: TreeEnsemble, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
     """Replay rows (in time order) through the online residual model; return its state."""
     m = OfflineModel(trees)
@@ -243,4 +236,4 @@ def warm_start(trees: TreeEnsemble, X: np.ndarray, y: np.ndarray) -> dict[str, A
     for row, target, b in zip(X, y, base, strict=True):
         x = {f: float(v) for f, v in zip(FEATURES, row, strict=True) if not math.isnan(v)}
         m.online.learn_one(x, float(target - b))
-    return _online_state(m.online)
+    return m.online.state()

@@ -1,4 +1,4 @@
-"""``tuner train``: recorded traces in, a saved model out (see :mod:`tuner.learn.offline`).
+"""``tuner train``: recorded traces in, a saved model out (see :mod:`tuner.learn.boost`).
 
 >>> import tempfile, os, numpy as np
 >>> d = tempfile.mkdtemp()
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from tuner.errors import TunerError
-from tuner.learn import modelfile, offline
+from tuner.learn import boost, modelfile
 from tuner.trace.reader import Trace, read_trace
 
 Progress = Callable[[str], None]
@@ -33,7 +33,7 @@ def trace_features(trace: Trace) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     loads = trace.matrix("load")
     shares = np.nan_to_num(trace.matrix("share"), nan=1.0 / max(1, loads.shape[1]))
     runq = trace.matrix("runq_frac")
-    return offline.feature_matrix(loads, shares, runq, trace.matrix("live_load"))
+    return boost.feature_matrix(loads, shares, runq, trace.matrix("live_load"))
 
 
 def train(
@@ -110,7 +110,7 @@ def _train(paths, out, holdout, max_iter, say) -> dict[str, Any]:
     Xs, ys, trains, tests, trained_on = [], [], [], [], []
     for t in traces:
         X, y, win = trace_features(t)
-        tr, te, split = offline.time_split(win, holdout)
+        tr, te, split = boost.time_split(win, holdout)
         Xs.append(X)
         ys.append(y)
         trains.append(tr)
@@ -127,12 +127,10 @@ def _train(paths, out, holdout, max_iter, say) -> dict[str, Any]:
     X, y = np.concatenate(Xs), np.concatenate(ys)
     train_rows, test_rows = np.concatenate(trains), np.concatenate(tests)
     say(f"fitting gradient boosted trees on {int(train_rows.sum())} rows")
-    trees, metrics = offline.fit(
-        X, y, train_rows, test_rows, max_iter=max_iter, threshold=threshold
-    )
+    trees, metrics = boost.fit(X, y, train_rows, test_rows, max_iter=max_iter, threshold=threshold)
     say("warm-starting the online model by replay")
-    tail = np.flatnonzero(train_rows)[-offline.WARM_START_ROWS :]
-    online = offline.warm_start(trees, X[tail], y[tail])
+    tail = np.flatnonzero(train_rows)[-boost.WARM_START_ROWS :]
+    online = boost.warm_start(trees, X[tail], y[tail])
     metrics["train_s"] = round(time.monotonic() - t0, 3)
     metrics["read_s"] = round(read_s, 3)
     meta = {
@@ -141,14 +139,14 @@ def _train(paths, out, holdout, max_iter, say) -> dict[str, Any]:
         "trained_on": trained_on,
         "holdout": holdout,
         "params": {
-            "model": "HistGradientBoostingRegressor",
-            "loss": "absolute_error",
+            "model": "LightGBM LGBMRegressor",
+            "loss": "l1",
             "max_iter": max_iter,
             "target": "next window's load minus this window's",
         },
         "metrics": metrics,
         "created": time.time(),
-        "sklearn": _version("sklearn"),
+        "lightgbm": _version("lightgbm"),
         "river": _version("river"),
     }
     modelfile.save_model(out, trees, online, meta)
@@ -178,59 +176,26 @@ def synthetic_loads(windows: int, entities: int, seed: int = 0) -> np.ndarray:
 
 
 def synthetic_trace(path: str, windows: int, entities: int = 4, seed: int = 0) -> str:
-    """Write a trace of :func:`synthetic_loads` (columns written at once, not row by row)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from tuner.trace.schema import arrow_schema, base_meta
+    """Write a trace of :func:`synthetic_loads` through :class:`TraceWriter` (column by
+    column: a million windows in seconds)."""
+    from tuner.trace.schema import base_meta
+    from tuner.trace.writer import TraceWriter
 
     loads = synthetic_loads(windows, entities, seed)
-    n = loads.size
     pids = list(range(1000, 1000 + entities))
     meta = base_meta(100, pids, {"synthetic": True, "seed": seed}, {"model.hot_threshold": 0.8})
-    nan = np.full(n, np.nan)
-    cols = {
-        "window": np.repeat(np.arange(windows, dtype=np.int64), entities),
-        "t_end_ns": np.repeat(np.arange(1, windows + 1, dtype=np.int64) * 100_000_000, entities),
-        "entity": np.tile(np.array([f"worker:{i}" for i in range(entities)]), windows),
-        "pid": np.tile(np.array(pids, dtype=np.int32), windows),
-        "load": loads.reshape(-1),
-        "runq_frac": (loads * 0.1).reshape(-1),
-        "share": np.full(n, 1.0 / entities),
-        "predicted": nan,
-        "pred_load": nan,
-        "pred_baseline": loads.reshape(-1),
-        "p_hot": nan,
-        "decided_share": nan,
-        "mode": np.full(n, "shadow"),
-        "written": np.zeros(n, dtype=bool),
-        "fallback": np.full(n, ""),
-        "cpu": np.full(n, -1, dtype=np.int32),
-        "cpu_load": np.full(n, np.nan),
-        "live_load": np.full(n, np.nan),
-    }
-    os.makedirs(path, exist_ok=True)
-    table = pa.Table.from_pydict(cols, schema=arrow_schema({**meta, "part": 0}))
-    pq.write_table(table, os.path.join(path, "part-00000.parquet"))
+    with TraceWriter(path, meta, part_mb=1e6, part_seconds=1e6) as w:
+        w.add_columns(
+            {
+                "window": np.repeat(np.arange(windows, dtype=np.int64), entities),
+                "t_end_ns": np.repeat(np.arange(1, windows + 1) * 100_000_000, entities),
+                "entity": np.tile(np.array([f"worker:{i}" for i in range(entities)]), windows),
+                "pid": np.tile(np.array(pids, dtype=np.int32), windows),
+                "load": loads.reshape(-1),
+                "runq_frac": (loads * 0.1).reshape(-1),
+                "share": np.full(loads.size, 1.0 / entities),
+                "pred_baseline": loads.reshape(-1),
+                "mode": np.full(loads.size, "shadow"),
+            }
+        )
     return path
-
-
-def bench(windows: int, entities: int = 4, max_iter: int = 200) -> dict[str, Any]:
-    """``tuner bench train``: time :func:`train` on a synthetic trace of ``windows`` windows."""
-    with tempfile.TemporaryDirectory(prefix="tuner-bench-train-") as d:
-        t0 = time.monotonic()
-        trace = synthetic_trace(os.path.join(d, "trace.parquet"), windows, entities)
-        gen_s = time.monotonic() - t0
-        meta = train([trace], os.path.join(d, "model"), max_iter=max_iter)
-    m = meta["metrics"]
-    return {
-        "windows": windows,
-        "entities": entities,
-        "rows": windows * entities,
-        "train_s": m["train_s"],
-        "fit_s": m["fit_s"],
-        "read_s": m["read_s"],
-        "generate_s": round(gen_s, 3),
-        "holdout_model_mae": m.get("holdout_model_mae"),
-        "holdout_baseline_mae": m.get("holdout_baseline_mae"),
-    }

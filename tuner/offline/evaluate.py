@@ -6,14 +6,14 @@ Two questions, answered on the same windows:
    features; MAE and hotspot precision / recall are set against the last value, and against
    the online model whose predictions the trace recorded.
 2. **Decisions (counterfactual).** The trace is replayed through the agent (see
-   :mod:`tuner.trace.replay`) once with the saved model and once with the last-value
+   :mod:`tuner.offline.replay`) once with the saved model and once with the last-value
    predictor. For each, the tables the policy would have chosen are compared with the shares
    that would have balanced the load that followed (half the L1 distance; 0 is perfect).
 
 When the trace is one the model was trained on, only its held-out windows are scored.
 
 >>> import tempfile, os
->>> from tuner.learn.train import synthetic_trace, train
+>>> from tuner.offline.train import synthetic_trace, train
 >>> d = tempfile.mkdtemp()
 >>> t = synthetic_trace(os.path.join(d, "t.parquet"), windows=500)
 >>> _ = train([t], os.path.join(d, "m"), max_iter=30)
@@ -29,11 +29,11 @@ from typing import Any
 
 import numpy as np
 
-from tuner.learn import modelfile, offline
-from tuner.learn.train import trace_features
+from tuner.learn import boost, modelfile
+from tuner.offline.replay import config_of, replay
+from tuner.offline.train import trace_features
 from tuner.policy.shares import SharePolicy, distance
 from tuner.trace.reader import read_trace
-from tuner.trace.replay import config_of, replay
 
 
 def _gap(shares: np.ndarray, loads: np.ndarray, policy: SharePolicy, start: int) -> float:
@@ -61,7 +61,7 @@ def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[s
             note = f"the model was trained on this trace: scoring its held-out windows {start}+"
     X, y, win = trace_features(trace)
     rows = win >= start
-    model = offline.OfflineModel.from_saved(saved)
+    model = boost.OfflineModel.from_saved(saved)
     pred = np.concatenate(
         [model.predict_many(c) for c in np.array_split(X[rows], max(1, rows.sum() // 20000))]
     )
@@ -75,7 +75,7 @@ def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[s
         "rows_scored": int(rows.sum()),
         "note": note,
     }
-    scores = offline.scores(pred, base, y[rows], threshold, "")
+    scores = boost.scores(pred, base, y[rows], threshold, "")
     result.update(scores)
     recorded = trace.matrix("pred_load")[:-1].reshape(-1)[rows]
     if (~np.isnan(recorded)).any():

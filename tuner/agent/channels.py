@@ -1,0 +1,178 @@
+"""The agent's four channels (see :mod:`tuner.agent.channel` for what a channel is).
+
+- :class:`WorkerChannel` (steered): the workers of a reuseport group or the backend hosts
+  behind an XDP entry. Shares by predicted spare room (per CPU for pinned workers, from the
+  CPU channel's predictions), hot UDP flows pinned apart.
+- :class:`CpuChannel`: the CPUs the workers are pinned to; feeds the workers' spare room.
+- :class:`XdpChannel` (steered): the CPUs an XDP program spreads new flows over (cpumap).
+- :class:`SocketChannel`: the workers' TCP connections; gives each worker ``live_load``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from tuner.actuate.steering import Steering
+from tuner.agent.channel import Channel, Measurement, SteeredChannel, Step
+from tuner.agent.sockets import SocketTable
+from tuner.agent.workers import WorkerMap, cpu_loads
+from tuner.learn.online import Learner
+from tuner.policy.flows import HotFlowPolicy
+from tuner.policy.shares import SharePolicy, TableDecision, cpu_spare, table_for
+from tuner.probes.base import Frame
+from tuner.window import ChannelWindow, FlowPins, SocketSummary
+
+
+class SocketChannel(Channel):
+    """The workers' TCP connections (:mod:`tuner.agent.sockets`), each predicted on its own;
+    each worker's ``live_load`` is the part of its load from connections still open."""
+
+    name = "sockets"
+
+    def __init__(self, learner: Learner, workers: WorkerMap) -> None:
+        super().__init__(learner)
+        self.retarget(workers)
+
+    def retarget(self, workers: WorkerMap) -> None:
+        """Follow another set of workers (their connections are attributed by process)."""
+        self.workers = workers
+        pids, groups = [], []
+        for i, e in enumerate(workers.entities):
+            for pid, _ in e.members:
+                pids.append(pid)
+                groups.append(i)
+        self.table = SocketTable(pids, groups)
+        self.live_load: dict[str, float] = {}
+        self.closed = 0
+
+    def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
+        names = self.workers.names()
+        worker_loads = before["workers"].loads
+        sw = self.table.update(frames, {i: worker_loads.get(e, 0.0) for i, e in enumerate(names)})
+        self.live_load = {names[i]: x for i, x in sw.live_load.items()}
+        self.closed = len(sw.closed)
+        return Measurement(dict(sw.loads), {sk: {} for sk in sw.loads})
+
+    def act(self, step: Step) -> ChannelWindow:
+        followed = len(step.predicted.get(self.name, {}))
+        summary = SocketSummary(followed, self.closed)
+        return ChannelWindow(self.name, self.entity_states(step), sockets=summary)
+
+
+class CpuChannel(Channel):
+    """The CPUs the workers are pinned to: every task's on-CPU time plus the workers'
+    run-queue wait, per window."""
+
+    name = "cpus"
+
+    def __init__(self, learner: Learner, cpus: list[int]) -> None:
+        super().__init__(learner)
+        self.cpus = list(cpus)
+
+    def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
+        return cpu_loads(frames, self.cpus)
+
+    def retarget(self, workers: WorkerMap) -> None:
+        self.cpus = workers.cpus()
+
+
+class XdpChannel(SteeredChannel):
+    """The CPUs an XDP program spreads new flows over, by their predicted spare room."""
+
+    name = "xdp"
+
+    def __init__(
+        self, learner: Learner, policy: SharePolicy, steering: Steering, cpus: list[int]
+    ) -> None:
+        super().__init__(learner, policy, steering)
+        self.cpus = list(cpus)
+
+    def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
+        return cpu_loads(frames, self.cpus)
+
+    def decide(self, step: Step) -> TableDecision | None:
+        preds = step.predicted.get(self.name)
+        if not preds:
+            return None
+        return self.policy.decide([preds[f"cpu:{c}"].load for c in self.cpus])
+
+
+class WorkerChannel(SteeredChannel):
+    """The steered workers (or backend hosts), in target order."""
+
+    name = "workers"
+
+    def __init__(
+        self,
+        learner: Learner,
+        policy: SharePolicy,
+        steering: Steering,
+        workers: WorkerMap,
+        flow_policy: HotFlowPolicy | None = None,
+        sockets: SocketChannel | None = None,
+        pin_first: bool = False,
+    ) -> None:
+        super().__init__(learner, policy, steering)
+        self.workers = workers
+        self.flow_policy = flow_policy or HotFlowPolicy(share=0.0)
+        self.sockets = sockets
+        self.pin_first = pin_first
+        self._flows: FlowPins | None = None
+
+    def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
+        m = self.workers.measure(frames)
+        counted = self.steering.counts_flows and self.flow_policy.enabled
+        return Measurement(m.loads, m.features, self.steering.flow_hits() if counted else {})
+
+    def features(
+        self, own: Measurement, measured: Mapping[str, Measurement]
+    ) -> dict[str, dict[str, float]]:
+        if self.sockets is None:
+            return own.features
+        live = self.sockets.live_load
+        return {e: {**x, "live_load": live.get(e, own.loads[e])} for e, x in own.features.items()}
+
+    def decide(self, step: Step) -> TableDecision | None:
+        preds = step.predicted[self.name]
+        names = list(step.measured[self.name].loads)
+        predicted = [preds[e].load for e in names]
+        if self.pin_first:  # everything to target 0: to test the guard
+            shares = [1.0] + [0.0] * (len(names) - 1)
+            decision = TableDecision(shares, table_for(shares), True, "pin-first policy")
+        else:
+            spare = None
+            cpu_preds = step.predicted.get("cpus")
+            if cpu_preds:
+                by_cpu = {int(e.split(":")[1]): p.load for e, p in cpu_preds.items()}
+                cpus = [e.cpu for e in self.workers.entities]
+                spare = cpu_spare(predicted, cpus, by_cpu, self.policy.capacity)
+            decision = self.policy.decide(predicted, spare)
+        self._flows = None
+        hits = step.measured[self.name].flows
+        if hits:
+            flows = self.flow_policy.decide(dict(hits), decision.table, predicted)
+            self.steering.set_overrides(flows.overrides)
+            self._flows = FlowPins(len(flows.hot), dict(flows.overrides), flows.why)
+        return decision
+
+    def extras(self, step: Step, decision: TableDecision) -> dict:
+        return {"flows": self._flows} if self._flows is not None else {}
+
+    def fall_back(self, mode: str) -> None:
+        super().fall_back(mode)
+        self.flow_policy.reset()
+
+    def retarget(self, workers: WorkerMap) -> None:
+        old = {e.entity: e.members for e in self.workers.entities}
+        replaced = [e.entity for e in workers.entities if old.get(e.entity) != e.members]
+        self.learner.forget(replaced + [e for e in old if e not in workers.names()])
+        self.workers = workers
+        self.policy.reset()
+        self.flow_policy.reset()
+        self.holding = False
+
+    def describe(self, entity: str, step: Step) -> dict:
+        e = self.workers.entities[int(entity.split(":")[1])]
+        cpus = step.measured.get("cpus")
+        cpu_load = cpus.loads.get(f"cpu:{e.cpu}") if cpus is not None else None
+        return {"pid": e.pid, "tid": e.tid, "cpu": e.cpu, "cpu_load": cpu_load}
