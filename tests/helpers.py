@@ -17,6 +17,7 @@ from pathlib import Path
 from conftest import REPO, run_tuner
 
 from tuner.agent.control import request
+from tuner.cluster.netutil import linked
 from tuner.schema import to_toml
 
 PORT = 8000
@@ -76,60 +77,9 @@ def tuner_prog_ids() -> set[int]:
     return {p["id"] for p in json.loads(out) if p.get("name", "").startswith(names)}
 
 
-@contextlib.contextmanager
-def topology(links: list[tuple[str, str, str, str, str | None, str | None]]) -> Iterator[dict]:
-    """Namespaces joined by veth pairs. Each link is (ns_a, if_a, ns_b, if_b, addr_a, addr_b)
-    with addresses in CIDR form or None. IPv6 is off so that interface counters count only
-    the test's traffic. Yields {logical ns name: real ns name}; everything is deleted on exit.
-    """
-    tag = uuid.uuid4().hex[:6]
-    names = {n: f"tuner-t-{tag}-{n}" for link in links for n in (link[0], link[2])}
-    try:
-        for real in names.values():
-            subprocess.run(["ip", "netns", "add", real], check=True)
-            for key in ("all", "default"):
-                subprocess.run(
-                    [
-                        "ip",
-                        "netns",
-                        "exec",
-                        real,
-                        "sysctl",
-                        "-qw",
-                        f"net.ipv6.conf.{key}.disable_ipv6=1",
-                    ],
-                    check=True,
-                )
-            subprocess.run(["ip", "-n", real, "link", "set", "lo", "up"], check=True)
-        for ns_a, if_a, ns_b, if_b, addr_a, addr_b in links:
-            subprocess.run(
-                [
-                    "ip",
-                    "link",
-                    "add",
-                    if_a,
-                    "netns",
-                    names[ns_a],
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    if_b,
-                    "netns",
-                    names[ns_b],
-                ],
-                check=True,
-            )
-            for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
-                if addr:
-                    subprocess.run(
-                        ["ip", "-n", names[ns], "addr", "add", addr, "dev", ifname], check=True
-                    )
-                subprocess.run(["ip", "-n", names[ns], "link", "set", ifname, "up"], check=True)
-        yield names
-    finally:
-        for real in names.values():
-            subprocess.run(["ip", "netns", "del", real], stderr=subprocess.DEVNULL)
+def topology(links: list[tuple[str, str, str, str, str | None, str | None]]):
+    """Namespaces joined by veth pairs (see :func:`tuner.cluster.netutil.linked`)."""
+    return linked(links)
 
 
 def rx_packets(ns: str, ifname: str) -> int:

@@ -12,7 +12,7 @@ A window's line holds the agent-wide fields (``t``, ``window``, ``mode``, ``fall
      "sockets": {"followed": 35, "closed": 4, "hottest": {...}}}
 
 Floats are rounded to 4 digits; lines are written in blocks (flushed every second, and at
-once for a mode change), so the log costs little per window.
+once for a mode change or a change of the workers), so the log costs little per window.
 
 >>> from tuner.learn.online import Prediction
 >>> from tuner.window import ChannelWindow, EntityState, WindowRecord
@@ -103,8 +103,8 @@ class DecisionLog:
         if self._f is None:
             return
         self._f.write(json.dumps(entry(record)) + "\n")
-        if time.monotonic() - self._last_flush >= FLUSH_S:
-            self.flush()
+        if record.changes or time.monotonic() - self._last_flush >= FLUSH_S:
+            self.flush()  # a change of the worker map is written at once, as a mode change
 
     def event(self, what: dict[str, Any]) -> None:
         """A line that is not a window (a mode change), written at once."""

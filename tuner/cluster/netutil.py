@@ -17,7 +17,9 @@ import struct
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Sequence
+from contextlib import contextmanager
 
 from tuner.errors import TunerError
 from tuner.netns import inside as netns_inside
@@ -39,6 +41,38 @@ def _add_namespace(name: str) -> None:
             f"cannot create network namespace {name}: {r.stderr.strip() or 'not found after'}",
             "run as root; `tuner cluster down` removes namespaces an earlier run left",
         )
+
+
+@contextmanager
+def linked(links: Sequence[tuple[str, str, str, str, str | None, str | None]], tag: str = ""):
+    """Namespaces joined by veth pairs, for tests that need a shape the cluster's bridge does
+    not give. Each link is ``(ns_a, if_a, ns_b, if_b, addr_a, addr_b)``, addresses in CIDR form
+    or None; IPv6 is off (interface counters count only the traffic sent), loopback is up.
+    Yields ``{logical name: namespace name}`` (``tnr-<tag>-<name>``, so `tuner cluster down`
+    removes them after a crash); everything is removed on exit, also when the body raises."""
+    tag = tag or uuid.uuid4().hex[:6]
+    names = {n: f"{PREFIX}{tag}-{n}" for link in links for n in (link[0], link[2])}
+    try:
+        for real in names.values():
+            _add_namespace(real)
+            _quiet_ipv6(real)
+            _ip("-n", real, "link", "set", "lo", "up")
+        for ns_a, if_a, ns_b, if_b, addr_a, addr_b in links:
+            _ip("link", "add", if_a, "netns", names[ns_a], "type", "veth", "peer", "name", if_b,
+                "netns", names[ns_b])  # fmt: skip
+            for ns, ifname, addr in ((ns_a, if_a, addr_a), (ns_b, if_b, addr_b)):
+                if addr:
+                    _ip("-n", names[ns], "addr", "add", addr, "dev", ifname)
+                _ip("-n", names[ns], "link", "set", ifname, "up")
+        yield names
+    finally:
+        remove_namespaces(list(names.values()))
+
+
+def _ip(*args: str) -> None:
+    r = subprocess.run(["ip", *args], capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        raise TunerError(f"ip {' '.join(args)} failed: {r.stderr.strip()}", "run as root")
 
 
 def _quiet_ipv6(name: str) -> None:

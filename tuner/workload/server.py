@@ -1,4 +1,6 @@
-"""The reference server: K worker processes, each with its own SO_REUSEPORT socket.
+"""The reference server: K worker processes, each with its own SO_REUSEPORT socket (or, with
+``--threads``, one process whose K threads each have their own socket: the shape of a
+thread-per-core server).
 
 Each worker is one single-threaded process. It serves requests in arrival order and spends
 each request's service time as CPU work (``--work cpu``, the default: it spins until that much
@@ -6,8 +8,11 @@ CPU time of its own has passed, so load shows to the kernel as real load does) o
 (``--work sleep``). Requests queue up at a busy worker, which is what steering fixes.
 
 On start it prints one JSON line ``{"workers": [pid, ...]}`` once every worker listens; the
-i-th pid answers with worker index i, and its socket is the i-th of the reuseport group.
-SIGTERM or SIGINT stops all workers.
+i-th pid answers with worker index i, and its socket is the i-th of the reuseport group. With
+``--threads`` the line is ``{"workers": [pid], "threads": [tid, ...]}``, thread i answers as
+worker i, and SIGUSR1 adds a thread with a socket of its own (the pool grows; a new line
+``{"threads": [...]}`` says so). Threads hold Python's GIL while they spin, so ``--work
+sleep`` suits them better. SIGTERM or SIGINT stops all workers.
 
 Run it as ``python -m tuner.workload.server --port 8000 --workers 4``.
 """
@@ -22,6 +27,7 @@ import selectors
 import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 
@@ -148,6 +154,48 @@ def _worker(index: int, args: argparse.Namespace, ready_w: int) -> None:
     (serve_udp if args.udp else serve_tcp)(sock, args.first_index + index, args.work)
 
 
+def serve_threads(args: argparse.Namespace) -> int:
+    """``--threads``: K threads of this process, a socket each; SIGUSR1 adds one."""
+    tids: list[int] = []
+    lock = threading.Lock()
+
+    def worker(index: int, ready: threading.Event, failed: list[str]) -> None:
+        if args.cpus:
+            os.sched_setaffinity(0, {args.cpus[index % len(args.cpus)]})  # this thread
+        try:
+            sock = listen(args.host, args.port, args.udp)
+        except OSError as e:
+            failed.append(f"thread {index}: {e}")
+            ready.set()
+            return
+        with lock:
+            tids.append(threading.get_native_id())
+        ready.set()
+        (serve_udp if args.udp else serve_tcp)(sock, args.first_index + index, args.work)
+
+    def add(index: int) -> bool:
+        ready, failed = threading.Event(), []
+        threading.Thread(target=worker, args=(index, ready, failed), daemon=True).start()
+        ready.wait()
+        if failed:
+            print(f"server: {failed[0]}", file=sys.stderr)
+        return not failed
+
+    for i in range(args.workers):
+        if not add(i):
+            return 1
+    print(json.dumps({"workers": [os.getpid()], "threads": list(tids)}), flush=True)
+    grow = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: grow.set())
+    signal.signal(signal.SIGTERM, lambda *_: os._exit(0))
+    signal.signal(signal.SIGINT, lambda *_: os._exit(0))
+    while True:
+        grow.wait()
+        grow.clear()
+        if add(len(tids)):
+            print(json.dumps({"threads": list(tids)}), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m tuner.workload.server",
@@ -172,9 +220,16 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="worker i answers as worker FIRST_INDEX + i (several servers behind one service)",
     )
+    p.add_argument(
+        "--threads",
+        action="store_true",
+        help="one process, a thread per worker, each with its own socket (SIGUSR1 adds one)",
+    )
     args = p.parse_args(argv)
     if not 1 <= args.workers <= 64:
         p.error(f"--workers must be 1 to 64; got {args.workers}")
+    if args.threads:
+        return serve_threads(args)
     pids = []
     for i in range(args.workers):
         r, w = os.pipe()

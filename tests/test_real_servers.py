@@ -1,0 +1,176 @@
+"""Real server shapes on the real kernel (issue 17): threads that each own a socket (the
+reference server's --threads, TCP and UDP, and HAProxy from Debian), and nginx's pre-fork
+workers, found by discovery, steered by the agent, and followed when they change (a thread
+pool that grows, an nginx reload). Each test starts its own server in a test namespace and
+stops it, and checks that nothing is left.
+
+Steering is checked by counting: with ``policy.kind = "pin-first"`` every new connection goes
+to target 0, so every answer must come from the worker that discovery says serves socket 0.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from helpers import Agent, wait_for
+
+from tuner.actuate.pins import PIN_ROOT, read_pins
+from tuner.cluster import Cluster
+from tuner.group import Group, discover
+from tuner.netns import netns_link
+from tuner.workload.nginx import Nginx
+
+pytestmark = pytest.mark.kernel
+PORT = 8000
+FILE = "/cost/0.txt"  # a 1 KiB file of the nginx instance's document root
+PINNED = {  # every new connection to target 0, decided from the first window
+    "policy": {"kind": "pin-first"},
+    "model": {"kind": "last", "warmup_windows": 0},
+    "guard": {"enabled": False},
+}
+
+
+def asker(c: Cluster, kind: str, n: int, port: int = PORT, path: str = "/") -> subprocess.Popen:
+    """``n`` requests from the client host, a new connection each, in a child process that
+    prints the worker of each (None: the request failed)."""
+    script = str(REPO / "tests" / "scripts" / "count_workers.py")
+    argv = [sys.executable, script, kind, c.host("server").address, str(port), str(n), path]
+    return c.popen("client0", argv, stdout=subprocess.PIPE, text=True)
+
+
+def ask(c: Cluster, kind: str, n: int = 30, port: int = PORT, path: str = "/") -> list:
+    out, _ = asker(c, kind, n, port, path).communicate(timeout=120)
+    return json.loads(out)
+
+
+def group(c: Cluster, port: int = PORT, protocol: str = "tcp") -> Group:
+    return discover(port, protocol, netns_link(c.host("server").netns))
+
+
+def steered(agent: Agent) -> None:
+    """Wait until the agent's table is in the kernel."""
+    wait_for(lambda: read_pins(agent.name)["generation"] > 0)
+
+
+def target0(c: Cluster, port: int = PORT, protocol: str = "tcp") -> str:
+    w = group(c, port, protocol).sockets[0].worker
+    return str(w.pid if w.tid is None else w.tid)
+
+
+@pytest.mark.parametrize("protocol", ["tcp", "udp"])
+def test_threads_of_one_process_are_steered_and_a_growing_pool_followed(tmp_path, protocol):
+    with Cluster(clients=1) as c:
+        argv = [sys.executable, "-m", "tuner.workload.server", "--threads", "--workers", "2",
+                "--work", "sleep"] + (["--udp"] if protocol == "udp" else [])  # fmt: skip
+        srv = c.popen("server", argv, stdout=subprocess.PIPE, text=True)
+        info = json.loads(srv.stdout.readline())
+        g = group(c, protocol=protocol)
+        assert g.shape == "threads" and [s.worker.tid for s in g.sockets] == sorted(info["threads"])
+        ns = c.host("server").netns
+        agent = Agent(tmp_path, [], "active", target={"netns": ns, "protocol": protocol}, **PINNED)
+        try:
+            assert agent.status()["workers"] == [
+                f"worker:{i}={info['workers'][0]}/{s.worker.tid}" for i, s in enumerate(g.sockets)
+            ]
+            steered(agent)
+            index = info["threads"].index(g.sockets[0].worker.tid)  # thread i answers as i
+            assert set(ask(c, protocol)) == {index}
+            os.kill(info["workers"][0], signal.SIGUSR1)  # the pool grows by a thread
+            grown = json.loads(srv.stdout.readline())["threads"]
+            wait_for(lambda: agent.status()["entities"] == 3)
+            changes = [e["changes"] for e in agent.entries() if "changes" in e]
+            assert changes and "2 -> 3 sockets" in changes[-1][0]
+            steered(agent)
+            index = grown.index(group(c, protocol=protocol).sockets[0].worker.tid)
+            wait_for(lambda: set(ask(c, protocol, 10)) == {index})
+        finally:
+            done = agent.stop()
+            srv.kill()
+    assert done.returncode == 0, done.stderr
+    assert not Path(PIN_ROOT, agent.name).exists()
+
+
+def _haproxy(root: Path, address: str, threads: int) -> Path:
+    cfg = root / "haproxy.cfg"
+    cfg.write_text(f"""global
+    nbthread {threads}
+defaults
+    mode http
+    timeout client 10s
+    timeout connect 5s
+    timeout server 10s
+frontend fe
+    bind {address}:{PORT} shards by-thread
+    http-request return status 200 content-type text/plain lf-string "%[thread]"
+""")
+    return cfg
+
+
+def test_haproxy_threads_from_debian_are_steered(tmp_path):
+    with Cluster(clients=1) as c:
+        cfg = _haproxy(tmp_path, c.host("server").address, threads=2)
+        proxy = c.popen("server", ["haproxy", "-W", "-db", "-f", str(cfg)])
+        try:
+            wait_for(lambda: len(_try_group(c)) == 2)
+            g = group(c)
+            assert g.shape == "threads" and len({s.worker.tid for s in g.sockets}) == 2
+            assert len(set(ask(c, "http", 30))) == 2  # the kernel's hash: both threads
+            ns = c.host("server").netns
+            agent = Agent(tmp_path, [], "active", target={"netns": ns}, **PINNED)
+            try:
+                steered(agent)
+                assert len(set(ask(c, "http", 30))) == 1  # pinned: one thread takes them all
+            finally:
+                done = agent.stop()
+        finally:
+            proxy.terminate()
+            proxy.wait(timeout=30)
+    assert done.returncode == 0, done.stderr
+
+
+def _try_group(c: Cluster, port: int = PORT) -> list:
+    try:
+        return list(group(c, port).sockets)
+    except Exception:
+        return []
+
+
+def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path):
+    with Cluster(clients=1) as c:
+        nginx = Nginx(tmp_path / "nginx", PORT, workers=4, address=c.host("server").address)
+        nginx.start(lambda argv: c.popen("server", argv))
+        try:
+            wait_for(lambda: len(_try_group(c)) == 4)
+            g = group(c)
+            pids = sorted(s.worker.pid for s in g.sockets)
+            assert g.shape == "prefork" and nginx.proc.pid not in pids  # the master serves none
+            assert len(set(ask(c, "http", 40, path=FILE))) >= 3  # the kernel's hash spreads them
+            agent = Agent(tmp_path, [], "active", target={"netns": c.host("server").netns},
+                          **PINNED)  # fmt: skip
+            try:
+                steered(agent)
+                assert set(ask(c, "http", 30, path=FILE)) == {target0(c)}
+                # a reload: new workers, the same sockets; requests go on meanwhile
+                during = asker(c, "http", 300, path=FILE)
+                nginx.reload()
+                wait_for(lambda: not set(agent.status()["pids"]) & set(pids), seconds=60)
+                answers = json.loads(during.communicate(timeout=120)[0])
+                assert None not in answers  # no request failed across the reload
+                changes = [e["changes"] for e in agent.entries() if "changes" in e]
+                assert changes and "workers changed" in changes[-1][0]
+                steered(agent)
+                wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {target0(c)})
+            finally:
+                done = agent.stop()
+        finally:
+            nginx.stop()
+    assert done.returncode == 0, done.stderr
+    assert not Path(PIN_ROOT, agent.name).exists()
+    assert nginx.proc.poll() is not None

@@ -1,0 +1,137 @@
+"""nginx (Debian's package) as a server for tests and experiments: our own instance, with its
+own configuration, pid file, logs, temporary files and document root in a directory of ours,
+started inside a test namespace; never the system's service.
+
+Each worker has its own ``reuseport`` socket (nginx opens them in the master and every worker
+inherits them all: the pre-fork shape of :mod:`tuner.group`). Every response says which worker
+served it (``X-Worker: <pid>``). The document root holds text files of 1 KiB to 512 KiB under
+``/cost/<k>.txt`` (``2**k`` KiB) that nginx gzips at level 9 on the fly: a request's CPU cost
+grows with the file asked for, so request cost varies as an application's does.
+
+>>> conf = config(Path("/srv/x"), port=8080, workers=2, cpus=[0, 1])
+>>> "listen 0.0.0.0:8080 reuseport" in conf, "worker_cpu_affinity 01 10;" in conf
+(True, True)
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from tuner.errors import TunerError
+
+FILES = tuple(range(10))  # /cost/<k>.txt is 2**k KiB
+WORDS = [f"w{i:03d}" for i in range(600)]
+
+
+def binary() -> str:
+    """The nginx executable, or a TunerError saying how to install it."""
+    path = shutil.which("nginx") or ("/usr/sbin/nginx" if os.path.exists("/usr/sbin/nginx") else "")
+    if not path:
+        raise TunerError(
+            "nginx is not installed", "apt-get install nginx-light (or run `make setup`)"
+        )
+    return path
+
+
+def _affinity(cpus: Sequence[int], workers: int) -> str:
+    """``worker_cpu_affinity`` masks: worker i on ``cpus[i mod n]``."""
+    width = max(cpus) + 1
+    masks = []
+    for i in range(workers):
+        c = cpus[i % len(cpus)]
+        masks.append("".join("1" if b == c else "0" for b in reversed(range(width))))
+    return " ".join(masks)
+
+
+def config(root: Path, port: int, workers: int, address: str = "0.0.0.0",
+           cpus: Sequence[int] = ()) -> str:  # fmt: skip
+    """The configuration text for an instance rooted at ``root``."""
+    affinity = f"worker_cpu_affinity {_affinity(cpus, workers)};" if cpus else ""
+    tmp = root / "tmp"
+    return f"""user root;
+worker_processes {workers};
+{affinity}
+pid {root}/nginx.pid;
+error_log {root}/error.log warn;
+daemon off;
+events {{ worker_connections 4096; }}
+http {{
+    access_log off;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
+    fastcgi_temp_path {tmp}/fastcgi;
+    keepalive_requests 1000000;
+    keepalive_timeout 120s;
+    gzip on;
+    gzip_comp_level 9;
+    gzip_min_length 0;
+    gzip_types text/plain;
+    gzip_http_version 1.0;
+    server {{
+        listen {address}:{port} reuseport backlog=4096;
+        add_header X-Worker $pid always;
+        root {root}/www;
+        default_type text/plain;
+        location / {{ }}
+    }}
+}}
+"""
+
+
+def _files(root: Path) -> None:
+    rng = random.Random(7)
+    www = root / "www" / "cost"
+    www.mkdir(parents=True, exist_ok=True)
+    for k in FILES:
+        size = 1024 * 2**k
+        text = " ".join(rng.choice(WORDS) for _ in range(size // 4))
+        (www / f"{k}.txt").write_text(text[:size])
+
+
+class Nginx:
+    """One nginx instance; ``popen(argv)`` starts its master (e.g. inside a test namespace
+    with :meth:`tuner.cluster.Cluster.popen`)."""
+
+    def __init__(self, root: Path, port: int, workers: int, address: str = "0.0.0.0",
+                 cpus: Sequence[int] = ()) -> None:  # fmt: skip
+        self.root = Path(root)
+        self.port, self.workers, self.address, self.cpus = port, workers, address, list(cpus)
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, popen: Callable[[list[str]], subprocess.Popen]) -> subprocess.Popen:
+        exe = binary()
+        for d in ("tmp/body", "tmp/proxy", "tmp/fastcgi"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        _files(self.root)
+        conf = self.root / "nginx.conf"
+        conf.write_text(config(self.root, self.port, self.workers, self.address, self.cpus))
+        self.proc = popen([exe, "-c", str(conf), "-p", str(self.root)])
+        return self.proc
+
+    def reload(self) -> None:
+        """SIGHUP: new workers with the new configuration, the old ones drain and exit."""
+        if self.proc is not None:
+            os.kill(self.proc.pid, signal.SIGHUP)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGQUIT (graceful), then SIGKILL for the master and any worker left."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGQUIT)
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+    def error_log(self) -> str:
+        try:
+            return (self.root / "error.log").read_text()[-2000:]
+        except OSError:
+            return ""
