@@ -365,3 +365,44 @@ def _agent_pid(config: Path) -> int | None:
             if str(config).encode() in cmd and b"run" in cmd:
                 return int(p)
     return None
+
+
+# -- real servers (issue 17) -------------------------------------------------------------------
+@pytest.mark.kernel
+@pytest.mark.parametrize("kind", ["nginx", "command"])
+def test_an_experiment_runs_against_a_real_server(tmp_path, tuner_cli, no_leftover_cluster, kind):
+    """nginx from Debian, or a server the user brings (`server.command`): the load generator
+    speaks HTTP/1.1 keep-alive, the agent finds the workers itself, answers name the worker."""
+    server = {
+        "nginx": 'kind = "nginx"',
+        "command": f'kind = "command"\ncommand = "{sys.executable} '
+        f'{REPO}/tests/scripts/http_workers.py {{port}} {{workers}}"',
+    }[kind]
+    text = textwrap.dedent(SHORT).replace("workers = 4", f"workers = 4\n{server}")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
+    out = tmp_path / "out"
+    r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active",
+                  "--json", timeout=240)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    for arm in ("kernel", "active"):
+        assert summary["arms"][arm]["errors"] == 0 and summary["arms"][arm]["requests"] > 300
+    workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
+    assert set(workers) == {0, 1, 2, 3}  # every answer named its worker, in target order
+    cfg = (out / "active" / "agent.toml").read_text()
+    assert "netns = " in cfg and "pids" not in cfg  # the agent found the workers itself
+    assert not _running(str(out)) and not _running("http_workers.py")  # the servers stopped
+
+
+def _running(text: str) -> list[int]:
+    """Processes whose command line mentions ``text``."""
+    found = []
+    for p in os.listdir("/proc"):
+        if p.isdigit() and int(p) != os.getpid():
+            try:
+                if text.encode() in Path(f"/proc/{p}/cmdline").read_bytes():
+                    found.append(int(p))
+            except OSError:
+                continue
+    return found

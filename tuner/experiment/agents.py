@@ -31,10 +31,16 @@ def tuner_cmd() -> list[str]:
 
 
 def start_agent(
-    spec: ExperimentSpec, arm: str, pids: list[int], arm_dir: Path, cluster: Cluster
+    spec: ExperimentSpec,
+    arm: str,
+    pids: list[int],
+    netns: str | None,
+    arm_dir: Path,
+    cluster: Cluster,
 ) -> subprocess.Popen | None:
     """Start the agent of an agent arm (None for the kernel arm) and wait until it answers on
-    its control socket, which it opens last, when it is up."""
+    its control socket, which it opens last, when it is up. The agent is given the workers'
+    ``pids``, or, for a server in ``netns``, only where to find them."""
     if arm not in AGENT_ARMS:
         return None
     mode, model = AGENT_ARMS[arm]
@@ -51,6 +57,9 @@ def start_agent(
             "agent.decision_log": str(arm_dir / "decisions.jsonl"),
         }
     )
+    if netns is not None:  # a real server: the agent finds its workers as it would anywhere
+        del cfg["target.pids"]
+        cfg["target.netns"] = netns
     netns = cluster.host("server").netns
     if cfg.get("xdp.interface") and not cfg.get("xdp.netns"):
         cfg["xdp.netns"] = netns  # [tuner.xdp] interface names one of the server host's

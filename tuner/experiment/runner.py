@@ -35,7 +35,7 @@ import numpy as np
 from tuner.cluster import Cluster
 from tuner.cluster.netutil import stop_processes
 from tuner.cluster.topology import VIP
-from tuner.errors import TunerError
+from tuner.experiment import servers
 from tuner.experiment.agents import (
     AGENT_ARMS,
     fallback_share,
@@ -93,46 +93,6 @@ class Runner:
         return results
 
     # -- one arm --------------------------------------------------------------------------
-    def _servers(self, cluster: Cluster) -> tuple[list[subprocess.Popen], list[int]]:
-        """The server on the server host, or one on each backend host (worker indices and
-        CPUs numbered on across them); returns the processes and every worker's pid."""
-        s = self.spec
-        hosts = cluster.by_role("backend") or [cluster.host("server")]
-        workers, cpus = s.get("server.workers"), s.get("server.cpus")
-        procs: list[subprocess.Popen] = []
-        pids: list[int] = []
-        for i, host in enumerate(hosts):
-            first = i * workers
-            argv = [
-                sys.executable,
-                "-m",
-                "tuner.workload.server",
-                "--workers",
-                str(workers),
-                "--port",
-                str(s.get("server.port")),
-                "--work",
-                s.get("server.work"),
-                "--first-index",
-                str(first),
-            ]
-            if cpus:
-                mine = [cpus[(first + w) % len(cpus)] for w in range(workers)]
-                argv += ["--cpus", ",".join(map(str, mine))]
-            if s.get("server.protocol") == "udp":
-                argv.append("--udp")
-            proc = cluster.popen(host, argv, stdout=subprocess.PIPE, text=True)
-            procs.append(proc)
-            line = proc.stdout.readline()
-            try:
-                pids += json.loads(line)["workers"]
-            except (ValueError, KeyError):
-                stop_processes(procs)
-                raise TunerError(
-                    f"the reference server on {host.name} did not start", "see its error above"
-                ) from None
-        return procs, pids
-
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
         s = self.spec
         arm_dir = self.out / arm
@@ -140,7 +100,7 @@ class Runner:
             shutil.rmtree(arm_dir)
         arm_dir.mkdir(parents=True)
         self.progress(arm, 0.0, "starting server")
-        servers, pids = self._servers(cluster)
+        server = servers.start(s, cluster, arm_dir)
         agent = hog = None
         gens: list[subprocess.Popen] = []
         interrupted = False
@@ -150,7 +110,7 @@ class Runner:
         started = time.time()
         try:
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = start_agent(s, arm, pids, arm_dir, cluster)
+            agent = start_agent(s, arm, server.pids, server.netns, arm_dir, cluster)
             if s.get("workload.profile") == "noisy-neighbour":
                 hog = cluster.popen(
                     "server",
@@ -167,7 +127,7 @@ class Runner:
             started = time.time()
             service = VIP if cluster.by_role("backend") else cluster.host("server").address
             for i, host in enumerate(cluster.by_role("client")):
-                spec = self._load_spec(i, total, service)
+                spec = self._load_spec(i, total, service, server.http)
                 gens.append(
                     cluster.popen(
                         host,
@@ -205,7 +165,8 @@ class Runner:
                         f"the agent exited (status {died}) during the arm: {last_error(arm_dir)}"
                     )
         finally:
-            stop_processes([p for p in (agent, hog) if p is not None] + servers + gens)
+            stop_processes([p for p in (agent, hog) if p is not None] + gens)
+            server.stop()
             if arm in AGENT_ARMS:
                 remove_agent_traces(arm_dir)
         samples = self._collect(arm_dir, len(gens))
@@ -221,7 +182,9 @@ class Runner:
         self.progress(arm, 1.0, "FAILED" if failed else "done")
         return ArmResult(arm, samples, started, decisions, status, cpu, interrupted, failed, share)
 
-    def _load_spec(self, i: int, seconds: float, host: str) -> dict[str, Any]:
+    def _load_spec(
+        self, i: int, seconds: float, host: str, http: dict[str, Any] | None
+    ) -> dict[str, Any]:
         s = self.spec
         w = {k.split(".", 1)[1]: v for k, v in s.values.items() if k.startswith("workload.")}
         return {
@@ -235,6 +198,7 @@ class Runner:
             "lifetime_s": w["lifetime_s"],
             "seed": s.get("seed") * 1000 + i,
             "udp": s.get("server.protocol") == "udp",
+            "http": http,
             "profile_args": {
                 k: w[k] for k in ("zipf_s", "shift_s", "period_s", "burst_s", "burst_factor")
             },

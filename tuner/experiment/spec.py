@@ -58,6 +58,19 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "the server with server.workers workers; the tuner steers XDP on the server host's "
         "eth0 (0: the server host serves, the tuner steers its reuseport group)",
     ),
+    "server.kind": (
+        str,
+        "reference",
+        ("reference", "nginx", "command"),
+        "the server: tuner's reference server, nginx (Debian's), or server.command",
+    ),
+    "server.command": (
+        str,
+        "",
+        None,
+        "kind command: the server's command line, with {port} and {workers} filled in",
+    ),
+    "server.path": (str, "/", None, "kind command: the path every HTTP request GETs"),
     "server.workers": (int, 4, (1, 64), "worker processes of the server"),
     "server.cpus": (list, [], None, "pin worker i to cpus[i mod n] ([]: no pinning)"),
     "server.work": (str, "cpu", ("cpu", "sleep"), "how service time is spent"),
@@ -120,6 +133,7 @@ class ExperimentSpec:
                 f"have (CPUs {', '.join(map(str, cpus))})",
                 "list CPUs this machine has",
             )
+        _check_server(values, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
         return cls(values, agent, source, None, list(values["arms"]))
@@ -160,6 +174,25 @@ class ExperimentSpec:
             (out.setdefault(sec, {}) if sec else out)[name or key] = value
         out["tuner"] = dict(self.tuner.values)
         return out
+
+
+def _check_server(values: dict[str, Any], source: str) -> None:
+    """What the server kinds cannot do, refused with the key named."""
+    kind = values["server.kind"]
+    if kind == "reference":
+        return
+    if values["server.protocol"] != "tcp":
+        raise TunerError(f"server.kind {kind} in {source} speaks HTTP over TCP", "set protocol tcp")
+    if values["cluster.backends"]:
+        raise TunerError(
+            f"server.kind {kind} in {source} runs on the server host",
+            "set cluster.backends = 0, or server.kind reference",
+        )
+    if kind == "command" and "{port}" not in values["server.command"]:
+        raise TunerError(
+            f"'server.command' in {source} must be a command line with {{port}} in it",
+            'e.g. command = "myserver --listen 0.0.0.0:{port} --threads {workers}"',
+        )
 
 
 def _check(key: str, value: Any, source: str) -> Any:

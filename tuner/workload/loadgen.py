@@ -31,6 +31,7 @@ import socket
 import struct
 import sys
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -38,7 +39,8 @@ import numpy as np
 
 from tuner.errors import TunerError
 from tuner.workload.profiles import Profile
-from tuner.workload.protocol import REQUEST, RESPONSE, ServiceTime
+from tuner.workload.protocol import RESPONSE, ServiceTime
+from tuner.workload.wire import HttpWire, ReferenceWire, Wire
 
 PORT_LO, PORT_HI = 20000, 60000  # source ports drawn from the seed
 
@@ -71,6 +73,9 @@ class LoadSpec:
     max_requests: int = 0  # stop after this many (0: no limit)
     udp: bool = False  # one datagram per request; a "connection" is a connected UDP socket
     profile_args: dict[str, float] = field(default_factory=dict)
+    # HTTP/1.1 instead of the reference protocol: {"paths", "costs_us", "workers"} of a
+    # tuner.workload.wire.HttpWire
+    http: dict[str, Any] | None = None
 
 
 class _Conn:
@@ -80,6 +85,7 @@ class _Conn:
         self.writer: asyncio.StreamWriter | None = None
         self.backlog: list[bytes] = []
         self.inflight: set[int] = set()
+        self.order: deque[int] = deque()  # ids sent, oldest first (HTTP answers in order)
         self.closing = False
         self.failed = False
 
@@ -99,6 +105,7 @@ class LoadGenerator:
         self.connect_errors = 0
         self._stop = False
         self._stop_time = 0.0
+        self.wire: Wire = HttpWire(**spec.http) if spec.http else ReferenceWire()
 
     def check(self) -> None:
         s = self.spec
@@ -147,11 +154,15 @@ class LoadGenerator:
         await self._read(reader, conn)
 
     async def _read(self, reader: asyncio.StreamReader, conn: _Conn) -> None:
+        decoder = self.wire.decoder(conn.order)
         try:
             while conn.inflight or not conn.closing:
-                data = await reader.readexactly(RESPONSE.size)
-                self._answer(conn, data)
-        except (asyncio.IncompleteReadError, OSError):
+                data = await reader.read(65536)
+                if not data:
+                    raise OSError("connection closed by the server")
+                for rid, worker in decoder.feed(data):
+                    self._answer(conn, rid, worker)
+        except OSError:
             conn.failed = True
             for rid in list(conn.inflight):
                 self._fail(rid)
@@ -160,8 +171,7 @@ class LoadGenerator:
             if conn.writer is not None:
                 conn.writer.close()
 
-    def _answer(self, conn: _Conn, data: bytes) -> None:
-        rid, worker, _ = RESPONSE.unpack(data)
+    def _answer(self, conn: _Conn, rid: int, worker: int) -> None:
         if rid in conn.inflight:
             conn.inflight.discard(rid)
             s = self.samples
@@ -176,7 +186,8 @@ class LoadGenerator:
         class Proto(asyncio.DatagramProtocol):
             def datagram_received(self, data: bytes, addr: object) -> None:
                 if len(data) == RESPONSE.size:
-                    gen._answer(conn, data)
+                    rid, worker, _ = RESPONSE.unpack(data)
+                    gen._answer(conn, rid, worker)
 
             def error_received(self, exc: Exception) -> None:
                 conn.failed = True
@@ -248,14 +259,15 @@ class LoadGenerator:
                     reopen(slot, next_t)
                 conn = conns[slot]
                 rid = next(ids)
-                us = service.draw(rng)
+                us = self.wire.cost(service.draw(rng))
                 for k, v in (("t_send", next_t), ("latency", np.nan), ("conn", slot)):
                     s[k].append(v)
                 s["worker"].append(-1)
                 s["service_us"].append(us)
                 s["ok"].append(0)
-                msg = REQUEST.pack(rid, us)
+                msg = self.wire.request(rid, us)
                 conn.inflight.add(rid)
+                conn.order.append(rid)
                 if conn.writer is not None:
                     _send(conn.writer, msg)
                 else:

@@ -84,14 +84,21 @@ http {{
 """
 
 
-def _files(root: Path) -> None:
+def file_texts() -> list[str]:
+    """The text of each ``/cost/<k>.txt`` (the same every time: a fixed seed)."""
     rng = random.Random(7)
-    www = root / "www" / "cost"
-    www.mkdir(parents=True, exist_ok=True)
+    out = []
     for k in FILES:
         size = 1024 * 2**k
-        text = " ".join(rng.choice(WORDS) for _ in range(size // 4))
-        (www / f"{k}.txt").write_text(text[:size])
+        out.append(" ".join(rng.choice(WORDS) for _ in range(size // 4))[:size])
+    return out
+
+
+def _files(root: Path) -> None:
+    www = root / "www" / "cost"
+    www.mkdir(parents=True, exist_ok=True)
+    for k, text in zip(FILES, file_texts(), strict=True):
+        (www / f"{k}.txt").write_text(text)
 
 
 class Nginx:

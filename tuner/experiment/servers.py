@@ -1,0 +1,151 @@
+"""The server an experiment's arms run against (``[server] kind``), started afresh for each
+arm on the server host (or each backend host) and stopped after it.
+
+- ``reference``: tuner's reference server (:mod:`tuner.workload.server`), its own protocol;
+  it reports its workers' pids, and each answer names its worker.
+- ``nginx``: nginx from Debian's package (:mod:`tuner.workload.nginx`), ``server.workers``
+  workers with ``reuseport`` sockets pinned as ``server.cpus`` says; requests are HTTP/1.1
+  GETs of files gzipped at level 9, the file chosen so that its cost (measured here) is the
+  service time the workload drew.
+- ``command``: any server the user brings, ``server.command`` with ``{port}`` and
+  ``{workers}`` filled in; requests are HTTP/1.1 GETs of ``server.path``. Its cost is its own
+  (the service time is not sent), so the imbalance column counts requests.
+
+For nginx and command servers the workers are found as the agent finds them
+(:func:`tuner.group.discover` in the server's namespace), so worker ``i`` of the samples is
+target ``i`` of the steering.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tuner.cluster import Cluster
+from tuner.cluster.netutil import stop_processes
+from tuner.errors import TunerError
+from tuner.experiment.spec import ExperimentSpec
+from tuner.group import discover
+from tuner.netns import netns_link
+from tuner.workload import nginx
+
+START_S = 30.0  # a server must listen with all its workers within this
+
+
+@dataclass
+class Server:
+    """A started server: its processes, its workers' pids in target order, how to talk to it,
+    and the netns the agent finds it in (None: the agent is given the pids)."""
+
+    procs: list[subprocess.Popen]
+    pids: list[int]
+    http: dict[str, Any] | None  # a tuner.workload.wire.HttpWire's arguments, or None
+    netns: str | None
+    nginx: nginx.Nginx | None = None
+
+    def stop(self) -> None:
+        if self.nginx is not None:
+            self.nginx.stop()
+        stop_processes(self.procs)
+
+
+def start(spec: ExperimentSpec, cluster: Cluster, arm_dir: Path) -> Server:
+    kind = spec.get("server.kind")
+    if kind == "reference":
+        return _reference(spec, cluster)
+    host = cluster.host("server")
+    port, workers = spec.get("server.port"), spec.get("server.workers")
+    if kind == "nginx":
+        n = nginx.Nginx(arm_dir / "nginx", port, workers, cpus=spec.get("server.cpus"))
+        procs = [n.start(lambda argv: cluster.popen(host, argv))]
+        paths = [f"/cost/{k}.txt" for k in nginx.FILES]
+        costs = nginx_costs_us()
+    else:
+        argv = shlex.split(spec.get("server.command").format(port=port, workers=workers))
+        procs = [cluster.popen(host, argv)]
+        n, paths, costs = None, [spec.get("server.path")], [1.0]
+    server = Server(procs, [], None, host.netns, n)
+    try:
+        group = _wait_for_group(spec, server, host.netns)
+    except BaseException:
+        server.stop()
+        raise
+    server.pids = [s.worker.pid for s in group.sockets]
+    keys = [str(s.worker.pid if s.worker.tid is None else s.worker.tid) for s in group.sockets]
+    server.http = {"paths": paths, "costs_us": costs, "workers": {k: i for i, k in enumerate(keys)}}
+    return server
+
+
+def _wait_for_group(spec: ExperimentSpec, server: Server, netns: str):
+    """The server's group once all its workers listen (event-based, bounded by START_S)."""
+    deadline = time.monotonic() + START_S
+    want, why = spec.get("server.workers"), "nothing yet"
+    while time.monotonic() < deadline:
+        if any(p.poll() is not None for p in server.procs):
+            log = server.nginx.error_log() if server.nginx else ""
+            raise TunerError(f"the {spec.get('server.kind')} server exited at start: {log}".strip(),
+                             "see its error above")  # fmt: skip
+        try:
+            g = discover(spec.get("server.port"), spec.get("server.protocol"), netns_link(netns))
+            if len(g.sockets) >= want:
+                return g
+            why = f"{len(g.sockets)} of {want} sockets"
+        except TunerError as e:
+            why = e.problem
+        time.sleep(0.1)
+    raise TunerError(
+        f"the {spec.get('server.kind')} server did not listen with {want} workers in "
+        f"{START_S:g} s ({why})",
+        "check server.command / server.workers",
+    )
+
+
+def nginx_costs_us() -> list[float]:
+    """What gzip level 9 costs for each of nginx's files, measured here with zlib (the same
+    library nginx uses): microseconds, the fastest of three runs."""
+    out = []
+    for text in nginx.file_texts():
+        data = text.encode()
+        best = float("inf")
+        for _ in range(3):
+            t0 = time.thread_time_ns()
+            zlib.compress(data, 9)
+            best = min(best, (time.thread_time_ns() - t0) / 1e3)
+        out.append(best)
+    return out
+
+
+def _reference(spec: ExperimentSpec, cluster: Cluster) -> Server:
+    """The reference server on the server host, or one on each backend host (worker indices
+    and CPUs numbered on across them)."""
+    hosts = cluster.by_role("backend") or [cluster.host("server")]
+    workers, cpus = spec.get("server.workers"), spec.get("server.cpus")
+    procs: list[subprocess.Popen] = []
+    pids: list[int] = []
+    for i, host in enumerate(hosts):
+        first = i * workers
+        argv = [sys.executable, "-m", "tuner.workload.server", "--workers", str(workers),
+                "--port", str(spec.get("server.port")), "--work", spec.get("server.work"),
+                "--first-index", str(first)]  # fmt: skip
+        if cpus:
+            mine = [cpus[(first + w) % len(cpus)] for w in range(workers)]
+            argv += ["--cpus", ",".join(map(str, mine))]
+        if spec.get("server.protocol") == "udp":
+            argv.append("--udp")
+        proc = cluster.popen(host, argv, stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        try:
+            pids += json.loads(proc.stdout.readline())["workers"]
+        except (ValueError, KeyError):
+            stop_processes(procs)
+            raise TunerError(
+                f"the reference server on {host.name} did not start", "see its error above"
+            ) from None
+    return Server(procs, pids, None, None)
