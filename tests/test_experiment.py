@@ -121,7 +121,7 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(
         assert (out / name).stat().st_size > 0, name
     summary = json.loads((out / "summary.json").read_text())
     assert summary["spec"]["workload"]["profile"] == "heavy-hitters"
-    assert list(summary["arms"]) == ["kernel", "reactive", "shadow", "active"]
+    assert list(summary["arms"]) == ["kernel", "kernel-again", "reactive", "shadow", "active"]
     for arm, m in summary["arms"].items():
         for key in (
             "requests",
@@ -140,7 +140,10 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(
     assert summary["arms"]["kernel"]["tuner_cpu_s"] == 0
     assert summary["arms"]["active"]["tuner_cpu_s"] > 0
     table = pq.read_table(out / "samples.parquet")
-    assert set(table.column("arm").to_pylist()) == {"kernel", "reactive", "shadow", "active"}
+    arms = {"kernel", "kernel-again", "reactive", "shadow", "active"}
+    assert set(table.column("arm").to_pylist()) == arms
+    assert summary["arms"]["kernel-again"]["tuner_cpu_s"] == 0  # the A/A arm runs no agent
+    assert summary["arms"]["active"]["p99_vs_reactive"] > 0
     shadow_log = [
         json.loads(x) for x in (out / "shadow" / "decisions.jsonl").read_text().splitlines()
     ]
@@ -182,19 +185,23 @@ def test_repeated_rounds_report_medians_of_per_round_ratios(
     spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli(
-        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,shadow",
-        "--repeats", "2", "--json", timeout=240,
+        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,kernel-again,shadow",
+        "--repeats", "2", "--json", timeout=300,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
-    assert summary["repeats"] == 2 and list(summary["arms"]) == ["kernel", "shadow"]
-    shadow = summary["arms"]["shadow"]
-    assert len(shadow["p99_vs_kernel_rounds"]) == 2 and shadow["rounds"] == 2
-    lo, hi = sorted(shadow["p99_vs_kernel_rounds"])
-    assert lo <= shadow["p99_vs_kernel"] <= hi
+    assert summary["repeats"] == 2
+    assert list(summary["arms"]) == ["kernel", "kernel-again", "shadow"]
+    for arm in ("kernel-again", "shadow"):  # the A/A arm, and one with an agent
+        m = summary["arms"][arm]
+        assert len(m["p99_vs_kernel_rounds"]) == 2 and m["rounds"] == 2
+        lo, hi = sorted(m["p99_vs_kernel_rounds"])
+        assert lo <= m["p99_vs_kernel"] <= hi
+        ci = m["p99_vs_kernel_ci"]  # a 95 % interval over the rounds, around the median
+        assert len(ci) == 2 and lo <= ci[0] <= m["p99_vs_kernel"] <= ci[1] <= hi
     for i in (1, 2):
         one = json.loads((out / f"round-{i}" / "summary.json").read_text())
-        assert list(one["arms"]) == ["kernel", "shadow"]
+        assert list(one["arms"]) == ["kernel", "kernel-again", "shadow"]
         assert (out / f"round-{i}" / "latency_cdf.png").is_file()
     total = sum(
         json.loads((out / f"round-{i}" / "summary.json").read_text())["arms"]["kernel"]["requests"]
@@ -406,3 +413,29 @@ def _running(text: str) -> list[int]:
             except OSError:
                 continue
     return found
+
+
+@pytest.mark.kernel
+def test_load_given_as_utilization_is_calibrated_each_round(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
+    """workload.utilization: a calibration run measures what the server sustains, and the
+    round runs at that share of it; the rate used and the calibration are reported."""
+    text = textwrap.dedent(SHORT).replace("rate = 300", "utilization = 0.5")
+    spec = tmp_path / "spec.toml"
+    spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
+    out = tmp_path / "out"
+    r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel",
+                  "--json", timeout=240)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    cal = summary["calibration"]
+    assert cal["saturated"] and cal["capacity"] > 100 and cal["offered"] > cal["capacity"]
+    assert summary["rate"] == pytest.approx(0.5 * cal["capacity"], rel=0.01)
+    kernel = summary["arms"]["kernel"]
+    assert kernel["overloaded"] is False and kernel["errors"] == 0
+    assert kernel["throughput_rps"] == pytest.approx(summary["rate"], rel=0.15)
+    assert (
+        "of the" in (out / "report.md").read_text()
+        and "req/s measured" in (out / "report.md").read_text()
+    )

@@ -71,6 +71,7 @@ def build_agent(
     :func:`xdp_cpus`, when given); ``model``: the workers' load model when already loaded
     (:func:`load_model`)."""
     kind, threshold = config.get("model.kind"), config.get("model.hot_threshold")
+    horizon = config.get("model.horizon_windows")
     sockets = None
     if config.get("agent.sockets"):
         if any(e.tid is not None for e in workers.entities):
@@ -85,13 +86,14 @@ def build_agent(
         margin=0.1 * config.get("policy.capacity"),
     )
     main = WorkerChannel(
-        Learner(model if model is not None else load_model(config), threshold),
+        Learner(model if model is not None else load_model(config), threshold, horizon),
         share_policy(config),
         steering,
         workers,
         flows,
         sockets,
         pin_first=config.get("policy.kind") == "pin-first",
+        by_horizon=config.get("policy.horizon"),
     )
     channels: list[Any] = [main] + ([sockets] if sockets else [])
     cpus = workers.cpus() if config.get("policy.by_cpu") else []

@@ -111,12 +111,14 @@ class WorkerChannel(SteeredChannel):
         flow_policy: HotFlowPolicy | None = None,
         sockets: SocketChannel | None = None,
         pin_first: bool = False,
+        by_horizon: bool = False,
     ) -> None:
         super().__init__(learner, policy, steering)
         self.workers = workers
         self.flow_policy = flow_policy or HotFlowPolicy(share=0.0)
         self.sockets = sockets
         self.pin_first = pin_first
+        self.by_horizon = by_horizon  # decide by the horizon's predicted mean load
         self._flows: FlowPins | None = None
 
     def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
@@ -135,7 +137,10 @@ class WorkerChannel(SteeredChannel):
     def decide(self, step: Step) -> TableDecision | None:
         preds = step.predicted[self.name]
         names = list(step.measured[self.name].loads)
-        predicted = [preds[e].load for e in names]
+        predicted = [
+            p.horizon_load if self.by_horizon and p.horizon_load is not None else p.load
+            for p in (preds[e] for e in names)
+        ]
         if self.pin_first:  # everything to target 0: to test the guard
             shares = [1.0] + [0.0] * (len(names) - 1)
             decision = TableDecision(shares, table_for(shares), True, "pin-first policy")

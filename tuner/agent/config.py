@@ -10,7 +10,8 @@ a value out of range is refused with a message that names the key.
 Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
-are: by_cpu, capacity, fill, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, min_share
+are: by_cpu, capacity, fill, horizon, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, \
+min_share
 """
 
 from __future__ import annotations
@@ -77,6 +78,12 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "model.path": (str, "", None, "model saved by `tuner train` ('': none); replaces model.kind"),
     "model.hot_threshold": (float, 0.8, (0.01, 64.0), "hotspot load, fraction of a CPU"),
     "model.warmup_windows": (int, 20, (0, 100000), "windows before the model may act"),
+    "model.horizon_windows": (
+        int,
+        10,
+        (1, 1000),
+        "windows the horizon predictions cover (about a connection's life); 1: none",
+    ),
     "policy.kind": (
         str,
         "spare",
@@ -84,6 +91,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "spare: by spare capacity; pin-first: everything to target 0 (to test the guard)",
     ),
     "policy.capacity": (float, 1.0, (0.01, 64.0), "load at which a target is full"),
+    "policy.horizon": (
+        bool,
+        False,
+        None,
+        "decide by each worker's predicted mean load over the horizon (model.horizon_windows) "
+        "instead of the next window's",
+    ),
     "policy.by_cpu": (
         bool,
         True,

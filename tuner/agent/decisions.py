@@ -30,6 +30,7 @@ import os
 import time
 from typing import Any, TextIO
 
+from tuner.learn.online import Prediction
 from tuner.window import ChannelWindow, WindowRecord
 
 FLUSH_S = 1.0
@@ -54,11 +55,8 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
     out["loads"] = {e.entity: e.load for e in c.entities}
     if any(e.features for e in c.entities):
         out["features"] = {e.entity: dict(e.features) for e in c.entities}
-    out["predictions"] = {
-        e.entity: {"load": p.load, "baseline": p.baseline, "p_hot": p.p_hot}
-        for e in c.entities
-        if (p := e.prediction) is not None
-    }
+    out["predictions"] = {e.entity: _prediction(p) for e in c.entities
+                          if (p := e.prediction) is not None}  # fmt: skip
     if any(e.share is not None for e in c.entities):
         out["in_force"] = {e.entity: e.share for e in c.entities}
     for key in ("pid", "tid", "cpu"):
@@ -74,6 +72,13 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
         out["hot_flows"] = c.flows.hot
         out["overrides"] = {str(h): t for h, t in c.flows.overrides.items()}
         out["flows_why"] = c.flows.why
+    return out
+
+
+def _prediction(p: Prediction) -> dict[str, float]:
+    out = {"load": p.load, "baseline": p.baseline, "p_hot": p.p_hot}
+    if p.horizon_load is not None:
+        out.update(horizon_load=p.horizon_load, p_hot_horizon=p.p_hot_horizon)
     return out
 
 

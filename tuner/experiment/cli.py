@@ -125,8 +125,9 @@ def _run(args: argparse.Namespace) -> int:
     if repeats > 1:
         summary, interrupted = run_rounds(spec, out, repeats, _Progress())
     else:
-        results = Runner(spec, out, _Progress()).run()
-        summary = write_all(spec, results, out)
+        runner = Runner(spec, out, _Progress())
+        results = runner.run()
+        summary = write_all(spec, results, out, runner.rate, runner.calibration)
         interrupted = any(r.interrupted for r in results)
     print(json.dumps(summary, indent=2) if args.json else table(summary))
     if not args.json:

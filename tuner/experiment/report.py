@@ -23,9 +23,12 @@ from typing import Any
 
 import numpy as np
 
+from tuner.experiment.calibrate import Calibration, overloaded
 from tuner.experiment.runner import ArmResult
 from tuner.experiment.spec import ExperimentSpec
+from tuner.experiment.stats import ci_text
 from tuner.workload.loadgen import latency_percentiles
+from tuner.workload.protocol import ServiceTime
 
 BUCKET_S = 1.0
 
@@ -92,21 +95,50 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     return out
 
 
-def write_all(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> dict[str, Any]:
-    """Write every output file into ``out``; returns the summary."""
-    summary = {
+def write_all(
+    spec: ExperimentSpec,
+    results: list[ArmResult],
+    out: Path,
+    rate: float | None = None,
+    calibration: Calibration | None = None,
+) -> dict[str, Any]:
+    """Write every output file into ``out``; returns the summary. ``rate``: the requests per
+    second the round ran at (its calibration's, when it had one)."""
+    rate = rate if rate is not None else spec.get("workload.rate")
+    summary: dict[str, Any] = {
         "spec": spec.to_json(),
+        "rate": round(rate, 1),
         "arms": {r.arm: arm_metrics(r, spec) for r in results},
     }
-    kernel = summary["arms"].get("kernel", {}).get("p99_ms")
-    for m in summary["arms"].values():
-        if kernel and m.get("p99_ms") is not None and not m.get("failed"):
-            m["p99_vs_kernel"] = round(m["p99_ms"] / kernel, 3)
+    if calibration is not None:
+        summary["calibration"] = calibration.to_json()
+    mean_us = ServiceTime.parse(spec.get("workload.service")).mean_us
+    for arm in ("kernel", "kernel-again"):
+        if arm in summary["arms"]:
+            summary["arms"][arm]["overloaded"] = overloaded(summary["arms"][arm], rate, mean_us)
+    add_ratios(summary["arms"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _parquet(results, out / "samples.parquet")
     _plots(spec, results, out)
     (out / "report.md").write_text(_report(spec, summary))
     return summary
+
+
+def add_ratios(arms: dict[str, dict[str, Any]]) -> None:
+    """Each arm's p99 over the kernel arm's and over the reactive arm's, within this round
+    (a failed arm, or a failed reactive arm, gives no ratio).
+
+    >>> arms = {"kernel": {"p99_ms": 10.0}, "reactive": {"p99_ms": 5.0}, "active": {"p99_ms": 4.0}}
+    >>> add_ratios(arms); arms["active"]
+    {'p99_ms': 4.0, 'p99_vs_kernel': 0.4, 'p99_vs_reactive': 0.8}
+    """
+    for base in ("kernel", "reactive"):
+        ref = arms.get(base, {})
+        if not ref.get("p99_ms") or ref.get("failed"):
+            continue
+        for m in arms.values():
+            if m.get("p99_ms") is not None and not m.get("failed"):
+                m[f"p99_vs_{base}"] = round(m["p99_ms"] / ref["p99_ms"], 3)
 
 
 def _parquet(results: list[ArmResult], path: Path) -> None:
@@ -183,6 +215,7 @@ COLUMNS = (
     ("p99_ms", "p99 ms"),
     ("p99_9_ms", "p99.9 ms"),
     ("p99_vs_kernel", "p99/kernel"),
+    ("p99_vs_reactive", "p99/reactive"),
     ("imbalance", "imbalance"),
     ("decisions_per_s", "dec/s"),
     ("tuner_cpu_s", "tuner cpu s"),
@@ -198,7 +231,12 @@ def table(summary: dict[str, Any]) -> str:
     head = "| arm | " + " | ".join(label for _, label in COLUMNS) + " |"
     rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
     for arm, m in summary["arms"].items():
-        cells = [_fmt(m.get(key)) for key, _ in COLUMNS]
+        cells = [
+            ci_text(m.get(key), m.get(f"{key}_ci"))
+            if key.startswith("p99_vs")
+            else _fmt(m.get(key))
+            for key, _ in COLUMNS
+        ]
         rows.append(f"| {arm}{_mark(m)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
@@ -224,6 +262,10 @@ def notes(summary: dict[str, Any]) -> list[str]:
             out.append(f"- **{arm} FAILED**: {m['failed']}; its figures are not a result")
         elif m.get("interrupted"):
             out.append(f"- **{arm} interrupted** (Ctrl-C): rates are over the time it ran")
+        if m.get("overloaded") is True or (m.get("overloaded_rounds") or 0) > 0:
+            rounds = f" in {m['overloaded_rounds']} round(s)" if "overloaded_rounds" in m else ""
+            out.append(f"- **{arm} ran overloaded**{rounds}: the server could not keep up; "
+                       "ratios against it are not comparable")  # fmt: skip
     return out
 
 
@@ -247,13 +289,22 @@ def _servers(spec: ExperimentSpec) -> str:
     return f"{b} backend hosts behind an XDP-steered entry (kernel: ECMP), {w} worker each"
 
 
+def _calibrated(summary: dict[str, Any]) -> str:
+    c = summary.get("calibration")
+    if not c:
+        return ""
+    floor = "" if c["saturated"] else " (at least: the server kept up with all it was offered)"
+    return f" ({c['utilization']:.0%} of the {c['capacity']:g} req/s measured{floor})"
+
+
 def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     w = spec.to_json()["workload"]
     return f"""# Experiment {spec.get("name")}
 
 {spec.get("description")}
 
-Profile `{w["profile"]}`, {w["rate"]:g} requests/s from {spec.get("cluster.clients")} clients over
+Profile `{w["profile"]}`, {summary["rate"]:g} requests/s{_calibrated(summary)} from
+{spec.get("cluster.clients")} clients over
 {w["connections"]} connections each (mean lifetime {w["lifetime_s"]:g} s), service time
 `{w["service"]}`, {_servers(spec)};
 {spec.get("duration_s"):g} s measured per arm after {spec.get("warmup_s"):g} s of warm-up;
@@ -261,7 +312,9 @@ seed {spec.get("seed")}.
 
 {table(summary)}
 {chr(10).join(["", *notes(summary)]) if notes(summary) else ""}
-- `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement.
+- `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement;
+  `p99/reactive`, lower than the reactive baseline's. `kernel-again` runs the kernel's
+  placement a second time: how far its ratio is from 1 is the noise of this machine.
 - `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
 - Plots: `latency_cdf.png` (one curve per arm; further left is better),
   `worker_load.png` (CPU share of each worker over time, tables written marked).

@@ -6,8 +6,9 @@ With ``repeats = N`` (spec key, or ``--repeats``) the runner runs N rounds into
 ``OUT/round-<i>/`` (each a complete single-round output), every arm taking each place in the
 order in turn, so that a drift in machine load hits all arms alike. The top-level
 ``summary.json`` then gives, per arm, the median over rounds of each figure (``requests`` and
-``errors``: totals) and ``p99_vs_kernel`` as the median of the per-round ratios, each ratio
-taken within one round, with the per-round ratios beside it.
+``errors``: totals) and ``p99_vs_kernel`` and ``p99_vs_reactive`` as the median of the
+per-round ratios, each ratio taken within one round, with the per-round ratios and a 95 %
+bootstrap interval over rounds beside it (:mod:`tuner.experiment.stats`).
 
 >>> rotated(["kernel", "reactive", "active"], 1)
 ['reactive', 'active', 'kernel']
@@ -31,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.experiment.spec import ExperimentSpec
+from tuner.experiment.stats import median_ci
 
 #: figures summed over rounds rather than taken as a median
 TOTALS = ("requests", "errors")
@@ -58,6 +60,8 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
                 m[key] = sum(nums)
             elif key == "interrupted":
                 m[key] = any(vals)
+            elif key == "overloaded":
+                m["overloaded_rounds"] = sum(bool(v) for v in vals)
             elif key == "failed":
                 bad = [v for v in vals if v]
                 m[key] = f"{len(bad)} of {len(per)} rounds failed, first: {bad[0]}"
@@ -65,13 +69,19 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
                 m[key] = round(statistics.median(nums), 3)
             else:
                 m[key] = None
-        ratios = [p["p99_vs_kernel"] for p in per if p.get("p99_vs_kernel") is not None]
-        if ratios:  # failed rounds have no ratio: the median is over the others
-            m["p99_vs_kernel"] = round(statistics.median(ratios), 3)
-            m["p99_vs_kernel_rounds"] = ratios
+        for base in ("kernel", "reactive"):
+            key = f"p99_vs_{base}"
+            ratios = [p[key] for p in per if p.get(key) is not None]
+            if ratios:  # failed rounds have no ratio: the median is over the others
+                m[key], m[f"{key}_ci"] = median_ci(ratios)
+                m[f"{key}_rounds"] = ratios
         m["rounds"] = len(per)
         arms[arm] = m
-    return {"spec": spec_json, "repeats": len(rounds), "arms": arms}
+    rates = [r["rate"] for r in rounds if "rate" in r]
+    out = {"spec": spec_json, "repeats": len(rounds), "arms": arms}
+    if rates:
+        out["rate_rounds"] = rates
+    return out
 
 
 def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = None) -> tuple:
@@ -93,9 +103,12 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
             if progress:
                 progress(arm, frac, f"{tag}: {text}")
 
-        results = Runner(this_round, out / f"round-{r + 1}", note).run()
+        runner = Runner(this_round, out / f"round-{r + 1}", note)
+        results = runner.run()
         results.sort(key=lambda x: arms.index(x.arm))
-        summaries.append(write_all(spec, results, out / f"round-{r + 1}"))
+        summaries.append(
+            write_all(spec, results, out / f"round-{r + 1}", runner.rate, runner.calibration)
+        )
         if any(x.interrupted for x in results):
             interrupted = True
             break
@@ -116,17 +129,21 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         f"{spec.get('description')}",
         "",
         f"Profile `{spec.get('workload.profile')}`; the arms' order turned one place each round.",
-        "Each figure is the median over rounds (requests and errors: totals); `p99/kernel` is",
-        "the median of the per-round ratios, each taken within one round.",
+        "Each figure is the median over rounds (requests and errors: totals); `p99/kernel` and",
+        "`p99/reactive` are the medians of the per-round ratios, each taken within one round,",
+        "with a 95 % bootstrap interval over rounds in brackets (percentile method, 10 000",
+        "resamples). `kernel-again` is the kernel's placement a second time: its interval",
+        "around 1 is what this machine's noise alone gives.",
         "",
         table(summary),
         *notes(summary),
         "",
-        "| arm | p99/kernel per round |",
-        "|---|---|",
+        "| arm | p99/kernel per round | p99/reactive per round |",
+        "|---|---|---|",
     ]
     for arm, m in summary["arms"].items():
-        per = ", ".join(f"{v:.3f}" for v in m.get("p99_vs_kernel_rounds", []))
-        lines.append(f"| {arm} | {per or '-'} |")
+        per = [", ".join(f"{v:.3f}" for v in m.get(f"p99_vs_{b}_rounds", [])) or "-"
+               for b in ("kernel", "reactive")]  # fmt: skip
+        lines.append(f"| {arm} | {per[0]} | {per[1]} |")
     lines += ["", "Each round's own outputs (plots, samples, decisions): `round-<i>/`.", ""]
     return "\n".join(lines)

@@ -35,7 +35,7 @@ import numpy as np
 from tuner.cluster import Cluster
 from tuner.cluster.netutil import stop_processes
 from tuner.cluster.topology import VIP
-from tuner.experiment import servers
+from tuner.experiment import calibrate, servers
 from tuner.experiment.agents import (
     AGENT_ARMS,
     fallback_share,
@@ -45,6 +45,7 @@ from tuner.experiment.agents import (
     start_agent,
     stop_agent,
 )
+from tuner.experiment.calibrate import Calibration
 from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
 
@@ -78,6 +79,8 @@ class Runner:
         self.spec = spec
         self.out = Path(out)
         self.progress = progress or (lambda *a: None)
+        self.rate = spec.get("workload.rate")  # requests/s, all clients together
+        self.calibration: Calibration | None = None
 
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -85,12 +88,40 @@ class Runner:
         with Cluster(
             clients=self.spec.get("cluster.clients"), backends=self.spec.get("cluster.backends")
         ) as cluster:
+            if self.spec.get("workload.utilization"):
+                self.calibration = self._calibrate(cluster)
+                self.rate = self.calibration.rate
             for arm in self.spec.arms:
                 result = self._arm(cluster, arm)
                 results.append(result)
                 if result.interrupted:
                     break
         return results
+
+    def _calibrate(self, cluster: Cluster) -> Calibration:
+        """What the server sustains here and now: a short run far above it, under the
+        kernel's placement, its answers per second counted (see :mod:`.calibrate`)."""
+        arm_dir = self.out / "calibration"
+        shutil.rmtree(arm_dir, ignore_errors=True)
+        arm_dir.mkdir(parents=True)
+        self.progress("calibrate", 0.0, "starting server")
+        server = servers.start(self.spec, cluster, arm_dir)
+        offered = calibrate.offered_rate(self.spec, server.http)
+        try:
+            gens, interrupted = self._load(
+                cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, offered, "uniform"
+            )
+        finally:
+            server.stop()
+        if interrupted:
+            raise KeyboardInterrupt
+        samples = self._collect(arm_dir, len(gens))
+        result = calibrate.from_samples(self.spec, samples, offered)
+        (arm_dir / "calibration.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
+        self.progress(
+            "calibrate", 1.0, f"capacity {result.capacity:.0f} req/s, rate {result.rate:.0f}"
+        )
+        return result
 
     # -- one arm --------------------------------------------------------------------------
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
@@ -125,38 +156,7 @@ class Runner:
                 )
             total = s.get("warmup_s") + s.get("duration_s")
             started = time.time()
-            service = VIP if cluster.by_role("backend") else cluster.host("server").address
-            for i, host in enumerate(cluster.by_role("client")):
-                spec = self._load_spec(i, total, service, server.http)
-                gens.append(
-                    cluster.popen(
-                        host,
-                        [
-                            sys.executable,
-                            "-m",
-                            "tuner.workload.loadgen",
-                            "--config",
-                            json.dumps(spec),
-                            "--out",
-                            str(arm_dir / f"samples-{i}.npy"),
-                        ],
-                        stdout=subprocess.PIPE,
-                        text=True,
-                    )
-                )
-            try:
-                for line in gens[0].stdout:
-                    msg = json.loads(line)
-                    if "t" in msg:
-                        self.progress(arm, min(msg["t"] / total, 1.0), f"{msg['sent']} requests")
-                for g in gens:
-                    g.wait()
-            except KeyboardInterrupt:
-                interrupted = True
-                for g in gens:
-                    g.terminate()
-                for g in gens:
-                    g.wait()
+            gens, interrupted = self._load(cluster, arm, arm_dir, total, server.http, self.rate)
             if agent is not None:
                 died = agent.poll()
                 status, cpu = stop_agent(agent)
@@ -182,18 +182,58 @@ class Runner:
         self.progress(arm, 1.0, "FAILED" if failed else "done")
         return ArmResult(arm, samples, started, decisions, status, cpu, interrupted, failed, share)
 
+    def _load(
+        self,
+        cluster: Cluster,
+        label: str,
+        arm_dir: Path,
+        seconds: float,
+        http: dict[str, Any] | None,
+        rate: float,
+        profile: str | None = None,
+    ) -> tuple[list[subprocess.Popen], bool]:
+        """Run a load generator on every client host for ``seconds`` at ``rate`` requests/s
+        in all (samples into ``arm_dir``); returns them and whether Ctrl-C cut it short."""
+        service = VIP if cluster.by_role("backend") else cluster.host("server").address
+        gens = []
+        for i, host in enumerate(cluster.by_role("client")):
+            spec = self._load_spec(i, seconds, service, http, rate, profile)
+            argv = [sys.executable, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec),
+                    "--out", str(arm_dir / f"samples-{i}.npy")]  # fmt: skip
+            gens.append(cluster.popen(host, argv, stdout=subprocess.PIPE, text=True))
+        try:
+            for line in gens[0].stdout:
+                msg = json.loads(line)
+                if "t" in msg:
+                    self.progress(label, min(msg["t"] / seconds, 1.0), f"{msg['sent']} requests")
+            for g in gens:
+                g.wait()
+        except KeyboardInterrupt:
+            for g in gens:
+                g.terminate()
+            for g in gens:
+                g.wait()
+            return gens, True
+        return gens, False
+
     def _load_spec(
-        self, i: int, seconds: float, host: str, http: dict[str, Any] | None
+        self,
+        i: int,
+        seconds: float,
+        host: str,
+        http: dict[str, Any] | None,
+        rate: float,
+        profile: str | None = None,
     ) -> dict[str, Any]:
         s = self.spec
         w = {k.split(".", 1)[1]: v for k, v in s.values.items() if k.startswith("workload.")}
         return {
             "host": host,
             "port": s.get("server.port"),
-            "rate": w["rate"] / s.get("cluster.clients"),
+            "rate": rate / s.get("cluster.clients"),
             "seconds": seconds,
             "connections": w["connections"],
-            "profile": w["profile"],
+            "profile": profile or w["profile"],
             "service": w["service"],
             "lifetime_s": w["lifetime_s"],
             "seed": s.get("seed") * 1000 + i,

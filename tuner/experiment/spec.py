@@ -6,7 +6,7 @@ a message that names the key. ``[tuner]`` holds agent settings (the sections of
 
 >>> s = ExperimentSpec.from_dict({"workload": {"profile": "uniform", "rate": 500}})
 >>> s.get("workload.rate"), s.get("server.workers"), s.arms
-(500.0, 4, ['kernel', 'reactive', 'shadow', 'active'])
+(500.0, 4, ['kernel', 'kernel-again', 'reactive', 'shadow', 'active'])
 >>> ExperimentSpec.from_dict({"workload": {"rates": 500}})
 Traceback (most recent call last):
 ...
@@ -27,7 +27,7 @@ from tuner.schema import check_value, read_toml
 from tuner.workload.profiles import NAMES as PROFILES
 from tuner.workload.protocol import ServiceTime
 
-ARMS = ("kernel", "reactive", "shadow", "active")
+ARMS = ("kernel", "kernel-again", "reactive", "shadow", "active")
 
 # key: (type, default, (lo, hi) or choices or None, meaning with unit)
 SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
@@ -46,7 +46,7 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "trace_arms": (
         list,
         ["shadow"],
-        ARMS[1:],
+        ARMS[2:],
         "arms whose agent records a trace into ARM/trace.parquet (for tuner train)",
     ),
     "cluster.clients": (int, 2, (1, 20), "client hosts, one load generator each"),
@@ -78,6 +78,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "server.port": (int, 8000, (1, 65535), "server port"),
     "workload.profile": (str, "uniform", PROFILES, "skew profile"),
     "workload.rate": (float, 1000.0, (1.0, 100000.0), "requests per second, all clients"),
+    "workload.utilization": (
+        float,
+        0.0,
+        (0.0, 1.5),
+        "load as this share of what the server sustains, measured at the start of each "
+        "round (0: use workload.rate)",
+    ),
     "workload.connections": (int, 32, (1, 4096), "logical connections per client"),
     "workload.service": (str, "exp:500", None, "service time KIND:MICROSECONDS"),
     "workload.lifetime_s": (float, 1.0, (0.0, 3600.0), "mean connection lifetime (0: none)"),

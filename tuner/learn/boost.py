@@ -29,7 +29,6 @@ True
 
 from __future__ import annotations
 
-import math
 import time
 from typing import Any
 
@@ -39,6 +38,7 @@ from tuner.errors import TunerError
 from tuner.learn.features import FAST, FEATURES, LAGS, SLOW
 from tuner.learn.linear import OnlineLinear
 from tuner.learn.modelfile import SavedModel
+from tuner.learn.models import RowApi
 from tuner.learn.trees import TreeEnsemble
 
 WARM_START_ROWS = 20_000  # rows of the end of the training period replayed online
@@ -173,12 +173,10 @@ def scores(pred: np.ndarray, base: np.ndarray, actual: np.ndarray, thr: float, p
 
 
 # -- the model the agent runs -----------------------------------------------------------------
-class OfflineModel:
+class OfflineModel(RowApi):
     """The trees' prediction, corrected online by a small linear model of their residual
-    (:class:`~tuner.learn.linear.OnlineLinear`).
-
-    It follows river's ``learn_one`` / ``predict_one`` so :class:`tuner.learn.online.Learner`
-    uses it like any other model."""
+    (:class:`~tuner.learn.linear.OnlineLinear`). A :class:`~tuner.learn.models.LoadModel`:
+    rows in :data:`FEATURES` order; the trees read the columns they were trained on."""
 
     def __init__(
         self,
@@ -190,50 +188,35 @@ class OfflineModel:
         # the columns the trees were trained on, in order (a model saved before a feature
         # was added lacks it and goes on without it)
         self.features = list(FEATURES if features is None else features)
-        self._cache: dict[int, tuple[dict, float]] = {}
-        self.online = (
-            OnlineLinear.from_state(online_state, **ONLINE)
-            if online_state
-            else OnlineLinear(**ONLINE)
-        )
+        self._cols = [FEATURES.index(f) for f in self.features]
+        self.online = OnlineLinear(FEATURES, **ONLINE)
+        if online_state:
+            self.online.set_state(online_state)
 
-    def _vector(self, x: dict[str, float]) -> np.ndarray:
-        return np.array([[x.get(f, math.nan) for f in self.features]])
+    def base_many(self, X: np.ndarray) -> np.ndarray:
+        """The trees' prediction alone (no online correction): offline evaluation."""
+        return X[:, 0] + self.trees.predict(X[:, self._cols])
 
-    def _base(self, x: dict[str, float]) -> float:
-        # the learner predicts from x, then learns from the same x one window later: the
-        # trees' answer is kept for it rather than computed twice
-        hit = self._cache.get(id(x))
-        if hit is not None and hit[0] is x:
-            return hit[1]
-        base = x.get("load", 0.0) + float(self.trees.predict(self._vector(x))[0])
-        if len(self._cache) > 4096:
-            self._cache.clear()
-        self._cache[id(x)] = (x, base)
-        return base
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return np.clip(self.base_many(X) + self.online.predict_many(X), 0.0, 4.0)
 
-    def learn_one(self, x: dict[str, float], y: float) -> None:
-        self.online.learn_one(x, y - self._base(x))
-        self._cache.pop(id(x), None)
-
-    def predict_one(self, x: dict[str, float]) -> float:
-        return min(max(self._base(x) + self.online.predict_one(x), 0.0), 4.0)
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.online.learn_many(X, y - self.base_many(X))
 
     @classmethod
     def from_saved(cls, saved: SavedModel) -> OfflineModel:
         """A fresh, warm-started model from a loaded model directory."""
         return cls(saved.trees, saved.online, saved.meta["features"])
 
-    def predict_many(self, X: np.ndarray) -> np.ndarray:
-        """Trees only (no online correction), for offline evaluation of many rows."""
-        return np.clip(X[:, 0] + self.trees.predict(X), 0.0, 4.0)
 
-
-def warm_start(trees: TreeEnsemble, X: np.ndarray, y: np.ndarray) -> dict[str, Any]:
-    """Replay rows (in time order) through the online residual model; return its state."""
+def warm_start(
+    trees: TreeEnsemble, X: np.ndarray, y: np.ndarray, rows_per_window: int = 4
+) -> dict[str, Any]:
+    """Replay rows (in time order, ``rows_per_window`` at a time, as the agent learns them)
+    through the online residual model; return its state."""
     m = OfflineModel(trees)
-    base = X[:, 0] + trees.predict(X)
-    for row, target, b in zip(X, y, base, strict=True):
-        x = {f: float(v) for f, v in zip(FEATURES, row, strict=True) if not math.isnan(v)}
-        m.online.learn_one(x, float(target - b))
+    residual = y - m.base_many(X)
+    for start in range(0, len(X), rows_per_window):
+        part = slice(start, start + rows_per_window)
+        m.online.learn_many(X[part], residual[part])
     return m.online.state()

@@ -1,112 +1,158 @@
-"""Online linear regression on standardized features, with state tuner owns.
+"""Online linear models on standardized features, over many rows at once, with state tuner
+owns: :class:`OnlineLinear` (regression, squared error) and :class:`OnlineLogistic`
+(probability, log loss).
 
-Each feature is standardized with its running mean and variance (Welford; a feature with no
-variance yet contributes 0), and the weights follow stochastic gradient descent on the
-squared error, the gradient clipped. It follows river's ``learn_one`` / ``predict_one`` (and
-:meth:`OnlineLinear.predict_many` for rows at once), and its state is plain numbers
-(:meth:`OnlineLinear.state`) that a saved model stores as JSON and reads back, with no
-library's private attributes involved.
+Each feature is standardized with its running mean and variance (merged batch by batch; a
+feature with no variance yet, or missing in a row as NaN, contributes 0), and the weights
+follow stochastic gradient descent, each row's gradient clipped. A window's rows (one per
+entity) make one step: the gradients are summed, and scaled down when there are more than
+:data:`BATCH` rows, so a large group learns as steadily as a small one. One row at a time
+(``learn_one`` / ``predict_one`` with a dict, as river's models take) is the same with a
+batch of one. The state is plain numbers (:meth:`OnlineLinear.state`) that a saved model
+stores as JSON.
 
->>> m = OnlineLinear(lr=0.05, intercept_lr=0.05)
+>>> m = OnlineLinear(["a", "b"], lr=0.05, intercept_lr=0.05)
 >>> for i in range(400):
 ...     x = {"a": float(i % 7), "b": 1.0}
 ...     m.learn_one(x, 2.0 * x["a"] + 1.0)
 >>> round(m.predict_one({"a": 3.0, "b": 1.0}), 1)
 7.0
->>> OnlineLinear.from_state(m.state()).predict_one({"a": 3.0}) == m.predict_one({"a": 3.0})
+>>> OnlineLinear.from_state(m.state(), ["a", "b"]).predict_one({"a": 3.0}) == m.predict_one(
+...     {"a": 3.0})
 True
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
+BATCH = 16  # rows a step counts in full; a larger batch's summed gradient is scaled to this
 
-@dataclass
-class OnlineLinear:
-    """Standardized features, SGD on the squared error; see the module text.
 
-    Parameters
-    ----------
-    lr : float
-        Step size of the weights.
-    intercept_lr : float
-        Step size of the intercept.
-    clip : float
-        The loss gradient is clipped to [-clip, clip] before each step.
-    """
+class RunningScaler:
+    """Per-column running mean and variance, merged batch by batch (NaN: not counted)."""
 
-    lr: float = 0.005
-    intercept_lr: float = 0.005
-    clip: float = 0.5
-    count: dict[str, int] = field(default_factory=dict, init=False)
-    mean: dict[str, float] = field(default_factory=dict, init=False)
-    m2: dict[str, float] = field(default_factory=dict, init=False)
-    weights: dict[str, float] = field(default_factory=dict, init=False)
-    intercept: float = field(default=0.0, init=False)
+    def __init__(self, width: int) -> None:
+        self.n = np.zeros(width)
+        self.mean = np.zeros(width)
+        self.m2 = np.zeros(width)
 
-    def _scaled(self, x: Mapping[str, float]) -> dict[str, float]:
-        out = {}
-        for k, v in x.items():
-            n = self.count.get(k, 0)
-            var = self.m2.get(k, 0.0) / n if n else 0.0
-            out[k] = (v - self.mean.get(k, 0.0)) / math.sqrt(var) if var > 0 else 0.0
-        return out
+    def learn(self, X: np.ndarray) -> None:
+        valid = ~np.isnan(X)
+        nb = valid.sum(axis=0)
+        if not nb.any():
+            return
+        Xz = np.where(valid, X, 0.0)
+        mb = np.divide(Xz.sum(axis=0), nb, out=np.zeros_like(self.mean), where=nb > 0)
+        m2b = np.where(valid, (X - mb) ** 2, 0.0).sum(axis=0)
+        n = self.n + nb
+        delta = mb - self.mean
+        safe = np.where(n > 0, n, 1)
+        self.mean = self.mean + delta * nb / safe
+        self.m2 = self.m2 + m2b + delta**2 * self.n * nb / safe
+        self.n = n
 
-    def predict_one(self, x: Mapping[str, float]) -> float:
-        z = self._scaled(x)
-        return self.intercept + sum(self.weights.get(k, 0.0) * v for k, v in z.items())
-
-    def learn_one(self, x: Mapping[str, float], y: float) -> None:
-        for k, v in x.items():  # the scaler learns first, as a river pipeline's does
-            n = self.count.get(k, 0) + 1
-            mean = self.mean.get(k, 0.0)
-            delta = v - mean
-            mean += delta / n
-            self.count[k], self.mean[k] = n, mean
-            self.m2[k] = self.m2.get(k, 0.0) + delta * (v - mean)
-        z = self._scaled(x)
-        pred = self.intercept + sum(self.weights.get(k, 0.0) * v for k, v in z.items())
-        g = min(max(2.0 * (pred - y), -self.clip), self.clip)
-        for k, v in z.items():
-            self.weights[k] = self.weights.get(k, 0.0) - self.lr * g * v
-        self.intercept -= self.intercept_lr * g
-
-    def predict_many(self, X: np.ndarray, names: list[str]) -> np.ndarray:
-        """Predictions for the rows of ``X`` (columns ``names``; NaN: the feature is absent)."""
-        mean = np.array([self.mean.get(k, 0.0) for k in names])
-        n = np.array([self.count.get(k, 0) for k in names], dtype=float)
-        var = np.divide([self.m2.get(k, 0.0) for k in names], n, out=np.zeros(len(names)),
-                        where=n > 0)  # fmt: skip
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        var = np.divide(self.m2, self.n, out=np.zeros_like(self.m2), where=self.n > 0)
         sd = np.sqrt(var)
-        z = np.divide(X - mean, sd, out=np.zeros_like(X, dtype=float), where=sd > 0)
-        z = np.nan_to_num(z, nan=0.0)
-        w = np.array([self.weights.get(k, 0.0) for k in names])
-        return self.intercept + z @ w
+        z = np.divide(X - self.mean, sd, out=np.zeros(X.shape), where=sd > 0)
+        return np.nan_to_num(z, nan=0.0)
 
-    # -- state ----------------------------------------------------------------------------
+
+class _Online:
+    """What the two models share: features in a fixed order, a scaler, weights, a step."""
+
+    def __init__(self, features: Sequence[str], lr: float, intercept_lr: float, clip: float):
+        self.features = list(features)
+        self.lr, self.intercept_lr, self.clip = lr, intercept_lr, clip
+        self.scaler = RunningScaler(len(self.features))
+        self.w = np.zeros(len(self.features))
+        self.b = 0.0
+
+    def row(self, x: Mapping[str, float]) -> np.ndarray:
+        return np.array([[x.get(f, np.nan) for f in self.features]], dtype=float)
+
+    def _raw(self, X: np.ndarray) -> np.ndarray:
+        return self.b + self.scaler.transform(X) @ self.w
+
+    def _step(self, Z: np.ndarray, g: np.ndarray) -> None:
+        g = np.clip(g, -self.clip, self.clip)
+        k = min(1.0, BATCH / max(len(g), 1))
+        self.w -= self.lr * k * (g @ Z)
+        self.b -= self.intercept_lr * k * float(g.sum())
+
     def state(self) -> dict[str, Any]:
         """Counts, means and variances per feature, weights and intercept, as JSON types."""
+        f, s = self.features, self.scaler
+        var = np.divide(s.m2, s.n, out=np.zeros_like(s.m2), where=s.n > 0)
         return {
-            "counts": dict(self.count),
-            "means": dict(self.mean),
-            "vars": {k: self.m2[k] / n if (n := self.count[k]) else 0.0 for k in self.m2},
-            "weights": dict(self.weights),
-            "intercept": float(self.intercept),
+            "counts": {k: int(n) for k, n in zip(f, s.n, strict=True) if n > 0},
+            "means": {k: float(v) for k, v, n in zip(f, s.mean, s.n, strict=True) if n > 0},
+            "vars": {k: float(v) for k, v, n in zip(f, var, s.n, strict=True) if n > 0},
+            "weights": {k: float(v) for k, v in zip(f, self.w, strict=True) if v != 0.0},
+            "intercept": float(self.b),
         }
 
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        for i, k in enumerate(self.features):
+            n = float(state["counts"].get(k, 0))
+            self.scaler.n[i] = n
+            self.scaler.mean[i] = float(state["means"].get(k, 0.0))
+            self.scaler.m2[i] = float(state["vars"].get(k, 0.0)) * n
+            self.w[i] = float(state["weights"].get(k, 0.0))
+        self.b = float(state["intercept"])
+
+
+class OnlineLinear(_Online):
+    """Linear regression: ``predict`` is the intercept plus the weighted standardized row."""
+
+    def __init__(self, features: Sequence[str], lr: float = 0.005, intercept_lr: float = 0.005,
+                 clip: float = 0.5) -> None:  # fmt: skip
+        super().__init__(features, lr, intercept_lr, clip)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self._raw(X)
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.scaler.learn(X)  # the scaler learns first, as a river pipeline's does
+        Z = self.scaler.transform(X)
+        self._step(Z, 2.0 * (self.b + Z @ self.w - y))
+
+    def predict_one(self, x: Mapping[str, float]) -> float:
+        return float(self.predict_many(self.row(x))[0])
+
+    def learn_one(self, x: Mapping[str, float], y: float) -> None:
+        self.learn_many(self.row(x), np.array([y]))
+
     @classmethod
-    def from_state(cls, state: Mapping[str, Any], **params: float) -> OnlineLinear:
+    def from_state(cls, state: Mapping[str, Any], features: Sequence[str], **params: float):
         """A model with a saved :meth:`state` (checked by :mod:`tuner.learn.modelfile`)."""
-        m = cls(**params)
-        m.count = {k: int(v) for k, v in state["counts"].items()}
-        m.mean = {k: float(v) for k, v in state["means"].items()}
-        m.m2 = {k: float(v) * m.count.get(k, 0) for k, v in state["vars"].items()}
-        m.weights = {k: float(v) for k, v in state["weights"].items()}
-        m.intercept = float(state["intercept"])
+        m = cls(features, **params)
+        m.set_state(state)
         return m
+
+
+class OnlineLogistic(_Online):
+    """Logistic regression: the probability that a row's label is true.
+
+    >>> c = OnlineLogistic(["x"], lr=0.1)
+    >>> for i in range(2000):
+    ...     c.learn_many(np.array([[i % 2 * 1.0]]), np.array([i % 2 == 1]))
+    >>> [round(float(p), 1) for p in c.predict_many(np.array([[0.0], [1.0]]))]
+    [0.0, 1.0]
+    """
+
+    def __init__(self, features: Sequence[str], lr: float = 0.05, clip: float = 1.0) -> None:
+        super().__init__(features, lr, lr, clip)
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return 1.0 / (1.0 + np.exp(-np.clip(self._raw(X), -30, 30)))
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.scaler.learn(X)
+        Z = self.scaler.transform(X)
+        p = 1.0 / (1.0 + np.exp(-np.clip(self.b + Z @ self.w, -30, 30)))
+        self._step(Z, p - y.astype(float))

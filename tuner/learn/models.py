@@ -1,10 +1,17 @@
-"""The load models the learner can use. Each follows river's ``learn_one`` / ``predict_one``.
+"""The load models the learner can use, and the one interface they share.
+
+A model takes a window's rows at once (:class:`LoadModel`: ``predict_many`` /
+``learn_many``, one row per entity, columns in :data:`~tuner.learn.features.FEATURES`
+order, NaN for a feature that was not given), so the learner's cost per window does not grow
+by a Python loop per entity. ``predict_one`` / ``learn_one`` take one row as a dict, as
+river's models do.
 
 - ``last``: the last value; the baseline every model is measured against.
 - ``linear``: online linear regression on standardized features (:mod:`tuner.learn.linear`,
-  tuner's own, so its state is plain numbers), predicting the *change* of load from the last
-  value (so that knowing nothing, it predicts the last value).
-- ``tree``: river's Hoeffding tree regressor, also on the change.
+  tuner's own), predicting the *change* of load from the last value (so that knowing
+  nothing, it predicts the last value).
+- ``tree``: river's Hoeffding tree regressor on the change, one row at a time (its cost grows
+  with the number of entities).
 
 >>> m = make_model("linear")
 >>> for i in range(200):
@@ -18,62 +25,104 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
 
 from tuner.errors import TunerError
-from tuner.learn.linear import OnlineLinear
+from tuner.learn.features import FEATURES
+from tuner.learn.linear import OnlineLinear, OnlineLogistic
 
 MODELS = ("linear", "tree", "last")
+CLIP = 4.0  # no load is predicted above 4 CPUs
 
 
-class LastValue:
+class LoadModel(Protocol):
+    def predict_many(self, X: np.ndarray) -> np.ndarray: ...
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None: ...
+
+
+def row(x: Mapping[str, float]) -> np.ndarray:
+    """A feature dict as one row of :data:`FEATURES` (NaN where absent)."""
+    return np.array([[x.get(f, np.nan) for f in FEATURES]], dtype=float)
+
+
+class RowApi:
+    """``predict_one`` / ``learn_one`` for a model of many rows."""
+
+    def predict_one(self, x: Mapping[str, float]) -> float:
+        return float(self.predict_many(row(x))[0])  # type: ignore[attr-defined]
+
+    def learn_one(self, x: Mapping[str, float], y: float) -> None:
+        self.learn_many(row(x), np.array([y]))  # type: ignore[attr-defined]
+
+
+class LastValue(RowApi):
     """Predicts that the next window looks like the last one."""
 
-    def learn_one(self, x: dict[str, float], y: float) -> None:
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return X[:, 0].copy()
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
         pass
 
-    def predict_one(self, x: dict[str, float]) -> float:
-        return x.get("load", 0.0)
+
+class Residual(RowApi):
+    """Learns ``y - load`` with ``inner`` and adds the load back (clipped to [0, 4])."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return np.clip(X[:, 0] + self.inner.predict_many(X), 0.0, CLIP)
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.inner.learn_many(X, y - X[:, 0])
 
 
-class Residual:
-    """Wraps a river regressor to learn ``y - x["load"]`` and add ``x["load"]`` back."""
+class RiverRows:
+    """A river regressor taking rows one by one (dicts without the absent features)."""
 
-    def __init__(self, regressor: Any, clip: float = 4.0) -> None:
+    def __init__(self, regressor: Any) -> None:
         self.regressor = regressor
-        self.clip = clip
 
-    def learn_one(self, x: dict[str, float], y: float) -> None:
-        self.regressor.learn_one(x, y - x.get("load", 0.0))
+    @staticmethod
+    def _dicts(X: np.ndarray) -> list[dict[str, float]]:
+        return [
+            {f: float(v) for f, v in zip(FEATURES, r, strict=True) if not np.isnan(v)} for r in X
+        ]
 
-    def predict_one(self, x: dict[str, float]) -> float:
-        y = x.get("load", 0.0) + self.regressor.predict_one(x)
-        return min(max(y, 0.0), self.clip)
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return np.array([self.regressor.predict_one(x) for x in self._dicts(X)], dtype=float)
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        for x, target in zip(self._dicts(X), y.tolist(), strict=True):
+            self.regressor.learn_one(x, target)
 
 
 def make_model(kind: str, seed: int = 0) -> Any:
     """A fresh model of the named kind (one of :data:`MODELS`)."""
-    from river import tree
-
     if kind == "last":
         return LastValue()
     if kind == "linear":
         # a small step and clipped gradients: plain SGD diverged on 64 entities whose
         # scaled features are near-constant early on
-        return Residual(OnlineLinear(lr=0.005, intercept_lr=0.005, clip=0.5))
+        return Residual(OnlineLinear(FEATURES, lr=0.005, intercept_lr=0.005, clip=0.5))
     if kind == "tree":
+        from river import tree
+
         return Residual(
-            tree.HoeffdingTreeRegressor(
-                grace_period=50, leaf_prediction="adaptive", model_selector_decay=0.9
+            RiverRows(
+                tree.HoeffdingTreeRegressor(
+                    grace_period=50, leaf_prediction="adaptive", model_selector_decay=0.9
+                )
             )
         )
     raise TunerError(f"unknown model {kind!r}", f"choose from {', '.join(MODELS)}")
 
 
-def make_classifier() -> Any:
-    """The hotspot classifier: probability that the next window's load is over threshold."""
-    from river import linear_model, optim, preprocessing
-
-    return preprocessing.StandardScaler() | linear_model.LogisticRegression(
-        optimizer=optim.SGD(0.05)
-    )
+def make_classifier() -> OnlineLogistic:
+    """The hotspot classifier: probability that a load over the threshold is coming."""
+    return OnlineLogistic(FEATURES, lr=0.05)

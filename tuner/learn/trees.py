@@ -161,6 +161,9 @@ class TreeEnsemble:
             raise ValueError("a leaf value or the baseline is not a finite number")
         if np.isnan(self.threshold).any():
             raise ValueError("a split threshold is NaN")
+        if n and not ((self.feature >= 0) & (self.feature < features)).all():  # leaves too: read
+            bad = int(np.flatnonzero((self.feature < 0) | (self.feature >= features))[0])
+            raise ValueError(f"node {bad} splits on feature {self.feature[bad]} of {features}")
         roots = self.roots.astype(np.int64)
         if len(roots) == 0 or roots[0] != 0 or (np.diff(roots) <= 0).any() or roots[-1] >= n:
             raise ValueError("the tree roots are not increasing node indices from 0")

@@ -62,9 +62,8 @@ def evaluate(trace_path: str, model_path: str, out: str | None = None) -> dict[s
     X, y, win = trace_features(trace)
     rows = win >= start
     model = boost.OfflineModel.from_saved(saved)
-    pred = np.concatenate(
-        [model.predict_many(c) for c in np.array_split(X[rows], max(1, rows.sum() // 20000))]
-    )
+    chunks = np.array_split(X[rows], max(1, rows.sum() // 20000))
+    pred = np.concatenate([np.clip(model.base_many(c), 0.0, 4.0) for c in chunks])
     base = X[rows, 0]
     result: dict[str, Any] = {
         "trace": trace_path,

@@ -1,0 +1,83 @@
+"""Load calibrated to the machine: ``workload.utilization`` instead of a rate.
+
+A rate in requests per second is light load on one machine and overload on another, or on the
+same one when something else runs there. With ``workload.utilization = u`` each round starts
+with a calibration: the server (under the kernel's placement) is offered far more than it can
+serve for :data:`SECONDS` seconds, uniform load, the workload's service times; the answers per
+second in the last part of that run are its **capacity** here and now, and the round runs at
+``u x capacity``. The offered rate is twice what the workers could serve if every CPU they may
+use were theirs (:func:`offered_rate`); when the server answers nearly all of it anyway, the
+capacity found is only a floor, and the calibration says so (``saturated`` false).
+
+>>> import numpy as np
+>>> from tuner.workload.loadgen import SAMPLE
+>>> x = np.zeros(400, dtype=SAMPLE); x["ok"] = 1; x["t_send"] = np.linspace(0, 4, 400)
+>>> x["latency"] = 0.5
+>>> from tuner.experiment.spec import ExperimentSpec
+>>> spec = ExperimentSpec.from_dict({"workload": {"utilization": 0.7}})
+>>> c = from_samples(spec, x, offered=200.0)
+>>> round(c.capacity), round(c.rate), c.saturated
+(100, 70, True)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tuner.experiment.spec import ExperimentSpec
+from tuner.workload.protocol import ServiceTime
+
+SECONDS = 5.0  # the calibration run
+MEASURED_FROM = 1.0  # seconds of it skipped (connections opening, queues filling)
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """What one calibration found."""
+
+    offered: float  # requests/s offered
+    capacity: float  # requests/s answered, from MEASURED_FROM on
+    rate: float  # the rate the round runs at: utilization x capacity
+    utilization: float
+    saturated: bool  # the server answered clearly less than offered: capacity is real
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: round(v, 2) if isinstance(v, float) else v for k, v in asdict(self).items()}
+
+
+def offered_rate(spec: ExperimentSpec, http: dict[str, Any] | None) -> float:
+    """Twice what the workers could serve if every CPU they may use were theirs."""
+    mean_us = ServiceTime.parse(spec.get("workload.service")).mean_us
+    if http is not None and http.get("costs_us") and len(http["costs_us"]) == 1:
+        mean_us = max(http["costs_us"][0], 100.0)  # a command server's own cost: unknown
+    cpus = len(spec.get("server.cpus")) or len(os.sched_getaffinity(0))
+    workers = spec.get("server.workers") * max(1, spec.get("cluster.backends"))
+    return 2.0 * min(workers, cpus) * 1e6 / mean_us
+
+
+def from_samples(spec: ExperimentSpec, samples: np.ndarray, offered: float) -> Calibration:
+    """The capacity the calibration run's samples show, and the rate to run at."""
+    sent = samples["t_send"]
+    end = float(sent.max()) if sent.size else MEASURED_FROM + 1.0
+    span = max(end - MEASURED_FROM, 1e-3)
+    answered = samples[(samples["ok"] == 1) & (sent >= MEASURED_FROM)]
+    capacity = answered.size / span
+    u = spec.get("workload.utilization")
+    return Calibration(offered, capacity, u * capacity, u, capacity < 0.9 * offered)
+
+
+def overloaded(arm: dict[str, Any], rate: float, mean_service_us: float) -> bool:
+    """Did an arm run overloaded: clearly fewer answers than requests offered, or a median
+    latency fifty service times long (queues that never drained)?
+
+    >>> overloaded({"throughput_rps": 690.0, "p50_ms": 9.0}, 700.0, 2000.0)
+    False
+    >>> overloaded({"throughput_rps": 500.0, "p50_ms": 900.0}, 700.0, 2000.0)
+    True
+    """
+    slow = (arm.get("p50_ms") or 0.0) > 50 * mean_service_us / 1e3
+    return bool(arm.get("throughput_rps", rate) < 0.95 * rate or slow)
