@@ -120,3 +120,34 @@ def test_switching_to_active_writes_the_table_even_when_the_policy_sees_no_chang
     agent.step(steady)
     assert act.writes == 2  # back from shadow: the kernel's old table is replaced, not revived
     assert agent.status()["guard"] == "armed"
+
+
+def test_batch_history_gives_the_features_history_gives():
+    """The learner's array history and the per-entity History (the definition that offline
+    training reproduces) agree column by column, also as entities come and go."""
+    import numpy as np
+
+    from tuner.learn.features import FEATURES, History
+    from tuner.learn.history import BatchHistory
+
+    rng = np.random.default_rng(5)
+    batch, single = BatchHistory(capacity=2), {}
+    for w in range(40):
+        names = [f"e{i}" for i in range(6) if (w + i) % 9]  # some miss a window and return
+        for gone in set(single) - set(names):
+            del single[gone]
+        batch.forget([e for e in batch.index if e not in names])
+        rows = batch.rows(names)
+        loads = rng.random(len(names))
+        runq = rng.random(len(names)) * 0.1
+        shares = rng.random(len(names))
+        batch.push(rows, loads, {"runq_frac": runq}, shares)
+        X = batch.features(rows)
+        for i, e in enumerate(names):
+            h = single.setdefault(e, History())
+            h.push(float(loads[i]), {"runq_frac": float(runq[i])}, float(shares[i]))
+            want = h.features()
+            got = {f: X[i, j] for j, f in enumerate(FEATURES) if not np.isnan(X[i, j])}
+            assert got.keys() == want.keys() and np.allclose(
+                list(got.values()), [want[k] for k in got]
+            ), (w, e)

@@ -115,7 +115,7 @@ def write_all(
     mean_us = ServiceTime.parse(spec.get("workload.service")).mean_us
     for arm in ("kernel", "kernel-again"):
         if arm in summary["arms"]:
-            summary["arms"][arm]["overloaded"] = overloaded(summary["arms"][arm], rate, mean_us)
+            summary["arms"][arm]["overloaded"] = overloaded(summary["arms"][arm], mean_us)
     add_ratios(summary["arms"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _parquet(results, out / "samples.parquet")
