@@ -110,3 +110,17 @@ def test_bench_steer_json(tuner_cli):
     assert proc.returncode == 0, proc.stderr
     r = json.loads(proc.stdout)
     assert r["xdp_ns"] > 0 and r["xdp_noop_ns"] > 0 and r["xdp_ratio"] > 0
+
+
+def test_bench_agent_json(tuner_cli):
+    """The agent's own costs: CPU over steady state at 4 and 64 workers, start-up twice;
+    nothing of the agents or their servers is left behind."""
+    before = tuner_prog_ids()
+    proc = tuner_cli("bench", "agent", "--seconds", "1", "--json", timeout=400)
+    assert proc.returncode == 0, proc.stderr
+    r = json.loads(proc.stdout)
+    assert 0 < r["cpu_frac_4"] < 1 and 0 < r["cpu_frac_64"] < 1
+    assert 0 < r["startup_s"] < 60 and r["first_table_s"] >= r["startup_s"]
+    assert [len(r["runs"][n]) for n in ("4", "64")] == [2, 1]
+    assert all(run["windows"] >= 1 for run in r["runs"]["64"])
+    assert tuner_prog_ids() - before == set()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import enum
+import functools
 import os
 import platform
 import struct
@@ -54,7 +55,9 @@ class ProgType(enum.IntEnum):
     SK_REUSEPORT = 21
 
 
+@functools.cache
 def _libc() -> ctypes.CDLL:
+    """The C library, opened once (each window's kick goes through it)."""
     return ctypes.CDLL(None, use_errno=True)
 
 

@@ -46,6 +46,36 @@ def inside(name: str | None) -> Iterator[None]:
         os.close(home)
 
 
+@contextmanager
+def inside_pid(pid: int | None) -> Iterator[None]:
+    """Switch this thread into the network namespace of process ``pid`` for the block, then
+    back (None, or a process in this thread's namespace: stay).
+
+    >>> with inside_pid(os.getpid()):
+    ...     pass
+    """
+    if pid is None:
+        yield
+        return
+    try:
+        target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY)
+    except OSError:
+        raise TunerError(f"process {pid} is gone", "check that the server still runs") from None
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    try:
+        if os.fstat(target).st_ino == os.fstat(home).st_ino:
+            yield
+            return
+        _setns(target)
+        try:
+            yield
+        finally:
+            _setns(home)
+    finally:
+        os.close(target)
+        os.close(home)
+
+
 def netns_link(name: str) -> str:
     """The ``net:[inode]`` text that ``/proc/<pid>/ns/net`` of a process in the network
     namespace ``name`` (an ``ip netns`` name) links to.

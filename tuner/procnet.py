@@ -1,11 +1,10 @@
-"""Read sockets from ``/proc``: listening sockets on a port, and which fds of a process they are.
+"""Read sockets from ``/proc``: listening sockets on a port in a recorded ``/proc/net`` file
+(the live system asks :mod:`tuner.sockdiag`), and which fds of a process they are.
 
 ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}`` show the sockets of that process's network namespace.
 A TCP row in state LISTEN (``0A``) has its accept-queue length in ``rx_queue``; a bound UDP
 socket is in state ``07``.
 
->>> list(listening("/nonexistent", "tcp", 80))
-[]
 >>> row = "0: 014D13C6:1F90 00000000:0000 0A 00000000:00000003 00:0 0 0 0 1234 1 0 0 10 0"
 >>> [(s.inode, s.address, s.backlog) for s in parse_sockets("hdr\\n" + row, "tcp", 8080)]
 [('1234', '198.19.77.1', 3)]
@@ -49,19 +48,6 @@ def parse_sockets(text: str, protocol: str, port: int) -> Iterator[BoundSocket]:
             addr, _, hex_port = cols[1].rpartition(":")
             if int(hex_port, 16) == port:
                 yield BoundSocket(cols[9], _address(addr), int(cols[4].split(":")[1], 16))
-
-
-def listening(net_dir: str, protocol: str, port: int) -> Iterator[tuple[str, int]]:
-    """Yield ``(inode, rx_queue)`` of listening (TCP) or bound (UDP) sockets on ``port``, IPv4
-    and IPv6, from ``net_dir`` (``/proc/net`` or ``/proc/<pid>/net``)."""
-    for name in (protocol, protocol + "6"):
-        try:
-            with open(f"{net_dir}/{name}") as f:
-                text = f.read()
-        except OSError:
-            continue
-        for s in parse_sockets(text, protocol, port):
-            yield s.inode, s.backlog
 
 
 def fds_of(pid: int, inodes: set[str], proc: str = "/proc") -> list[int]:

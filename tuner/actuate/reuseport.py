@@ -20,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from tuner import bcc_runtime, bpfsys, procnet
+from tuner import bcc_runtime, bpfsys, procnet, sockdiag
 from tuner.actuate.base import MAX_TARGETS, BpfSteering
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
@@ -41,10 +41,10 @@ def _syscall(nr: int, *args: int) -> int:
 
 def group_socket_fds(pid: int, port: int, protocol: str = "tcp") -> list[int]:
     """Numbers of the fds of process ``pid`` that are listening (TCP) or bound (UDP) sockets on
-    ``port``, in fd order. Reads ``/proc/<pid>/net`` and ``/proc/<pid>/fd``."""
+    ``port``, in fd order. Asks sock_diag in its namespace, reads ``/proc/<pid>/fd``."""
     if not os.path.exists(f"/proc/{pid}"):
         raise TunerError(f"process {pid} does not exist", "check the server's PID")
-    inodes = {inode for inode, _ in procnet.listening(f"/proc/{pid}/net", protocol, port)}
+    inodes = {s.inode for s in sockdiag.listeners(protocol, port, pid)}
     return procnet.fds_of(pid, inodes) if inodes else []
 
 

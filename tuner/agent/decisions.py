@@ -11,8 +11,10 @@ A window's line holds the agent-wide fields (``t``, ``window``, ``mode``, ``fall
      "cpus": {"loads": {...}, "predictions": {...}},
      "sockets": {"followed": 35, "closed": 4, "hottest": {...}}}
 
-Floats are rounded to 4 digits; lines are written in blocks (flushed every second, and at
-once for a mode change or a change of the workers), so the log costs little per window.
+Floats are rounded to 4 digits; who each entity is (``pid``, ``tid``, ``cpu``) is in the
+first line and in every line where it changed, not in every line; lines are written in
+blocks (flushed every second, and at once for a mode change or a change of the workers), so
+the log costs little per window.
 
 >>> from tuner.learn.online import Prediction
 >>> from tuner.window import ChannelWindow, EntityState, WindowRecord
@@ -28,12 +30,21 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from typing import Any, TextIO
+
+import numpy as np
 
 from tuner.learn.online import Prediction
 from tuner.window import ChannelWindow, WindowRecord
 
 FLUSH_S = 1.0
+DIGITS = 4  # floats are rounded to this many digits
+IDENTITY = ("pid", "tid", "cpu")  # who an entity is: logged when it changes, not every window
+
+
+def _r(x: float) -> float:
+    return round(x, DIGITS)
 
 
 def _channel(c: ChannelWindow) -> dict[str, Any]:
@@ -48,24 +59,31 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
             followed=c.sockets.followed,
             closed=c.sockets.closed,
             hottest={
-                e.entity: {"load": e.prediction.load, "p_hot": e.prediction.p_hot} for e in hottest
+                e.entity: {"load": _r(e.prediction.load), "p_hot": _r(e.prediction.p_hot)}
+                for e in hottest
             },  # fmt: skip
         )
         return out
-    out["loads"] = {e.entity: e.load for e in c.entities}
-    if any(e.features for e in c.entities):
-        out["features"] = {e.entity: dict(e.features) for e in c.entities}
-    out["predictions"] = {e.entity: _prediction(p) for e in c.entities
-                          if (p := e.prediction) is not None}  # fmt: skip
-    if any(e.share is not None for e in c.entities):
-        out["in_force"] = {e.entity: e.share for e in c.entities}
-    for key in ("pid", "tid", "cpu"):
+    ents = c.entities
+    names = [e.entity for e in ents]
+    out["loads"] = dict(zip(names, _rounded_list([e.load for e in ents]), strict=True))
+    if any(e.features for e in ents):
+        out["features"] = {e.entity: {k: _r(v) for k, v in e.features.items()} for e in ents}
+    preds = [(e.entity, p) for e in ents if (p := e.prediction) is not None]
+    if preds:
+        out["predictions"] = _predictions(preds)
+    shares = [(e.entity, e.share) for e in ents if e.share is not None]
+    if shares:
+        keys, values = zip(*shares, strict=True)
+        out["in_force"] = dict(zip(keys, _rounded_list(values), strict=True))
+    for key in IDENTITY:
         values = {e.entity: getattr(e, key) for e in c.entities if getattr(e, key) is not None}
         if values:
             out[key] = values
     if c.outcome is not None:
         o = c.outcome
-        out.update(written=o.written, changed=o.changed, shares=list(o.shares), why=o.why)
+        out.update(written=o.written, changed=o.changed, shares=[_r(x) for x in o.shares],
+                   why=o.why)  # fmt: skip
         if o.table is not None:
             out["table"] = list(o.table)
     if c.flows is not None:
@@ -75,25 +93,35 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
     return out
 
 
-def _prediction(p: Prediction) -> dict[str, float]:
-    out = {"load": p.load, "baseline": p.baseline, "p_hot": p.p_hot}
-    if p.horizon_load is not None:
-        out.update(horizon_load=p.horizon_load, p_hot_horizon=p.p_hot_horizon)
+def _rounded_list(values: Sequence[float]) -> list[float]:
+    """Floats rounded to :data:`DIGITS`, all at once (a Python call per float is most of
+    a line's cost when there are many entities)."""
+    return np.round(np.asarray(values, dtype=float), DIGITS).tolist()
+
+
+def _predictions(preds: list[tuple[str, Prediction]]) -> dict[str, dict[str, float]]:
+    cols = _rounded_list([(p.load, p.baseline, p.p_hot) for _, p in preds])
+    out = {n: {"load": a, "baseline": b, "p_hot": c}
+           for (n, _), (a, b, c) in zip(preds, cols, strict=True)}  # fmt: skip
+    far = [(n, p.horizon_load, p.p_hot_horizon) for n, p in preds if p.horizon_load is not None]
+    if far:
+        for (n, _, _), (h, ph) in zip(far, _rounded_list([f[1:] for f in far]), strict=True):
+            out[n].update(horizon_load=h, p_hot_horizon=ph)
     return out
 
 
 def entry(r: WindowRecord) -> dict[str, Any]:
     """The decision-log line of one window, as a dict (rounded)."""
-    out: dict[str, Any] = {"t": r.t, "window": r.window, "mode": r.mode}
+    out: dict[str, Any] = {"t": _r(r.t), "window": r.window, "mode": r.mode}
     if r.fallback:
         out["fallback"] = r.fallback
     if r.loop_ms is not None:
-        out["loop_ms"] = r.loop_ms
+        out["loop_ms"] = _r(r.loop_ms)
     if r.changes:
         out["changes"] = list(r.changes)
     for c in r.channels:
         out[c.name] = _channel(c)
-    return _rounded(out)
+    return out
 
 
 class DecisionLog:
@@ -103,11 +131,20 @@ class DecisionLog:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         self._f: TextIO | None = open(path, "a")  # noqa: SIM115 - closed in close()
         self._last_flush = time.monotonic()
+        self._identity: dict[tuple[str, str], Any] = {}  # (channel, key) -> last logged
 
     def write(self, record: WindowRecord) -> None:
         if self._f is None:
             return
-        self._f.write(json.dumps(entry(record)) + "\n")
+        line = entry(record)
+        for c in record.channels:
+            for key in IDENTITY:
+                ch = line[c.name]
+                if key in ch and self._identity.get((c.name, key)) == ch[key]:
+                    del ch[key]
+                elif key in ch:
+                    self._identity[(c.name, key)] = ch[key]
+        self._f.write(json.dumps(line) + "\n")
         if record.changes or time.monotonic() - self._last_flush >= FLUSH_S:
             self.flush()  # a change of the worker map is written at once, as a mode change
 

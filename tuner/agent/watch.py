@@ -1,8 +1,13 @@
 """Workers that change: an nginx reload, a crashed worker respawned, a thread pool that grows.
 
-Each window the agent checks that every task it steers to still exists (one ``stat`` per
-worker). Every :data:`REDISCOVER_S` seconds, and at once when a worker is gone, it runs group
-discovery again (:func:`tuner.group.discover`):
+Every :data:`GONE_S` seconds the agent checks that every task it steers to still exists
+(one ``stat`` per worker; meanwhile a worker's closed socket leaves the steering's map, and
+the kernel places its connections). Every :data:`REDISCOVER_S` seconds it takes a cheap
+fingerprint of the server's processes (:func:`fingerprint`: the threads of each worker
+process and the children of their parents, a few ``/proc`` directory reads); when a worker
+is gone, when the fingerprint changed, and every :data:`FULL_S` seconds in any case, it runs
+group discovery again (:func:`tuner.group.discover`, tens of milliseconds on a host with
+many workers):
 
 - the same sockets, served by the same workers: nothing to do;
 - the same sockets, other workers (an nginx reload: new workers inherit the sockets, the old
@@ -33,7 +38,51 @@ from tuner.errors import TunerError
 from tuner.group import Group, discover
 from tuner.probes.stream import FeatureStream
 
-REDISCOVER_S = 2.0
+REDISCOVER_S = 2.0  # fingerprint the server's processes this often
+FULL_S = 30.0  # and run the whole discovery at least this often
+GONE_S = 0.5  # check that every task of the map still exists this often
+
+
+def parents(pids: list[int]) -> list[int]:
+    """The parent of each process of ``pids`` that still runs, once each.
+
+    >>> import os
+    >>> parents([os.getpid()]) == [os.getppid()]
+    True
+    """
+    out = set()
+    for pid in set(pids):
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                out.add(int(f.read().rpartition(")")[2].split()[1]))
+        except (OSError, ValueError, IndexError):
+            continue
+    return sorted(out - {0})
+
+
+def fingerprint(pids: list[int], ppids: list[int]) -> tuple:
+    """What changes when a server's workers change: the threads of each process of ``pids``,
+    and the children of each of ``ppids`` (their parents: an nginx reload forks new
+    workers; a thread pool grows by a thread). A worker that is gone changes it too.
+
+    >>> import os
+    >>> me = [os.getpid()]
+    >>> fingerprint(me, parents(me)) == fingerprint(me, parents(me))
+    True
+    """
+    out: list[tuple] = []
+    for pid in sorted(set(pids)):
+        try:
+            out.append((pid, tuple(sorted(os.listdir(f"/proc/{pid}/task")))))
+        except OSError:
+            out.append((pid, None))
+    for ppid in ppids:
+        try:
+            with open(f"/proc/{ppid}/task/{ppid}/children") as f:
+                out.append((-ppid, f.read()))
+        except OSError:
+            out.append((-ppid, None))
+    return tuple(out)
 
 
 class WorkerWatch:
@@ -56,9 +105,21 @@ class WorkerWatch:
         self.steering = steering
         self.workers = agent.workers.workers
         self._next = time.monotonic() + REDISCOVER_S
+        self._next_full = time.monotonic() + FULL_S
+        self._parents = parents(self.workers.pids())
+        self._print = self._seen = self._fingerprint()
+        self._unsettled = False
+        self._next_gone = 0.0
         self._lost_since: float | None = None
 
-    def _gone(self) -> bool:
+    def _fingerprint(self) -> tuple:
+        return fingerprint(self.workers.pids(), self._parents)
+
+    def _gone(self, now: float) -> bool:
+        """Is a task of the map gone (checked every :data:`GONE_S` seconds)?"""
+        if now < self._next_gone:
+            return False
+        self._next_gone = now + GONE_S
         for e in self.workers.entities:
             for pid, tid in e.members:
                 path = f"/proc/{pid}" if tid is None else f"/proc/{pid}/task/{tid}"
@@ -69,9 +130,17 @@ class WorkerWatch:
     def check(self) -> None:
         """Called once a window, before the agent's step."""
         now = time.monotonic()
-        if now < self._next and not self._gone() and self._lost_since is None:
-            return
+        if self._lost_since is None and not self._gone(now):
+            if now < self._next:
+                return
+            self._next = now + REDISCOVER_S
+            seen, self._seen = self._seen, self._fingerprint()
+            if now < self._next_full and self._seen == self._print:
+                return
+            if self._seen != seen:  # still changing (a thread started, its socket not yet
+                self._unsettled = True  # open): look again next time, whatever is found
         self._next = now + REDISCOVER_S
+        self._next_full = now + FULL_S
         c = self.config
         try:
             found = discover(
@@ -86,9 +155,13 @@ class WorkerWatch:
         self._lost_since = None
         self.agent.hold("")
         found = found.in_order(self.group.inodes())
-        if _same(found, self.group):
-            return
-        self._apply(found)
+        if not _same(found, self.group):
+            self._apply(found)
+        if self._unsettled:
+            self._unsettled = False
+        else:
+            self._parents = parents(self.workers.pids())
+            self._print = self._seen = self._fingerprint()
 
     def _uncertain(self, now: float, why: str) -> None:
         if self._lost_since is None:

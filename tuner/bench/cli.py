@@ -100,6 +100,27 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     )
     lp.add_argument("--json", action="store_true", help="print one JSON object")
     lp.set_defaults(func=_run_bench_loop)
+    ag = bench.add_parser(
+        "agent",
+        formatter_class=formatter,
+        help="the agent's own CPU and start-up time, against 4 and 64 reference workers",
+        description="Run the agent (tuner run: real probes, sk_reuseport steering, shadow\n"
+        "mode, decision log) against 4 and then 64 reference-server workers on\n"
+        "loopback under a light load; after warm-up, read its CPU time over S seconds\n"
+        "and print it as a fraction of one core (cpu_frac_4, cpu_frac_64), its loop\n"
+        "latency, and the time from start to its first decision, for a first start\n"
+        "and a second one that finds the BPF programs compiled (startup_s).",
+        epilog="examples:\n  tuner bench agent\n  tuner bench agent --seconds 60 --json",
+    )
+    ag.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="steady state measured per size, in seconds (default: %(default)s)",
+    )
+    ag.add_argument("--json", action="store_true", help="print one JSON object")
+    ag.set_defaults(func=_run_bench_agent)
     tr = bench.add_parser(
         "train",
         formatter_class=formatter,
@@ -145,6 +166,17 @@ def _run_bench_loop(args: argparse.Namespace) -> int:
 
     result = loop.run(args.windows)
     print(json.dumps(result, indent=2) if args.json else loop.render(result))
+    return 0
+
+
+def _run_bench_agent(args: argparse.Namespace) -> int:
+    require_root("tuner bench agent")
+    from tuner.bench import agent
+
+    if args.seconds <= 0:
+        raise TunerError(f"--seconds must be positive; got {args.seconds:g}")
+    result = agent.run(args.seconds, progress=lambda m: print(f"bench agent: {m}", file=sys.stderr))
+    print(json.dumps(result, indent=2) if args.json else agent.render(result))
     return 0
 
 

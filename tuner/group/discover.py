@@ -156,9 +156,9 @@ class _Scan:
 
     def sockets(self, port: int, protocol: str) -> list[procnet.BoundSocket]:
         for pid in self.pids:
-            texts = [self.proc.read(f"{pid}/net/{protocol}{v}") for v in ("", "6")]
-            if any(t is not None for t in texts):
-                return [s for t in texts if t for s in procnet.parse_sockets(t, protocol, port)]
+            found = self.proc.listeners(pid, protocol, port)
+            if found is not None:
+                return found
         return []
 
     def fds(self, pid: int) -> dict[int, str]:

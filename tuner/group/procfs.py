@@ -7,7 +7,8 @@ system for the processes of a group.
 
 The facts and their sources:
 
-- sockets on a port: ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}`` (the pid's network namespace);
+- sockets on a port: sock_diag in the pid's network namespace (:mod:`tuner.sockdiag`) on the
+  live system, ``/proc/<pid>/net/{tcp,tcp6,udp,udp6}`` as recorded;
 - who holds a socket: ``/proc/<pid>/fd/*`` links ``socket:[<inode>]``;
 - which sockets an event loop watches: ``/proc/<pid>/fdinfo/<epoll fd>``, one
   ``tfd: ... ino:<hex inode>`` line per watched file (fs/eventpoll.c, ``ep_show_fdinfo``);
@@ -33,6 +34,10 @@ import platform
 import re
 from collections.abc import Iterable
 from typing import Protocol
+
+from tuner import sockdiag
+from tuner.errors import TunerError
+from tuner.procnet import BoundSocket, parse_sockets
 
 # system calls that wait on one fd given as their first argument, by machine
 EPOLL_CALLS = {"x86_64": {232, 281, 441}, "aarch64": {22, 441}}
@@ -86,6 +91,11 @@ class ProcView(Protocol):
 
     def listdir(self, path: str) -> list[str]: ...
 
+    def listeners(self, pid: int, protocol: str, port: int) -> list[BoundSocket] | None:
+        """Listening sockets on ``port`` in the network namespace of ``pid`` (None: the
+        process is gone)."""
+        ...
+
 
 class LiveProc:
     """The running system's ``/proc`` (or another root)."""
@@ -113,6 +123,12 @@ class LiveProc:
         except OSError:
             return []
 
+    def listeners(self, pid: int, protocol: str, port: int) -> list[BoundSocket] | None:
+        try:
+            return sockdiag.listeners(protocol, port, pid)
+        except TunerError:
+            return None  # gone
+
 
 class RecordedProc:
     """``/proc`` as recorded: ``files`` maps a path to its text, ``links`` to a link target.
@@ -138,6 +154,12 @@ class RecordedProc:
 
     def readlink(self, path: str) -> str | None:
         return self.links.get(path)
+
+    def listeners(self, pid: int, protocol: str, port: int) -> list[BoundSocket] | None:
+        texts = [self.read(f"{pid}/net/{protocol}{v}") for v in ("", "6")]
+        if all(t is None for t in texts):
+            return None
+        return [s for t in texts if t for s in parse_sockets(t, protocol, port)]
 
     def listdir(self, path: str) -> list[str]:
         prefix = f"{path}/" if path else ""

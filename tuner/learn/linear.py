@@ -25,20 +25,24 @@ True
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 BATCH = 16  # rows a step counts in full; a larger batch's summed gradient is scaled to this
+SETTLED, THIN = 2000, 8  # Heads.observe: rows before the scaler learns one batch in THIN
 
 
 class RunningScaler:
-    """Per-column running mean and variance, merged batch by batch (NaN: not counted)."""
+    """Per-column running mean and variance, merged batch by batch (NaN: not counted), and
+    the standardization they give (a column without variance, or NaN, gives 0)."""
 
     def __init__(self, width: int) -> None:
         self.n = np.zeros(width)
         self.mean = np.zeros(width)
         self.m2 = np.zeros(width)
+        self.inv_sd = np.zeros(width)  # 1 / standard deviation, 0 where there is none
 
     def learn(self, X: np.ndarray) -> None:
         valid = ~np.isnan(X)
@@ -54,56 +58,145 @@ class RunningScaler:
         self.mean = self.mean + delta * nb / safe
         self.m2 = self.m2 + m2b + delta**2 * self.n * nb / safe
         self.n = n
+        self._update()
 
-    def transform(self, X: np.ndarray) -> np.ndarray:
+    def _update(self) -> None:
         var = np.divide(self.m2, self.n, out=np.zeros_like(self.m2), where=self.n > 0)
         sd = np.sqrt(var)
-        z = np.divide(X - self.mean, sd, out=np.zeros(X.shape), where=sd > 0)
-        return np.nan_to_num(z, nan=0.0)
+        self.inv_sd = np.divide(1.0, sd, out=np.zeros_like(sd), where=sd > 0)
+
+    def transform(self, X: np.ndarray) -> np.ndarray:
+        Z = (X - self.mean) * self.inv_sd
+        Z[np.isnan(Z)] = 0.0
+        return Z
+
+
+@dataclass(frozen=True)
+class Head:
+    """One output of :class:`Heads`: a regression (squared error) or a probability
+    (``logistic``, log loss), with its own steps and gradient clip."""
+
+    name: str
+    logistic: bool = False
+    lr: float = 0.005
+    intercept_lr: float = 0.005
+    clip: float = 0.5
+
+
+class Heads:
+    """Several online linear models over the same rows: one scaler, one weight matrix (a
+    column per head), so a window costs one standardization and one matrix product for all
+    of them. :meth:`observe` lets the scaler learn a batch; :meth:`learn` takes a step for a
+    slice of the heads on rows already standardized.
+
+    >>> h = Heads(1, [Head("y", lr=0.05, intercept_lr=0.05), Head("p", logistic=True, lr=0.1)])
+    >>> for i in range(2000):
+    ...     X = np.array([[float(i % 2)]]); h.observe(X); Z = h.standardize(X)
+    ...     h.learn(Z, np.array([[3.0 * (i % 2), i % 2]]), slice(0, 2))
+    >>> Z = h.standardize(np.array([[0.0], [1.0]]))
+    >>> [[round(float(v), 1) + 0.0 for v in r] for r in h.predict(Z)]
+    [[0.0, 0.0], [3.0, 1.0]]
+    """
+
+    def __init__(self, width: int, heads: Sequence[Head]) -> None:
+        self.heads = tuple(heads)
+        self.scaler = RunningScaler(width)
+        self.W = np.zeros((width, len(self.heads)))
+        self.b = np.zeros(len(self.heads))
+        self.lr = np.array([h.lr for h in self.heads])
+        self.intercept_lr = np.array([h.intercept_lr for h in self.heads])
+        self.clip = np.array([h.clip for h in self.heads])
+        self.logistic = np.array([h.logistic for h in self.heads])
+        self.gscale = np.where(self.logistic, 1.0, 2.0)  # d(loss)/d(output)
+        self._observed = 0
+
+    def observe(self, X: np.ndarray) -> None:
+        """Let the scaler learn ``X``: every batch while it has seen fewer than
+        :data:`SETTLED` rows, then one batch in :data:`THIN` (its means and variances
+        barely move by then, and learning them is most of a small window's cost)."""
+        self._observed += 1
+        if self.scaler.n.max(initial=0.0) < SETTLED or self._observed % THIN == 0:
+            self.scaler.learn(X)
+
+    def standardize(self, X: np.ndarray) -> np.ndarray:
+        return self.scaler.transform(X)
+
+    def _out(self, R: np.ndarray, cols: slice) -> np.ndarray:
+        logistic = self.logistic[cols]
+        if logistic.any():
+            R[:, logistic] = 1.0 / (1.0 + np.exp(-np.clip(R[:, logistic], -30, 30)))
+        return R
+
+    def predict(self, Z: np.ndarray, cols: slice = slice(None)) -> np.ndarray:
+        """Each row's output of each head of ``cols``: rows x heads."""
+        return self._out(Z @ self.W[:, cols] + self.b[cols], cols)
+
+    def learn(self, Z: np.ndarray, T: np.ndarray, cols: slice,
+              out: np.ndarray | None = None) -> None:  # fmt: skip
+        """One step of the heads ``cols`` towards targets ``T`` (rows x heads). ``out``: the
+        heads' outputs for ``Z`` as predicted when the rows were new (a step or a few
+        older, as in delayed stochastic gradient descent), which saves predicting again."""
+        P = self.predict(Z, cols) if out is None else out
+        G = self.gscale[cols] * (P - T)
+        G = np.clip(G, -self.clip[cols], self.clip[cols])
+        k = min(1.0, BATCH / max(len(G), 1))
+        self.W[:, cols] -= (self.lr[cols] * k) * (Z.T @ G)
+        self.b[cols] -= (self.intercept_lr[cols] * k) * G.sum(axis=0)
 
 
 class _Online:
-    """What the two models share: features in a fixed order, a scaler, weights, a step."""
+    """One head over named features, taking raw rows: the scaler learns each batch first,
+    as a river pipeline's does."""
+
+    logistic = False
 
     def __init__(self, features: Sequence[str], lr: float, intercept_lr: float, clip: float):
         self.features = list(features)
-        self.lr, self.intercept_lr, self.clip = lr, intercept_lr, clip
-        self.scaler = RunningScaler(len(self.features))
-        self.w = np.zeros(len(self.features))
-        self.b = 0.0
+        self.heads = Heads(len(self.features), [Head("y", self.logistic, lr, intercept_lr, clip)])
+
+    @property
+    def scaler(self) -> RunningScaler:
+        return self.heads.scaler
 
     def row(self, x: Mapping[str, float]) -> np.ndarray:
         return np.array([[x.get(f, np.nan) for f in self.features]], dtype=float)
 
-    def _raw(self, X: np.ndarray) -> np.ndarray:
-        return self.b + self.scaler.transform(X) @ self.w
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self.heads.predict(self.heads.standardize(X))[:, 0]
 
-    def _step(self, Z: np.ndarray, g: np.ndarray) -> None:
-        g = np.clip(g, -self.clip, self.clip)
-        k = min(1.0, BATCH / max(len(g), 1))
-        self.w -= self.lr * k * (g @ Z)
-        self.b -= self.intercept_lr * k * float(g.sum())
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.heads.observe(X)
+        self.heads.learn(self.heads.standardize(X), y.astype(float)[:, None], slice(0, 1))
+
+    def predict_one(self, x: Mapping[str, float]) -> float:
+        return float(self.predict_many(self.row(x))[0])
+
+    def learn_one(self, x: Mapping[str, float], y: float) -> None:
+        self.learn_many(self.row(x), np.array([y]))
 
     def state(self) -> dict[str, Any]:
         """Counts, means and variances per feature, weights and intercept, as JSON types."""
         f, s = self.features, self.scaler
         var = np.divide(s.m2, s.n, out=np.zeros_like(s.m2), where=s.n > 0)
+        w = self.heads.W[:, 0]
         return {
             "counts": {k: int(n) for k, n in zip(f, s.n, strict=True) if n > 0},
             "means": {k: float(v) for k, v, n in zip(f, s.mean, s.n, strict=True) if n > 0},
             "vars": {k: float(v) for k, v, n in zip(f, var, s.n, strict=True) if n > 0},
-            "weights": {k: float(v) for k, v in zip(f, self.w, strict=True) if v != 0.0},
-            "intercept": float(self.b),
+            "weights": {k: float(v) for k, v in zip(f, w, strict=True) if v != 0.0},
+            "intercept": float(self.heads.b[0]),
         }
 
     def set_state(self, state: Mapping[str, Any]) -> None:
+        s = self.scaler
         for i, k in enumerate(self.features):
             n = float(state["counts"].get(k, 0))
-            self.scaler.n[i] = n
-            self.scaler.mean[i] = float(state["means"].get(k, 0.0))
-            self.scaler.m2[i] = float(state["vars"].get(k, 0.0)) * n
-            self.w[i] = float(state["weights"].get(k, 0.0))
-        self.b = float(state["intercept"])
+            s.n[i] = n
+            s.mean[i] = float(state["means"].get(k, 0.0))
+            s.m2[i] = float(state["vars"].get(k, 0.0)) * n
+            self.heads.W[i, 0] = float(state["weights"].get(k, 0.0))
+        s._update()
+        self.heads.b[0] = float(state["intercept"])
 
 
 class OnlineLinear(_Online):
@@ -112,20 +205,6 @@ class OnlineLinear(_Online):
     def __init__(self, features: Sequence[str], lr: float = 0.005, intercept_lr: float = 0.005,
                  clip: float = 0.5) -> None:  # fmt: skip
         super().__init__(features, lr, intercept_lr, clip)
-
-    def predict_many(self, X: np.ndarray) -> np.ndarray:
-        return self._raw(X)
-
-    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.scaler.learn(X)  # the scaler learns first, as a river pipeline's does
-        Z = self.scaler.transform(X)
-        self._step(Z, 2.0 * (self.b + Z @ self.w - y))
-
-    def predict_one(self, x: Mapping[str, float]) -> float:
-        return float(self.predict_many(self.row(x))[0])
-
-    def learn_one(self, x: Mapping[str, float], y: float) -> None:
-        self.learn_many(self.row(x), np.array([y]))
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any], features: Sequence[str], **params: float):
@@ -145,14 +224,7 @@ class OnlineLogistic(_Online):
     [0.0, 1.0]
     """
 
+    logistic = True
+
     def __init__(self, features: Sequence[str], lr: float = 0.05, clip: float = 1.0) -> None:
         super().__init__(features, lr, lr, clip)
-
-    def predict_many(self, X: np.ndarray) -> np.ndarray:
-        return 1.0 / (1.0 + np.exp(-np.clip(self._raw(X), -30, 30)))
-
-    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
-        self.scaler.learn(X)
-        Z = self.scaler.transform(X)
-        p = 1.0 / (1.0 + np.exp(-np.clip(self.b + Z @ self.w, -30, 30)))
-        self._step(Z, p - y.astype(float))

@@ -6,7 +6,8 @@ arrays, not a loop per entity), :meth:`Learner.step`
 1. scores the predictions made one window ago against the loads now observed (prequential:
    each prediction is scored before its outcome is learned from), for the model and for the
    last-value baseline, and learns from those outcomes (one model for all entities, so a new
-   worker is predicted well from its first window);
+   worker is predicted well from its first window); the outcomes of :data:`LEARN_EVERY`
+   windows are scored and learned from together, in one step;
 2. does the same for the **horizon**: the mean load over the next ``horizon`` windows (the
    life of a connection placed now) and whether the load passes the threshold in any of them,
    scored and learned once those windows have passed;
@@ -38,11 +39,22 @@ import numpy as np
 
 from tuner.learn.features import EXTRA, FEATURES
 from tuner.learn.history import BatchHistory
-from tuner.learn.linear import OnlineLinear, OnlineLogistic
-from tuner.learn.models import LoadModel, Residual, make_classifier, make_model
+from tuner.learn.linear import Head, Heads
+from tuner.learn.models import CLIP, LoadModel, make_model
 from tuner.learn.scores import HorizonQueue, Scores
 
 RECENT = 200  # windows of recent error the experts are chosen on
+LEARN_EVERY = 4  # windows whose outcomes are learned from in one step
+# the learner's heads: the next window's load (the change from the last value), whether it
+# is hot, the horizon's mean load (its change from the last value), whether any of it is hot
+HEADS = (
+    Head("load", lr=0.005, intercept_lr=0.005, clip=0.5),
+    Head("hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
+    Head("far", lr=0.005, intercept_lr=0.005, clip=0.5),
+    Head("far_hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
+)
+LOAD, HOT, FAR, FAR_HOT = range(4)
+NEXT, HORIZON = slice(0, 2), slice(2, 4)
 
 
 @dataclass(frozen=True)
@@ -61,6 +73,11 @@ class Learner:
     """One load model and one hotspot classifier over all entities, plus the baseline, for
     the next window and for the horizon.
 
+    The hotspot classifier and the horizon models are heads of one
+    :class:`~tuner.learn.linear.Heads` (one standardization, one matrix product a window);
+    so is the load model when it is ``linear``. Another model (``tree``, ``last``, a saved
+    one) is asked beside them.
+
     Parameters
     ----------
     model : {"linear", "tree", "last"} or a model object
@@ -76,16 +93,22 @@ class Learner:
         self.model = model if isinstance(model, str) else type(model).__name__
         self.threshold = threshold
         self.horizon = max(1, int(horizon))
-        self.model_: LoadModel = make_model(model) if isinstance(model, str) else model
-        self.classifier_: OnlineLogistic = make_classifier()
+        own = isinstance(model, str) and model == "linear"
+        self.model_: LoadModel | None = None if own else (
+            make_model(model) if isinstance(model, str) else model
+        )  # fmt: skip
+        self.heads_ = Heads(len(FEATURES), HEADS)
         self.history_ = BatchHistory()
-        self.horizon_model_ = Residual(OnlineLinear(FEATURES, lr=0.005, intercept_lr=0.005))
-        self.horizon_classifier_ = make_classifier()
-        self._pending: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray] | None = None
-        self._queue = HorizonQueue(self.horizon)
+        self._pending: tuple[np.ndarray, ...] | None = None  # rows, Z, base, model, p_hot, X
+        self._queue = HorizonQueue(self.horizon, len(FEATURES))
         self.next_ = Scores(threshold)
         self.far_ = Scores(threshold)
-        self._recent = deque(maxlen=RECENT)  # per window: (model error, baseline error) sums
+        # per learning step: the model's and the baseline's error, summed; and in total
+        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT // LEARN_EVERY)
+        self._recent_sum = [0.0, 0.0]
+        self._next_batch: list[tuple[np.ndarray, ...]] = []  # outcomes not learned from yet
+        self._far_batch: list[tuple[np.ndarray, ...]] = []
+        self._steps = 0
         self.windows_ = 0
 
     def step(
@@ -108,8 +131,11 @@ class Learner:
         rows = self.history_.rows(names)
         y = np.fromiter(loads.values(), dtype=float, count=len(names))
         self._learn_next(rows, y)
-        for done in self._queue.push(rows, y):
-            self._learn_horizon(*done)
+        if self.horizon > 1 and (done := self._queue.push(rows, y)) is not None:
+            self._far_batch.append(done)  # Z, base, raw, p_far, mean, peak
+        self._steps += 1
+        if self._steps % LEARN_EVERY == 0:
+            self._learn()
         extra = extra or {}
         columns = {
             f: np.array([extra.get(e, {}).get(f, np.nan) for e in names], dtype=float)
@@ -118,15 +144,22 @@ class Learner:
         share = np.array([(shares or {}).get(e, 0.0) for e in names], dtype=float)
         self.history_.push(rows, y, columns, share)
         X = self.history_.features(rows)
-        model, base = self.model_.predict_many(X), X[:, 0]
+        base = X[:, 0]
+        self.heads_.observe(X)
+        Z = self.heads_.standardize(X)
+        out = self.heads_.predict(Z)
+        model = (
+            np.clip(base + out[:, LOAD], 0.0, CLIP)
+            if self.model_ is None
+            else self.model_.predict_many(X)
+        )
         chosen = model if self._model_trusted() else base
-        p_hot = self.classifier_.predict_many(X)
-        self._pending = (rows, X, model, p_hot)
+        p_hot = out[:, HOT]
+        self._pending = (rows, Z, base, model, out, X)
         far = p_far = None
         if self.horizon > 1:
-            far = self.horizon_model_.predict_many(X)
-            p_far = self.horizon_classifier_.predict_many(X)
-            self._queue.add(rows, X, far, p_far)
+            far, p_far = np.clip(base + out[:, FAR], 0.0, CLIP), out[:, FAR_HOT]
+            self._queue.add(rows, Z, base, out[:, FAR], p_far)
         return {
             e: Prediction(
                 e,
@@ -142,33 +175,53 @@ class Learner:
     def _learn_next(self, rows: np.ndarray, y: np.ndarray) -> None:
         if self._pending is None:
             return
-        prev_rows, X, model, p_hot = self._pending
-        pos = {int(r): i for i, r in enumerate(rows)}
-        keep = np.array([int(r) in pos for r in prev_rows])
-        if not keep.any():
-            return
-        X, model, p_hot = X[keep], model[keep], p_hot[keep]
-        target = y[[pos[int(r)] for r in prev_rows[keep]]]
-        base = X[:, 0]
-        self.next_.add(model, p_hot, base, target)
-        self._recent.append(
-            (float(np.abs(model - target).sum()), float(np.abs(base - target).sum()))
-        )
-        self.model_.learn_many(X, target)
-        self.classifier_.learn_many(X, target > self.threshold)
+        prev_rows, Z, base, model, out, X = self._pending
+        if len(prev_rows) == len(rows) and np.array_equal(prev_rows, rows):
+            target = y  # the same entities in the same order: the common case
+        else:
+            pos = {int(r): i for i, r in enumerate(rows)}
+            keep = np.array([int(r) in pos for r in prev_rows])
+            if not keep.any():
+                return
+            Z, base, model, out, X = Z[keep], base[keep], model[keep], out[keep], X[keep]
+            target = y[[pos[int(r)] for r in prev_rows[keep]]]
+        self._next_batch.append((Z, out, base, model, X, target))
         self.windows_ += 1
 
-    def _learn_horizon(self, X: np.ndarray, far: np.ndarray, p_far: np.ndarray,
-                       mean: np.ndarray, peak: np.ndarray) -> None:  # fmt: skip
-        self.far_.add(far, p_far, X[:, 0], mean, hot=peak > self.threshold)
-        self.horizon_model_.learn_many(X, mean)
-        self.horizon_classifier_.learn_many(X, peak > self.threshold)
+    def _learn(self) -> None:
+        """Score and learn from the outcomes gathered since the last call, in one step (the
+        heads see a few windows' rows at once: far fewer array operations a window)."""
+        if self._next_batch:
+            batch = zip(*self._next_batch, strict=True)
+            Z, out, base, model, X, target = (np.concatenate(a) for a in batch)
+            self._next_batch.clear()
+            self.next_.add(model, out[:, HOT], base, target)
+            self._remember(float(np.abs(model - target).sum()),
+                           float(np.abs(base - target).sum()))  # fmt: skip
+            T = np.column_stack([target - base, target > self.threshold])
+            self.heads_.learn(Z, T, NEXT, out[:, NEXT])
+            if self.model_ is not None:
+                self.model_.learn_many(X, target)
+        if self._far_batch:
+            batch = zip(*self._far_batch, strict=True)
+            Z, base, raw, p_far, mean, peak = (np.concatenate(a) for a in batch)
+            self._far_batch.clear()
+            hot = peak > self.threshold
+            self.far_.add(np.clip(base + raw, 0.0, CLIP), p_far, base, mean, hot=hot)
+            T = np.column_stack([mean - base, hot])
+            self.heads_.learn(Z, T, HORIZON, np.column_stack([raw, p_far]))
+
+    def _remember(self, model_err: float, base_err: float) -> None:
+        if len(self._recent) == self._recent.maxlen:
+            m, b = self._recent[0]
+            self._recent_sum[0] -= m
+            self._recent_sum[1] -= b
+        self._recent.append((model_err, base_err))
+        self._recent_sum[0] += model_err
+        self._recent_sum[1] += base_err
 
     def _model_trusted(self) -> bool:
-        if not self._recent:
-            return True
-        model, base = np.sum(self._recent, axis=0)
-        return model <= base
+        return not self._recent or self._recent_sum[0] <= self._recent_sum[1] + 1e-9
 
     def forget(self, entities: list[str]) -> None:
         """Drop what was learned about these entities (their history and pending
@@ -180,7 +233,7 @@ class Learner:
         self._queue.forget(rows)
         if self._pending is not None:
             keep = np.array([int(r) not in rows for r in self._pending[0]], dtype=bool)
-            self._pending = tuple(a[keep] for a in self._pending)  # type: ignore[assignment]
+            self._pending = tuple(a[keep] for a in self._pending)
 
     def recent_mae(self) -> tuple[float, float]:
         """(model, baseline) mean absolute error per entity over the last windows."""

@@ -11,8 +11,6 @@ the horizon has passed (:class:`HorizonQueue`).
 
 from __future__ import annotations
 
-from collections import deque
-
 import numpy as np
 
 RECENT = 200  # predictions the recent error is taken over
@@ -25,8 +23,9 @@ class Scores:
         self.threshold = threshold
         self.n = 0
         self.err = {"model": 0.0, "baseline": 0.0}
-        self.recent = {"model": deque(maxlen=RECENT), "baseline": deque(maxlen=RECENT)}
-        self.hits = {k: np.zeros(3, dtype=np.int64) for k in ("model", "baseline")}  # tp fp fn
+        self._ring = np.zeros((2, RECENT))  # the last RECENT errors, model and baseline
+        self._filled = 0
+        self.hits = {k: [0, 0, 0] for k in ("model", "baseline")}  # tp fp fn
 
     def add(
         self,
@@ -39,29 +38,33 @@ class Scores:
         """One window's predictions and what happened (``hot``: whether each was a hotspot;
         by default, ``actual`` over the threshold)."""
         hot = actual > self.threshold if hot is None else hot
-        self.n += len(actual)
-        for name, pred, said in (
-            ("model", model, p_hot > 0.5),
-            ("baseline", base, base > self.threshold),
-        ):
-            e = np.abs(pred - actual)
-            self.err[name] += float(e.sum())
-            self.recent[name].extend(e.tolist())
-            self.hits[name] += [int((said & hot).sum()), int((said & ~hot).sum()),
-                                int((hot & ~said).sum())]  # fmt: skip
+        n = len(actual)
+        e = np.abs(np.stack([model, base]) - actual)
+        self.err["model"] += float(e[0].sum())
+        self.err["baseline"] += float(e[1].sum())
+        k = min(n, RECENT)
+        pos = (self.n + np.arange(n - k, n)) % RECENT
+        self._ring[:, pos] = e[:, n - k :]
+        self.n += n
+        self._filled = min(RECENT, self._filled + n)
+        for name, said in (("model", p_hot > 0.5), ("baseline", base > self.threshold)):
+            tp = int(np.count_nonzero(said & hot))
+            h = self.hits[name]
+            h[0] += tp
+            h[1] += int(np.count_nonzero(said)) - tp
+            h[2] += int(np.count_nonzero(hot)) - tp
 
     def recent_mae(self) -> tuple[float, float]:
         """(model, baseline) mean absolute error over the last :data:`RECENT` predictions."""
-
-        def mean(d: deque) -> float:
-            return sum(d) / len(d) if d else 0.0
-
-        return mean(self.recent["model"]), mean(self.recent["baseline"])
+        if not self._filled:
+            return 0.0, 0.0
+        m, b = self._ring[:, : self._filled].sum(axis=1) / self._filled
+        return float(m), float(b)
 
     def summary(self, prefix: str) -> dict[str, float]:
         out: dict[str, float] = {}
         for name in ("model", "baseline"):
-            tp, fp, fn = (int(v) for v in self.hits[name])
+            tp, fp, fn = self.hits[name]
             out[f"{prefix}{name}_mae"] = round(self.err[name] / max(1, self.n), 6)
             out[f"{prefix}{name}_precision"] = round(tp / (tp + fp), 4) if tp + fp else 0.0
             out[f"{prefix}{name}_recall"] = round(tp / (tp + fn), 4) if tp + fn else 0.0
@@ -69,54 +72,79 @@ class Scores:
 
 
 class HorizonQueue:
-    """Predictions waiting for their horizon to pass: each window's rows, features and
-    horizon predictions, with the loads of the windows since summed and their peak kept.
+    """Predictions waiting for their horizon to pass, in a ring of ``horizon`` slots: the
+    slot of the window they were made in holds, per entity row, what was predicted from what
+    (standardized features, baseline, the two horizon predictions) and the sum, peak and
+    count of the loads seen since. Every window's loads go into every slot at once (arrays,
+    not a loop per slot or entity); the slot made ``horizon`` windows ago is then complete.
 
-    >>> q = HorizonQueue(horizon=2)
-    >>> q.add(np.array([0]), np.zeros((1, 3)), np.array([0.5]), np.array([0.2]))
-    >>> q.push(np.array([0]), np.array([0.4]))
-    []
-    >>> [(m.tolist(), p.tolist()) for *_, m, p in q.push(np.array([0]), np.array([0.8]))]
-    [([0.6000000000000001], [0.8])]
+    >>> q = HorizonQueue(horizon=2, width=3)
+    >>> q.push(np.array([0]), np.array([0.1])) is None
+    True
+    >>> q.add(np.array([0]), np.zeros((1, 3)), np.array([0.1]), np.array([0.5]), np.array([0.2]))
+    >>> q.push(np.array([0]), np.array([0.4])) is None
+    True
+    >>> _, base, far, p_far, mean, peak = q.push(np.array([0]), np.array([0.8]))
+    >>> far.tolist(), [round(float(m), 2) for m in mean], peak.tolist()
+    ([0.5], [0.6], [0.8])
     """
 
-    def __init__(self, horizon: int) -> None:
-        self.horizon = horizon
-        self.entries: deque[list] = deque()
+    def __init__(self, horizon: int, width: int) -> None:
+        self.horizon, self.width = horizon, width
+        self.t = 0  # windows pushed
+        self._alloc(16)
 
-    def add(self, rows: np.ndarray, X: np.ndarray, far: np.ndarray, p_far: np.ndarray) -> None:
-        n = len(rows)
-        self.entries.append(
-            [rows, X, far, p_far, np.zeros(n), np.full(n, -np.inf), np.zeros(n, dtype=int), 0]
-        )
+    def _alloc(self, cap: int) -> None:
+        h, old = self.horizon, getattr(self, "valid", None)
+        new = {
+            "Z": np.zeros((h, cap, self.width)),
+            "base": np.zeros((h, cap)),
+            "far": np.zeros((h, cap)),
+            "p_far": np.zeros((h, cap)),
+            "total": np.zeros((h, cap)),
+            "peak": np.full((h, cap), -np.inf),
+            "seen": np.zeros((h, cap), dtype=np.int64),
+            "valid": np.zeros((h, cap), dtype=bool),
+        }
+        for name, a in new.items():
+            if old is not None:
+                a[:, : old.shape[1]] = getattr(self, name)
+            setattr(self, name, a)
 
-    def push(self, rows: np.ndarray, y: np.ndarray) -> list[tuple]:
-        """One more window's loads; returns the entries whose horizon is complete, each as
-        (X, far, p_far, mean load, peak load) of the rows seen in every window of it."""
-        done = []
-        order = np.argsort(rows)
-        sorted_rows = rows[order]
-        for entry in self.entries:
-            e_rows, total, peak, seen = entry[0], entry[4], entry[5], entry[6]
-            pos = np.searchsorted(sorted_rows, e_rows)
-            pos = np.minimum(pos, len(sorted_rows) - 1)
-            here = sorted_rows[pos] == e_rows
-            load = np.where(here, y[order[pos]], 0.0)
-            total += load
-            np.maximum(peak, np.where(here, load, -np.inf), out=peak)
-            seen += here
-            entry[7] += 1
-        while self.entries and self.entries[0][7] >= self.horizon:
-            e_rows, X, far, p_far, total, peak, seen, _ = self.entries.popleft()
-            full = seen == self.horizon
-            if full.any():
-                done.append((X[full], far[full], p_far[full], total[full] / self.horizon,
-                             peak[full]))  # fmt: skip
-        return done
+    def _fit(self, rows: np.ndarray) -> None:
+        need = int(rows.max()) + 1 if len(rows) else 0
+        if need > self.valid.shape[1]:
+            self._alloc(max(need, 2 * self.valid.shape[1]))
+
+    def add(self, rows: np.ndarray, Z: np.ndarray, base: np.ndarray, far: np.ndarray,
+            p_far: np.ndarray) -> None:  # fmt: skip
+        """This window's horizon predictions for ``rows``."""
+        self._fit(rows)
+        k = self.t % self.horizon
+        self.valid[k] = False
+        self.valid[k, rows] = True
+        self.Z[k, rows], self.base[k, rows] = Z, base
+        self.far[k, rows], self.p_far[k, rows] = far, p_far
+        self.total[k, rows], self.peak[k, rows], self.seen[k, rows] = 0.0, -np.inf, 0
+
+    def push(self, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """One more window's loads. Returns the slot whose horizon is now complete, as
+        (Z, base, far, p_far, mean load, peak load) of its rows seen in every window of it,
+        or None."""
+        self._fit(rows)
+        self.total[:, rows] += y
+        self.peak[:, rows] = np.maximum(self.peak[:, rows], y)
+        self.seen[:, rows] += 1
+        self.t += 1
+        k = self.t % self.horizon  # the slot made `horizon` windows ago
+        full = self.valid[k] & (self.seen[k] == self.horizon)
+        self.valid[k] = False
+        if not full.any():
+            return None
+        return (self.Z[k, full], self.base[k, full], self.far[k, full], self.p_far[k, full],
+                self.total[k, full] / self.horizon, self.peak[k, full])  # fmt: skip
 
     def forget(self, rows: set[int]) -> None:
         """Entities forgotten: their rows may go to new entities, so drop them here."""
-        for entry in self.entries:
-            keep = np.array([int(r) not in rows for r in entry[0]], dtype=bool)
-            for i in range(7):
-                entry[i] = entry[i][keep]
+        idx = np.array(sorted(r for r in rows if r < self.valid.shape[1]), dtype=np.int64)
+        self.valid[:, idx] = False

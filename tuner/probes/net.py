@@ -15,9 +15,11 @@ import ipaddress
 import socket
 from typing import Any
 
-from tuner import procnet
 from tuner.btf import Btf, check_raw_tracepoints
+from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe
+from tuner.probes.config import ProbeConfig
+from tuner.sockdiag import Listeners
 
 KIND_SOCK, KIND_LISTEN, KIND_CPU = 1, 2, 3
 COUNTERS = (
@@ -89,12 +91,34 @@ def format_addr(family: int, raw: bytes) -> str:
     return ""
 
 
-def accept_backlog(tgid: int, port: int) -> int | None:
-    """Connections waiting in the accept queues of TCP listeners on ``port``, as seen from
-    the network namespace of process ``tgid`` (``rx_queue`` of LISTEN rows in
-    ``/proc/<tgid>/net/tcp{,6}``); None when the process is gone."""
-    rows = list(procnet.listening(f"/proc/{tgid}/net", "tcp", port))
-    return sum(q for _, q in rows) if rows else None
+class Backlogs:
+    """Connections waiting in the accept queues of TCP listeners on a port, as seen from the
+    network namespace of a process: one sock_diag socket per process asked about, kept open.
+
+    >>> import os
+    >>> b = Backlogs(); b.of(os.getpid(), 1), b.of(2**22 + 7, 1)
+    (None, None)
+    >>> b.close()
+    """
+
+    def __init__(self) -> None:
+        self._diag: dict[int, Listeners] = {}
+
+    def of(self, tgid: int, port: int) -> int | None:
+        """The sum of the accept queues on ``port`` (None: no listener, or ``tgid`` gone)."""
+        try:
+            if tgid not in self._diag:
+                self._diag[tgid] = Listeners(tgid)
+            rows = self._diag[tgid].query("tcp", port)
+        except (TunerError, OSError):
+            self._diag.pop(tgid, None)
+            return None
+        return sum(r.backlog for r in rows) if rows else None
+
+    def close(self) -> None:
+        for d in self._diag.values():
+            d.close()
+        self._diag.clear()
 
 
 class NetProbe(Probe):
@@ -110,6 +134,14 @@ class NetProbe(Probe):
     }
     record_type = NetRecord
     decision_maps = ("socks",)
+
+    def __init__(self, config: ProbeConfig | None = None) -> None:
+        super().__init__(config)
+        self.backlogs = Backlogs()
+
+    def close(self) -> None:
+        super().close()
+        self.backlogs.close()
 
     def kernel_cflags(self) -> list[str]:
         return kernel_defines(Btf.load())
@@ -128,7 +160,7 @@ class NetProbe(Probe):
         elif a.kind == KIND_LISTEN:
             entity = f"listen:{a.sport}"
             labels = {"tgid": str(a.tgid), "comm": a.comm.decode(errors="replace")}
-            backlog = accept_backlog(a.tgid, a.sport)
+            backlog = self.backlogs.of(a.tgid, a.sport)
             f = {"accepts": f["accepts"], "accept_backlog": float(backlog or 0)}
         else:
             proto = {socket.IPPROTO_TCP: "tcp", socket.IPPROTO_UDP: "udp"}.get(a.protocol, "?")

@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from tuner import procnet
+from tuner import procnet, sockdiag
 from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe, ProbeStats, wait_for_window
 from tuner.probes.config import ProbeConfig
@@ -89,16 +89,13 @@ class FeatureStream:
 
 
 def pids_listening_on(port: int, proc: str = "/proc") -> list[int]:
-    """Processes that own a listening TCP socket (or a bound UDP socket) on ``port``.
+    """Processes of this network namespace that own a listening TCP socket (or a bound UDP
+    socket) on ``port``.
 
-    >>> pids_listening_on(1, proc="/nonexistent")
+    >>> pids_listening_on(1)
     []
     """
-    inodes = {
-        inode
-        for protocol in procnet.STATES
-        for inode, _ in procnet.listening(f"{proc}/net", protocol, port)
-    }
+    inodes = {s.inode for protocol in procnet.STATES for s in sockdiag.listeners(protocol, port)}
     if not inodes:
         return []
     pids = [
