@@ -74,6 +74,12 @@ def test_bench_overhead_json(tuner_cli):
     assert 0 < r["syscall_sysfloor_ratio"] < 2 and 0 < r["ctxswitch_sysfloor_ratio"] < 2
     assert r["syscall_events_per_s"] > 100_000  # the kernel side saw the loop
     assert r["syscall_records"] > 0
+    # nanoseconds added per operation beside the ratios; the interest set and duty arms ran
+    assert r["syscall_sysfloor_ns"] > 0 and r["syscall_probe_over_floor"] > 0
+    assert 0 < r["syscall_interest_ratio"] < 2 and 0 < r["syscall_duty_ratio"] < 2
+    # nginx from Debian, started by the bench: bare, the agent's probes, all probes
+    assert r["nginx_bare_rps"] > 100 and 0 < r["nginx_agent_ratio"] < 2
+    assert len(r["nginx_all_round_ratios"]) == 1
 
 
 def test_observe_ctrl_c_detaches_everything():

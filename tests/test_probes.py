@@ -89,6 +89,52 @@ def test_syscalls_latency_sampling_keeps_counts_exact_and_estimates_time():
     assert total(frames, ent, "time_ns_net") > 0
 
 
+def test_syscalls_interest_set_counts_only_its_classes():
+    """With syscall_classes=("net",) the child's getsockopt calls are counted exactly and
+    its other syscalls (Python's start-up reads files, maps memory) not at all."""
+    n = 3000
+    frames, ent = sockopt_calls(n, syscall_classes=("net",))
+    assert n <= total(frames, ent, "calls_net") <= n + 5
+    assert total(frames, ent, "calls") == total(frames, ent, "calls_net")
+    assert total(frames, ent, "calls_file") == total(frames, ent, "calls_mem") == 0
+
+
+def test_syscalls_duty_cycle_detaches_and_scales():
+    """Duty 0.5 over two windows: the probe is attached every other window (its raw
+    tracepoints closed in between), each count it reports stands for two, and its total
+    estimates what a probe attached all the time counts, side by side."""
+    child = Gated(
+        """
+        import socket, time
+        s = socket.socket()
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            s.getsockopt(socket.SOL_SOCKET, socket.SO_TYPE)
+            time.sleep(0.0002)
+        """
+    )
+    base = dict(window_ms=WINDOW, pids=(child.pid,), syscall_classes=("net",))
+    duty = ProbeConfig(**base, syscall_duty=0.5, syscall_period_ms=2 * WINDOW)
+    try:
+        with SyscallProbe(ProbeConfig(**base)) as full, SyscallProbe(duty) as half:
+            child.go()
+            attached, got = [], {"full": [], "half": []}
+            while len(attached) < 40:
+                wait_for_window(WINDOW)
+                got["full"] += full.poll()
+                got["half"] += half.poll()
+                attached.append(half.attached)
+    finally:
+        child.kill()
+    assert attached[:4] in ([True, False] * 2, [False, True] * 2)  # alternating
+    assert attached.count(True) == 20
+    ent = f"proc:{child.pid}"
+    half_calls = [f.features["calls_net"] for f in got["half"] if f.entity == ent]
+    assert half_calls and all(c % 2 == 0 for c in half_calls)  # each count stands for two
+    want = total(got["full"], ent, "calls_net")
+    assert want > 1000 and 0.8 * want <= total(got["half"], ent, "calls_net") <= 1.2 * want
+
+
 def test_syscalls_counts_errors():
     frames, pid, _ = observe_child(
         SyscallProbe,

@@ -126,7 +126,9 @@ def run_observe(args) -> int:
         comm=args.comm,
         cgroup=args.cgroup,
         latency_sample=args.latency_sample,
-    )
+        syscall_classes=tuple(c.strip() for c in args.syscall_classes.split(",") if c.strip()),
+        syscall_duty=args.syscall_duty,
+    ).validate()
     what = (
         ", ".join(f"pid {p}" for p in pids)
         or (args.comm and f"comm {args.comm}")
@@ -212,6 +214,21 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         metavar="N",
         help="syscalls probe: time one in N calls at random and scale (a power of two; "
         "calls and errors stay exact; larger N costs a busy process less; default: %(default)s)",
+    )
+    p.add_argument(
+        "--syscall-classes",
+        default="",
+        metavar="LIST",
+        help="syscalls probe: count only these classes (of other, net, file, poll, mem); "
+        "the rest are dropped by the probe's first instructions (default: all)",
+    )
+    p.add_argument(
+        "--syscall-duty",
+        type=float,
+        default=1.0,
+        metavar="F",
+        help="syscalls probe: attached for this fraction of each second, detached (no cost "
+        "to any syscall on the host) for the rest; figures are scaled up (default: 1)",
     )
     p.add_argument("--seconds", type=float, metavar="S", help="stop after S seconds")
     p.add_argument(

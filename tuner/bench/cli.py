@@ -38,9 +38,11 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "with empty programs on raw_syscalls sys_enter/sys_exit alone (sysfloor) and\n"
         "on all the probes' attach points (floor: what no probe there can undercut),\n"
         "with all probes observing them, and (getppid) with the syscall probe timing\n"
-        "one call in 16; arms rotate each round. Prints each throughput ratio to bare,\n"
-        "raw events per second seen in the kernel, summary records delivered, and\n"
-        "records lost.",
+        "one call in 16, counting only the net and poll classes (interest), and\n"
+        "attached 0.2 of each second (duty); then nginx (2 workers, wrk on loopback)\n"
+        "bare, with the agent's probes and with all probes. Arms rotate each round.\n"
+        "Prints each throughput ratio to bare, the nanoseconds each arm adds to one\n"
+        "operation, raw events per second seen in the kernel, and records lost.",
         epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 3 --rounds 5"
         " --json",
     )

@@ -2,9 +2,12 @@
 
 For a syscall-heavy, a context-switch-heavy and a TCP request-response workload, runs each
 bare, with empty programs on the probes' attach points (all of them, and the syscall probe's
-alone), and with all probes attached and observing it, rotating the arms round by round so
-that drifts in machine load hit all alike. Reports the throughput ratios (with / without), the
-raw events per second the BPF side saw, summary records delivered and records lost.
+alone), and with all probes attached and observing it (also with the syscall probe sampling
+latency, counting only an interest set, or attached for a duty cycle), rotating the arms
+round by round so that drifts in machine load hit all alike; then nginx
+(:mod:`tuner.bench.nginx`). Reports the throughput ratios (with / without), the nanoseconds
+each arm adds to one operation, the raw events per second the BPF side saw, summary records
+delivered and records lost.
 
 >>> median([3.0, 1.0, 2.0])
 2.0
@@ -19,6 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from tuner.bench import nginx
 from tuner.errors import TunerError
 from tuner.probes.config import ProbeConfig
 from tuner.probes.stream import FeatureStream
@@ -63,10 +67,15 @@ class Run:
 #: sys_exit only; ``sampled`` is all probes with the syscall probe timing one call in
 #: SAMPLED_LATENCY.
 ARMS = {
-    "syscall": ("bare", "floor", "sysfloor", "probed", "sampled"),
+    "syscall": ("bare", "floor", "sysfloor", "probed", "sampled", "interest", "duty"),
     "ctxswitch": ("bare", "floor", "sysfloor", "probed"),
-    "tcp": ("bare", "floor", "sysfloor", "probed"),
+    "tcp": ("bare", "floor", "sysfloor", "probed", "interest"),
 }
+#: ``interest``: all probes, the syscall probe counting only :data:`INTEREST` (getppid is
+#: "other": dropped by its first instructions); ``duty``: all probes, the syscall probe
+#: attached :data:`DUTY` of each second.
+INTEREST = ("net", "poll")
+DUTY = 0.2
 #: (argument of workload.c, label in the results)
 WORKLOADS = (("sys", "syscall"), ("ctx", "ctxswitch"), ("tcp", "tcp"))
 #: Empty-program arms and the defines bpf/bench_floor.c gets for them.
@@ -100,8 +109,13 @@ def run_workload(binary: Path, kind: str, seconds: float, arm: str = "probed") -
                 floor.cleanup()
         rate, elapsed = _ops(out)
         return Run(rate, seconds=elapsed)
-    sample = SAMPLED_LATENCY if arm == "sampled" else 1
-    cfg = ProbeConfig(window_ms=100, comm=WORKLOAD_COMM, latency_sample=sample)
+    cfg = ProbeConfig(
+        window_ms=100,
+        comm=WORKLOAD_COMM,
+        latency_sample=SAMPLED_LATENCY if arm == "sampled" else 1,
+        syscall_classes=INTEREST if arm == "interest" else (),
+        syscall_duty=DUTY if arm == "duty" else 1.0,
+    )
     with FeatureStream(cfg) as stream:
         before = stream.stats()
         proc = _start(binary, kind, seconds)
@@ -153,48 +167,96 @@ def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
                 f"{label}_records_lost": lost,
             }
         )
-        if "sampled" in rate:
-            result[f"{label}_sampled_ratio"] = round(rate["sampled"] / rate["bare"], 4)
-            result["latency_sample"] = SAMPLED_LATENCY
+        for arm in ("sampled", "interest", "duty"):
+            if arm in rate:
+                result[f"{label}_{arm}_ratio"] = round(rate[arm] / rate["bare"], 4)
+        result.update(added_ns(label, rate))
+        result["latency_sample"] = SAMPLED_LATENCY
         result["records_lost"] += lost
+    try:
+        result.update(nginx.run(seconds, rounds, progress))
+    except TunerError as e:  # nginx or wrk missing: the other workloads still count
+        result["nginx_skipped"] = e.problem
     return result
 
 
+def added_ns(label: str, rate: dict[str, float]) -> dict[str, float]:
+    """Nanoseconds each arm adds to one operation of the workload (a ratio depends on how
+    cheap the machine's operations are; this does not), and the probes' added time over
+    the empty programs' on the same attach points (``probe_over_floor``: 1.0 would be a
+    probe that costs nothing beyond being attached).
+
+    >>> r = added_ns("syscall", {"bare": 4e6, "floor": 2e6, "probed": 1.6e6})
+    >>> r["syscall_floor_ns"], r["syscall_probed_ns"], r["syscall_probe_over_floor"]
+    (250.0, 375.0, 1.5)
+    """
+    bare_ns = 1e9 / rate["bare"]
+    out = {f"{label}_{arm}_ns": round(1e9 / r - bare_ns, 1) for arm, r in rate.items()
+           if arm != "bare"}  # fmt: skip
+    floor = out.get(f"{label}_floor_ns", 0.0)
+    if floor > 0:
+        out[f"{label}_probe_over_floor"] = round(out[f"{label}_probed_ns"] / floor, 3)
+    return out
+
+
 def render(r: dict) -> str:
-    """The figures as a short table: throughput ratios to bare, and what the probes saw.
+    """The figures as two short tables: throughput ratios to bare with what the probes saw,
+    and the nanoseconds each arm adds to one operation.
 
     >>> print(render({"syscall_bare_ops_per_s": 1000, "syscall_floor_ratio": 0.5,
     ...   "syscall_sysfloor_ratio": 0.6, "syscall_throughput_ratio": 0.4,
-    ...   "syscall_sampled_ratio": 0.45, "latency_sample": 16,
-    ...   "syscall_events_per_s": 800, "syscall_records": 9, "syscall_records_lost": 0}))
-    workload     bare ops/s sysfloor   floor  probed  sampled   events/s  records  lost
-    syscall           1,000    0.600   0.500   0.400    0.450        800        9     0
-    sysfloor: empty programs on raw_syscalls sys_enter/sys_exit; floor: on all the probes'
-    attach points; sampled: syscall latency 1 in 16
+    ...   "syscall_sampled_ratio": 0.45, "latency_sample": 16, "syscall_interest_ratio": 0.58,
+    ...   "syscall_events_per_s": 800, "syscall_records": 9, "syscall_records_lost": 0,
+    ...   "syscall_floor_ns": 1000.0, "syscall_probed_ns": 1500.0,
+    ...   "syscall_probe_over_floor": 1.5}))
+    workload   bare ops/s sysfloor  floor probed sampled interest duty  events/s lost
+    syscall         1,000    0.600  0.500  0.400   0.450    0.580    -       800    0
+    ns added per op: sysfloor  floor probed sampled interest   duty probe/floor
+    syscall                 -   1000   1500       -        -      -       1.500
+    sysfloor: empty programs on raw_syscalls; floor: on all the probes' attach points;
+    sampled: syscall latency 1 in 16; interest: syscall classes net,poll; duty: 0.2 of a s
     """
-    lines = [
-        f"{'workload':<10} {'bare ops/s':>12} {'sysfloor':>8} {'floor':>7} {'probed':>7} "
-        f"{'sampled':>8} {'events/s':>10} {'records':>8} {'lost':>5}"
-    ]
+    arms = ("sysfloor", "floor", "throughput", "sampled", "interest", "duty")
+    widths = (8, 6, 6, 7, 8, 4)
+    lines = [f"{'workload':<10} {'bare ops/s':>10} sysfloor  floor probed sampled interest "
+             f"duty {'events/s':>9} lost"]  # fmt: skip
+    ns_lines = ["ns added per op: sysfloor  floor probed sampled interest   duty probe/floor"]
     for _kind, label in WORKLOADS:
         if label + "_bare_ops_per_s" not in r:
             continue
-        sampled = r.get(label + "_sampled_ratio")
+        cells = [
+            _cell(r.get(f"{label}_{a}_ratio"), w, ".3f") for a, w in zip(arms, widths, strict=True)
+        ]
         lines.append(
-            f"{label:<10} {r[label + '_bare_ops_per_s']:>12,} "
-            f"{r[label + '_sysfloor_ratio']:>8.3f} {r[label + '_floor_ratio']:>7.3f} "
-            f"{r[label + '_throughput_ratio']:>7.3f} "
-            f"{'-' if sampled is None else format(sampled, '.3f'):>8} "
-            f"{r[label + '_events_per_s']:>10,} "
-            f"{r[label + '_records']:>8} {r[label + '_records_lost']:>5}"
+            f"{label:<10} {r[label + '_bare_ops_per_s']:>10,} {' '.join(cells)} "
+            f"{r[label + '_events_per_s']:>9,} {r[label + '_records_lost']:>4}"
         )
-    lines.append(
-        "sysfloor: empty programs on raw_syscalls sys_enter/sys_exit; floor: on all the probes'"
+        ns = [_cell(r.get(f"{label}_{a}_ns"), w, ".0f")
+              for a, w in zip(("sysfloor", "floor", "probed", "sampled", "interest", "duty"),
+                              (8, 6, 6, 7, 8, 6), strict=True)]  # fmt: skip
+        ns_lines.append(
+            f"{label:<16} {' '.join(ns)} {_cell(r.get(label + '_probe_over_floor'), 11, '.3f')}"
+        )
+    if "nginx_bare_rps" in r:
+        ns_lines.append(
+            f"nginx {r['nginx_bare_rps']:,} req/s bare; with the agent's probes "
+            f"{r['nginx_agent_ratio']:.3f} of it, with all probes {r['nginx_all_ratio']:.3f}"
+        )
+    elif "nginx_skipped" in r:
+        ns_lines.append(f"nginx: skipped ({r['nginx_skipped']})")
+    return "\n".join(
+        [
+            *lines,
+            *ns_lines,
+            "sysfloor: empty programs on raw_syscalls; floor: on all the probes' attach points;",
+            f"sampled: syscall latency 1 in {r.get('latency_sample', SAMPLED_LATENCY)}; "
+            f"interest: syscall classes {','.join(INTEREST)}; duty: {DUTY:g} of a s",
+        ]
     )
-    lines.append(
-        f"attach points; sampled: syscall latency 1 in {r.get('latency_sample', SAMPLED_LATENCY)}"
-    )
-    return "\n".join(lines)
+
+
+def _cell(v: float | None, width: int, fmt: str) -> str:
+    return f"{'-' if v is None else format(v, fmt):>{width}}"
 
 
 def progress_line(msg: str) -> None:

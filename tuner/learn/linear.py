@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 BATCH = 16  # rows a step counts in full; a larger batch's summed gradient is scaled to this
-SETTLED, THIN = 2000, 8  # Heads.observe: rows before the scaler learns one batch in THIN
+SETTLED, THIN = 500, 8  # Heads.observe: rows before the scaler learns one batch in THIN
 
 
 class RunningScaler:

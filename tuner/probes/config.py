@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from tuner.errors import TunerError
 
 CGROUP2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+SYSCALL_CLASSES = ("other", "net", "file", "poll", "mem")  # bpf/syscalls.h, in its order
 
 
 def _range_error(name: str, lo: int, hi: int, got: object) -> TunerError:
@@ -50,6 +51,16 @@ class ProbeConfig:
         timed call this many times in ``time_ns_*`` and the histogram (a power of two; 1, the
         default, times every call). Calls and errors are always counted exactly. Timing is
         the dearest part of the probe's work, so a larger value costs a busy process less.
+    syscall_classes : tuple of str
+        The syscall classes the syscall probe counts (of ``other``, ``net``, ``file``,
+        ``poll``, ``mem``; empty: all). Any other syscall is dropped by the probe's first
+        instructions, before it looks at the task.
+    syscall_duty : float
+        Fraction of each ``syscall_period_ms`` the syscall probe is attached (1: always).
+        Detached, no syscall of any process goes through the tracing slow path; attached, it
+        counts as usual, and its figures are scaled by 1 / duty (an estimate of the period's).
+    syscall_period_ms : int
+        The duty cycle's period, a whole number of windows.
     """
 
     window_ms: int = 100
@@ -59,6 +70,9 @@ class ProbeConfig:
     max_entities: int = 256
     ringbuf_pages: int = 64
     latency_sample: int = 1
+    syscall_classes: tuple[str, ...] = ()
+    syscall_duty: float = 1.0
+    syscall_period_ms: int = 1000
     max_cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
 
     def validate(self) -> ProbeConfig:
@@ -88,6 +102,18 @@ class ProbeConfig:
             )
         if self.cgroup is not None:
             self.cgroup_id()
+        bad = [c for c in self.syscall_classes if c not in SYSCALL_CLASSES]
+        if bad:
+            raise TunerError(f"unknown syscall class {bad[0]!r}",
+                             f"choose from {', '.join(SYSCALL_CLASSES)}")  # fmt: skip
+        if not 0.0 < self.syscall_duty <= 1.0:
+            raise TunerError(f"syscall duty must be in (0, 1]; got {self.syscall_duty!r}")
+        if self.syscall_period_ms % self.window_ms or self.syscall_period_ms < self.window_ms:
+            raise TunerError(
+                f"syscall period {self.syscall_period_ms} ms is not a whole number of "
+                f"{self.window_ms} ms windows",
+                "give a multiple of the window",
+            )
         return self
 
     def cgroup_id(self) -> int:

@@ -13,9 +13,11 @@ import ctypes
 from typing import Any
 
 from tuner.probes.base import Frame, Probe
+from tuner.probes.config import SYSCALL_CLASSES as CLASSES
 
-CLASSES = ("other", "net", "file", "poll", "mem")
 HIST_BUCKETS = 32
+NR_MAX = 512  # entries of the `classes` map: syscall numbers 0 .. NR_MAX - 1
+NOT_COUNTED = 0xFF  # the class of a syscall outside the interest set
 
 # x86_64 syscall numbers by class (arch/x86/entry/syscalls/syscall_64.tbl). The class is
 # decided by the syscall alone: read(2) on a socket counts as file I/O.
@@ -147,24 +149,57 @@ class SyscallProbe(Probe):
 
     def setup(self, bpf: Any) -> None:
         table = bpf[b"classes"]
-        for nr, cls in SYSCALL_CLASS.items():
-            table[ctypes.c_int(nr)] = ctypes.c_uint8(cls)
+        wanted = {CLASSES.index(c) for c in self.config.syscall_classes} or set(range(len(CLASSES)))
+        for nr in range(NR_MAX):
+            cls = SYSCALL_CLASS.get(nr, 0)
+            table[ctypes.c_int(nr)] = ctypes.c_uint8(cls if cls in wanted else NOT_COUNTED)
         bpf[b"armed"][ctypes.c_int(0)] = ctypes.c_uint32(1)
+        self._windows = 0
+        self._attached = True
+
+    def poll(self) -> list[Frame]:
+        """As :meth:`Probe.poll`, and the duty cycle: attached for the first
+        ``syscall_duty`` of each ``syscall_period_ms``, detached for the rest (the raw
+        tracepoints closed, so no syscall on the host pays for them)."""
+        frames = super().poll()
+        cfg = self.config
+        if cfg.syscall_duty < 1.0:
+            period = cfg.syscall_period_ms // cfg.window_ms
+            on = max(1, round(cfg.syscall_duty * period))
+            self._windows += 1
+            self._attach(self._windows % period < on)
+        return frames
+
+    @property
+    def attached(self) -> bool:
+        """Whether the duty cycle has the raw tracepoints attached now."""
+        return self._attached
+
+    def _attach(self, attached: bool) -> None:
+        if attached == self._attached:
+            return
+        for tp in (b"sys_enter", b"sys_exit"):
+            if attached:
+                self._bpf.attach_raw_tracepoint(tp=tp, fn_name=b"raw_tracepoint__" + tp)
+            else:
+                self._bpf.detach_raw_tracepoint(tp=tp)
+        self._attached = attached
 
     def to_frame(self, r: Any) -> Frame:
         a = r.acc
+        k = 1.0 / self.config.syscall_duty  # attached part of a period -> the whole period
         f: dict[str, float] = {}
         for i, cls in enumerate(CLASSES):
-            f[f"calls_{cls}"] = float(a.calls[i])
-            f[f"time_ns_{cls}"] = float(a.time_ns[i])
-            f[f"errors_{cls}"] = float(a.errors[i])
-        f["calls"] = float(sum(a.calls))
-        f["time_ns"] = float(sum(a.time_ns))
-        f["errors"] = float(sum(a.errors))
+            f[f"calls_{cls}"] = k * a.calls[i]
+            f[f"time_ns_{cls}"] = k * a.time_ns[i]
+            f[f"errors_{cls}"] = k * a.errors[i]
+        f["calls"] = k * sum(a.calls)
+        f["time_ns"] = k * sum(a.time_ns)
+        f["errors"] = k * sum(a.errors)
         hist = list(a.hist)
         f["lat_p50_ns"] = float(histogram_quantile(hist, 0.5))
         f["lat_p99_ns"] = float(histogram_quantile(hist, 0.99))
-        f.update({f"hist_{b}": float(n) for b, n in enumerate(hist) if n})
+        f.update({f"hist_{b}": k * n for b, n in enumerate(hist) if n})
         return Frame(
             self.name,
             f"proc:{a.tgid}",
