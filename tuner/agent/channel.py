@@ -26,6 +26,10 @@ from tuner.policy.shares import SharePolicy, TableDecision
 from tuner.probes.base import Frame
 from tuner.window import ChannelWindow, EntityState, TableOutcome
 
+# who an entity is (EntityState's pid, tid, cpu, cpu_load), from Channel.describe
+Identity = tuple[int | None, int | None, int | None, float | None]
+NO_IDENTITY: Identity = (None, None, None, None)
+
 if TYPE_CHECKING:
     from tuner.agent.workers import WorkerMap
 
@@ -91,24 +95,17 @@ class Channel:
         features = step.features.get(self.name, {})
         preds = step.predicted.get(self.name, {})
         shares = self.in_force
-        out = []
-        for i, (e, load) in enumerate(own.loads.items()):
-            out.append(
-                EntityState(
-                    e,
-                    load,
-                    features.get(e, {}),
-                    preds.get(e),
-                    shares.get(e),
-                    decided[i] if decided is not None else None,
-                    **self.describe(e, step),
-                )
-            )
-        return tuple(out)
+        none: dict[str, float] = {}
+        return tuple(
+            EntityState(e, load, features.get(e, none), preds.get(e), shares.get(e),
+                        decided[i] if decided is not None else None, *self.describe(e, step))
+            for i, (e, load) in enumerate(own.loads.items())
+        )  # fmt: skip
 
-    def describe(self, entity: str, step: Step) -> dict:
-        """More about an entity for its :class:`~tuner.window.EntityState` (pid, cpu ...)."""
-        return {}
+    def describe(self, entity: str, step: Step) -> Identity:
+        """Who an entity is, for its :class:`~tuner.window.EntityState`: pid, tid, cpu and
+        that CPU's load (None where it does not apply)."""
+        return NO_IDENTITY
 
     def set_mode(self, mode: str) -> None:
         """The agent switched mode."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from tuner.actuate.steering import Steering
-from tuner.agent.channel import Channel, Measurement, SteeredChannel, Step
+from tuner.agent.channel import Channel, Identity, Measurement, SteeredChannel, Step
 from tuner.agent.sockets import SocketTable
 from tuner.agent.workers import WorkerMap, cpu_loads
 from tuner.learn.online import Learner
@@ -176,8 +176,8 @@ class WorkerChannel(SteeredChannel):
         self.flow_policy.reset()
         self.holding = False
 
-    def describe(self, entity: str, step: Step) -> dict:
-        e = self.workers.entities[int(entity.split(":")[1])]
+    def describe(self, entity: str, step: Step) -> Identity:
+        e = self.workers.entity(entity)
         cpus = step.measured.get("cpus")
         cpu_load = cpus.loads.get(f"cpu:{e.cpu}") if cpus is not None else None
-        return {"pid": e.pid, "tid": e.tid, "cpu": e.cpu, "cpu_load": cpu_load}
+        return e.pid, e.tid, e.cpu, cpu_load

@@ -12,6 +12,7 @@ so an answer on it means the agent is up and deciding.
 
 from __future__ import annotations
 
+import gc
 import os
 import sys
 from contextlib import ExitStack
@@ -95,6 +96,7 @@ def run_agent(
         stack.enter_context(ControlServer(config.get("agent.control_socket"), agent.handle))
         if progress:
             progress(agent)
+        gc.freeze()  # what start-up made stays: collections walk only what windows make
         try:
             for window in stream.windows(seconds):
                 if watch is not None:

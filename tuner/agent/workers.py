@@ -23,6 +23,7 @@ from the scheduler probe's per-task frames.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -114,9 +115,10 @@ class WorkerMap:
     def names(self) -> list[str]:
         return [e.entity for e in self.entities]
 
-    def measure(self, frames: list[Frame]) -> Measurement:
-        """Each entity's load and run-queue share this window; an entity without frames was
-        idle (load 0)."""
+    @functools.cached_property
+    def _lookup(self) -> tuple[dict[int, int], dict[int, int], dict[str, WorkerEntity]]:
+        """Entity index by member pid (whole processes) and by member tid (threads), and each
+        entity by name: made once per map, used every window."""
         by_pid: dict[int, int] = {}
         by_tid: dict[int, int] = {}
         for i, e in enumerate(self.entities):
@@ -125,9 +127,20 @@ class WorkerMap:
                     by_pid[pid] = i
                 else:
                     by_tid[tid] = i
+        return by_pid, by_tid, {e.entity: e for e in self.entities}
+
+    def entity(self, name: str) -> WorkerEntity:
+        """The entity called ``name`` (``worker:3``)."""
+        return self._lookup[2][name]
+
+    def measure(self, frames: list[Frame]) -> Measurement:
+        """Each entity's load and run-queue share this window; an entity without frames was
+        idle (load 0)."""
+        by_pid, by_tid, _ = self._lookup
         n = len(self.entities)
         busy, wait = [0.0] * n, [0.0] * n
-        span: dict[int, tuple[int, int]] = {}
+        lo, hi = [0] * n, [1] * n
+        seen = [False] * n
         for f in frames:
             if f.probe != "sched" or not f.entity.startswith("task:"):
                 continue
@@ -136,14 +149,17 @@ class WorkerMap:
                 i = by_pid.get(int(f.labels.get("tgid", 0)))
             if i is None:
                 continue
-            busy[i] += f.features.get("oncpu_ns", 0.0) + f.features.get("runq_wait_ns", 0.0)
-            wait[i] += f.features.get("runq_wait_ns", 0.0)
-            lo, hi = span.get(i, (f.window_start, f.window_end))
-            span[i] = (min(lo, f.window_start), max(hi, f.window_end))
+            x = f.features
+            q = x.get("runq_wait_ns", 0.0)
+            busy[i] += x.get("oncpu_ns", 0.0) + q
+            wait[i] += q
+            if seen[i]:
+                lo[i], hi[i] = min(lo[i], f.window_start), max(hi[i], f.window_end)
+            else:
+                lo[i], hi[i], seen[i] = f.window_start, f.window_end, True
         loads, features = {}, {}
         for i, e in enumerate(self.entities):
-            lo, hi = span.get(i, (0, 1))
-            length = max(hi - lo, 1)
+            length = max(hi[i] - lo[i], 1)
             loads[e.entity] = busy[i] / length
             features[e.entity] = {"runq_frac": wait[i] / length}
         return Measurement(loads, features)

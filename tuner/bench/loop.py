@@ -12,6 +12,7 @@ It also reports the learned model's MAE against the last-value baseline on that 
 
 from __future__ import annotations
 
+import gc
 import math
 import os
 import socket
@@ -99,6 +100,7 @@ def measure(n: int, windows: int, steering: ReuseportSteering) -> dict[str, floa
     )
     workers = WorkerMap.from_pids(list(range(1, n + 1)), cpus=[None] * n)
     agent = build_agent(config, workers, _Modulo(steering, n), mode="active")
+    gc.freeze()  # as tuner run does once it is up
     for w in range(windows):
         frames = frames_for(n, w)
         agent.step(frames, time.monotonic_ns())
