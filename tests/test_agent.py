@@ -66,6 +66,7 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
             assert pins["lease_left_ms"] < 0  # lapsed: the kernel's own placement again
         text = run_tuner("status", "--socket", agent.sock, check=True).stdout
         assert "mode        shadow" in text and "loop" in text
+        assert "hotspots    next window: precision" in text and "; horizon: " in text
     finally:
         done = agent.stop()
         gen.kill()
@@ -239,6 +240,9 @@ def test_metrics_endpoint_serves_predictions_errors_and_loop_latency(served, tmp
             assert values[f"tuner_predicted_load{label}"] >= 0
             assert 0 <= values[f"tuner_hotspot_probability{label}"] <= 1
         assert 'tuner_model_mae{model="baseline"}' in values
+        for model in ("model", "baseline"):  # the learner's record, next window and horizon
+            for horizon in ("1", "10"):
+                assert values[f'tuner_prequential_mae{{model="{model}",horizon="{horizon}"}}'] >= 0
     finally:
         gen.kill()
         assert agent.stop().returncode == 0

@@ -20,6 +20,7 @@ from tuner.agent.control import CLIENT_TIMEOUT_S, MAX_REQUEST, ControlServer, cl
 from tuner.agent.loop import Snapshot
 from tuner.agent.metrics import MetricsServer
 from tuner.errors import TunerError
+from tuner.learn.scores import Skill, SkillSummary
 
 
 def _status(msg: dict) -> dict:
@@ -159,7 +160,8 @@ def test_metrics_survive_half_open_clients_quietly(capfd):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    snapshot = Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None)
+    k = SkillSummary(3, 1, Skill(0.1, 0.9, 0.8), Skill(0.2, None, None))
+    snapshot = Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None, k)
     with MetricsServer(port, lambda: snapshot):
         half = []
         for _ in range(200):  # connect, send part of a request, go away or hang

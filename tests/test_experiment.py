@@ -210,6 +210,10 @@ def test_repeated_rounds_report_medians_of_per_round_ratios(
     assert summary["arms"]["kernel"]["requests"] == total
     assert "p99/kernel per round" in (out / "report.md").read_text()
     assert json.loads((out / "summary.json").read_text()) == summary
+    shadow = summary["arms"]["shadow"]  # the learner's record, with its interval over rounds
+    assert shadow["mae_vs_baseline"] > 0 and len(shadow["mae_vs_baseline_ci"]) == 2
+    assert "horizon_mae_vs_baseline" in shadow and "hotspot_recall" in shadow
+    assert "MAE/last value" in (out / "report.md").read_text()
 
 
 @pytest.mark.kernel

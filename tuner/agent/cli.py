@@ -208,6 +208,27 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _hotspot_line(sc: dict[str, Any]) -> str:
+    """Hotspot calls of the model against the last value's, next window and horizon.
+
+    >>> _hotspot_line({"model_precision": 0.9, "model_recall": None,
+    ...                "baseline_precision": 0.5, "baseline_recall": 0.5})
+    'hotspots    next window: precision 0.9 recall - (last value 0.5 / 0.5)'
+    """
+
+    def pr(prefix: str) -> str:
+        p, r = sc.get(prefix + "model_precision"), sc.get(prefix + "model_recall")
+        bp, br = sc.get(prefix + "baseline_precision"), sc.get(prefix + "baseline_recall")
+        show = lambda v: "-" if v is None else v  # noqa: E731
+        return (f"precision {show(p)} recall {show(r)} "
+                f"(last value {show(bp)} / {show(br)})")  # fmt: skip
+
+    line = f"hotspots    next window: {pr('')}"
+    if "horizon_model_mae" in sc:
+        line += f"; horizon: {pr('horizon_')}"
+    return line
+
+
 def _status_text(reply: dict[str, Any]) -> str:
     """A running agent's status, one line per topic."""
     sh = reply["shadow"]
@@ -220,6 +241,7 @@ def _status_text(reply: dict[str, Any]) -> str:
         ),
         f"model       {reply['model']}: MAE {reply['model_mae_recent']}"
         f"  (last-value baseline {reply['baseline_mae_recent']})",
+        _hotspot_line(reply["scores"]),
         f"shadow      {sh['decisions']} decisions scored; hotspot precision"
         f" {sh['hotspot_precision']} recall {sh['hotspot_recall']};"
         f" gap to balanced {sh['mean_gap_to_balanced']}",

@@ -44,6 +44,7 @@ from tuner.agent.decisions import DecisionLog
 from tuner.agent.scoring import Guard, ShadowScores
 from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
+from tuner.learn.scores import SkillSummary
 from tuner.probes.base import Frame
 from tuner.window import WindowRecord
 
@@ -62,6 +63,7 @@ class Snapshot:
     baseline_mae: float
     latency_ms: tuple[float, ...]
     last: WindowRecord | None
+    skill: SkillSummary  # the workers' learner's record since the start
 
 
 class Agent:
@@ -195,6 +197,7 @@ class Agent:
             return Snapshot(
                 self.windows, self.decisions_written(), self.records_lost, self.mode,
                 model_mae, base_mae, tuple(self.latency_ms), self.last,
+                self.workers.learner.skill(),
             )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
@@ -217,7 +220,9 @@ class Agent:
             "model": self.config.model_name(),
             "model_mae_recent": round(snap.model_mae, 4),
             "baseline_mae_recent": round(snap.baseline_mae, 4),
-            "scores": {k: round(v, 4) for k, v in self.workers.learner.scores().items()},
+            "scores": {
+                k: v if v is None else round(v, 4) for k, v in self.workers.learner.scores().items()
+            },  # fmt: skip
             "shadow": self.shadow.summary(),
             "guard": self.guard.text(),
             "records_lost": snap.records_lost,

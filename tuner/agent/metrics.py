@@ -6,7 +6,9 @@ load and hotspot probability (every channel's), model and baseline error, record
 and a histogram of the control-loop latency.
 
 >>> from tuner.agent.loop import Snapshot
->>> print(render(Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None)).splitlines()[0])
+>>> from tuner.learn.scores import Skill
+>>> k = SkillSummary(3, 1, Skill(0.1, None, None), Skill(0.2, None, None))
+>>> print(render(Snapshot(3, 1, 0, "shadow", 0.1, 0.2, (0.5, 2.0), None, k)).splitlines()[0])
 # TYPE tuner_windows_total counter
 """
 
@@ -18,6 +20,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import TYPE_CHECKING, Any
 
 from tuner.errors import TunerError
+from tuner.learn.scores import SkillSummary
 
 if TYPE_CHECKING:
     from tuner.agent.loop import Snapshot
@@ -56,6 +59,35 @@ class _Server(ThreadingHTTPServer):
         pass  # a client that went away or sent garbage: nothing to report
 
 
+def skill_lines(k: SkillSummary) -> list[str]:
+    """The learner's record since the start: error and hotspot precision and recall, of the
+    model and of the last-value baseline, for the next window and over the horizon (a
+    precision or recall that is not defined yet, with no hotspot called or seen, is left
+    out).
+
+    >>> from tuner.learn.scores import Skill
+    >>> k = SkillSummary(9, 10, Skill(0.1, 0.9, None), Skill(0.2, 0.5, 0.5))
+    >>> [x for x in skill_lines(k) if "precision" in x and "TYPE" not in x]
+    ['tuner_hotspot_precision{model="model",horizon="1"} 0.9', \
+'tuner_hotspot_precision{model="baseline",horizon="1"} 0.5']
+    """
+    rows = [("model", "1", k.model), ("baseline", "1", k.baseline)]
+    if k.horizon_model is not None and k.horizon_baseline is not None:
+        h = str(k.horizon)
+        rows += [("model", h, k.horizon_model), ("baseline", h, k.horizon_baseline)]
+    out = []
+    for name, value in (
+        ("tuner_prequential_mae", lambda sk: sk.mae),
+        ("tuner_hotspot_precision", lambda sk: sk.precision),
+        ("tuner_hotspot_recall", lambda sk: sk.recall),
+    ):
+        out.append(f"# TYPE {name} gauge")
+        for model, horizon, sk in rows:
+            if (v := value(sk)) is not None:
+                out.append(f'{name}{{model="{model}",horizon="{horizon}"}} {v}')
+    return out
+
+
 def render(snap: Snapshot) -> str:
     """The metrics of one snapshot in Prometheus' text format."""
     lat = snap.latency_ms
@@ -71,6 +103,7 @@ def render(snap: Snapshot) -> str:
         "# TYPE tuner_model_mae gauge",
         f'tuner_model_mae{{model="model"}} {snap.model_mae}',
         f'tuner_model_mae{{model="baseline"}} {snap.baseline_mae}',
+        *skill_lines(snap.skill),
     ]
     preds = [
         (c.name, e, p)

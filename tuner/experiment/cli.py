@@ -94,7 +94,7 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from tuner.experiment.report import notes, table, write_all
+    from tuner.experiment.report import learning_table, notes, table, write_all
     from tuner.experiment.rounds import run_rounds
     from tuner.experiment.runner import Runner
     from tuner.experiment.spec import ARMS, SCHEMA, ExperimentSpec
@@ -130,6 +130,8 @@ def _run(args: argparse.Namespace) -> int:
         summary = write_all(spec, results, out, runner.rate, runner.calibration)
         interrupted = any(r.interrupted for r in results)
     print(json.dumps(summary, indent=2) if args.json else table(summary))
+    if not args.json and learning_table(summary):
+        print(learning_table(summary))
     if not args.json:
         for line in notes(summary):
             print(line)

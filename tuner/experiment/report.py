@@ -82,9 +82,7 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     out["decisions_per_s"] = round(len(changes) / (dur + warm), 2) if r.decisions else 0.0
     out["tuner_cpu_s"] = round(r.tuner_cpu_s, 2)
     if r.agent_status:
-        sc = r.agent_status.get("scores", {})
-        out["model_mae"] = sc.get("model_mae")
-        out["baseline_mae"] = sc.get("baseline_mae")
+        out.update(learner_metrics(r.agent_status.get("scores", {})))
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
@@ -92,6 +90,29 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["failed"] = r.failed
     if r.interrupted:
         out["interrupted"] = True
+    return out
+
+
+def learner_metrics(sc: dict[str, Any]) -> dict[str, Any]:
+    """An agent arm's learning figures from its final status' ``scores``: errors of the
+    model and the last value and their ratio, and hotspot precision and recall, for the next
+    window and over the horizon.
+
+    >>> m = learner_metrics({"model_mae": 0.08, "baseline_mae": 0.1, "model_precision": 0.9,
+    ...                      "model_recall": 0.7})
+    >>> m["mae_vs_baseline"], m["hotspot_precision"], "horizon_mae_vs_baseline" in m
+    (0.8, 0.9, False)
+    """
+    out: dict[str, Any] = {}
+    for prefix in ("", "horizon_"):
+        if f"{prefix}model_mae" not in sc:
+            continue
+        model, base = sc[f"{prefix}model_mae"], sc.get(f"{prefix}baseline_mae")
+        out[f"{prefix}model_mae"], out[f"{prefix}baseline_mae"] = model, base
+        out[f"{prefix}mae_vs_baseline"] = round(model / base, 4) if base else None
+        for who, key in (("model", "hotspot"), ("baseline", "baseline_hotspot")):
+            out[f"{prefix}{key}_precision"] = sc.get(f"{prefix}{who}_precision")
+            out[f"{prefix}{key}_recall"] = sc.get(f"{prefix}{who}_recall")
     return out
 
 
@@ -241,6 +262,37 @@ def table(summary: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+LEARNING = (
+    ("mae_vs_baseline", "MAE/last value"),
+    ("hotspot_precision", "hot precision"),
+    ("hotspot_recall", "hot recall"),
+    ("horizon_mae_vs_baseline", "horizon MAE/last"),
+    ("horizon_hotspot_precision", "horizon precision"),
+    ("horizon_hotspot_recall", "horizon recall"),
+)
+
+
+def learning_table(summary: dict[str, Any]) -> str:
+    """The agent arms' learning figures (prequential, since each agent started): the model's
+    error as a share of the last value's (below 1: better), and precision and recall of its
+    hotspot calls, next window and over the horizon. Empty when no arm has them.
+
+    >>> print(learning_table({"arms": {"active": {"mae_vs_baseline": 0.8,
+    ...       "mae_vs_baseline_ci": [0.7, 0.9], "hotspot_precision": 0.95}}}).splitlines()[2])
+    | active | 0.8 [0.7, 0.9] | 0.95 | - | - | - | - |
+    """
+    arms = {a: m for a, m in summary["arms"].items() if m.get("mae_vs_baseline") is not None}
+    if not arms:
+        return ""
+    rows = ["| arm | " + " | ".join(label for _, label in LEARNING) + " |",
+            "|" + "---|" * (len(LEARNING) + 1)]  # fmt: skip
+    for arm, m in arms.items():
+        cells = [ci_text(m.get(k), m.get(f"{k}_ci")) if k.endswith("vs_baseline")
+                 else _fmt(m.get(k)) for k, _ in LEARNING]  # fmt: skip
+        rows.append(f"| {arm} | " + " | ".join(cells) + " |")
+    return "\n".join(rows)
+
+
 def _mark(m: dict[str, Any]) -> str:
     """What the table says beside an arm that is not a full result.
 
@@ -312,10 +364,18 @@ seed {spec.get("seed")}.
 
 {table(summary)}
 {chr(10).join(["", *notes(summary)]) if notes(summary) else ""}
+
+{learning_table(summary)}
+
 - `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement;
   `p99/reactive`, lower than the reactive baseline's. `kernel-again` runs the kernel's
   placement a second time: how far its ratio is from 1 is the noise of this machine.
 - `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
+- Learning (agent arms): `MAE/last value`, the model's mean absolute error over the last
+  value's (below 1: the model predicts better); `hot precision` / `hot recall`, of its calls
+  that a worker's next window passes the hotspot threshold; `horizon ...`, the same for the
+  mean load over the horizon and a hotspot anywhere in it. Prequential: every prediction is
+  scored before its outcome is learned from.
 - Plots: `latency_cdf.png` (one curve per arm; further left is better),
   `worker_load.png` (CPU share of each worker over time, tables written marked).
 - Raw per-request samples: `samples.parquet`; the agent's decisions: `<arm>/decisions.jsonl`.

@@ -36,6 +36,8 @@ from tuner.experiment.stats import median_ci
 
 #: figures summed over rounds rather than taken as a median
 TOTALS = ("requests", "errors")
+#: per-round ratios given as a median with its 95 % interval over rounds
+RATIOS = ("p99_vs_kernel", "p99_vs_reactive", "mae_vs_baseline", "horizon_mae_vs_baseline")
 
 
 def rotated(arms: list[str], r: int) -> list[str]:
@@ -69,8 +71,7 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
                 m[key] = round(statistics.median(nums), 3)
             else:
                 m[key] = None
-        for base in ("kernel", "reactive"):
-            key = f"p99_vs_{base}"
+        for key in RATIOS:
             ratios = [p[key] for p in per if p.get(key) is not None]
             if ratios:  # failed rounds have no ratio: the median is over the others
                 m[key], m[f"{key}_ci"] = median_ci(ratios)
@@ -120,7 +121,7 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
 
 def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     """``report.md`` of a repeated run: the median table and each round's p99 ratio."""
-    from tuner.experiment.report import notes, table
+    from tuner.experiment.report import learning_table, notes, table
 
     n = summary["repeats"]
     lines = [
@@ -137,6 +138,8 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         "",
         table(summary),
         *notes(summary),
+        "",
+        learning_table(summary),
         "",
         "| arm | p99/kernel per round | p99/reactive per round |",
         "|---|---|---|",

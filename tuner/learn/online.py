@@ -41,7 +41,7 @@ from tuner.learn.features import EXTRA, FEATURES
 from tuner.learn.history import BatchHistory
 from tuner.learn.linear import Head, Heads
 from tuner.learn.models import CLIP, LoadModel, make_model
-from tuner.learn.scores import HorizonQueue, Scores
+from tuner.learn.scores import HorizonQueue, Scores, SkillSummary
 
 RECENT = 200  # windows of recent error the experts are chosen on
 LEARN_EVERY = 4  # windows whose outcomes are learned from in one step
@@ -241,8 +241,16 @@ class Learner:
 
     def scores(self) -> dict[str, Any]:
         """Prequential metrics since the start, for the model and the baseline, for the next
-        window and (with a horizon) over the horizon."""
+        window and (with a horizon) over the horizon, as flat JSON (:meth:`skill` typed)."""
         out = {"windows": self.windows_, **self.next_.summary("")}
         if self.horizon > 1:
             out.update(self.far_.summary("horizon_"))
         return out
+
+    def skill(self) -> SkillSummary:
+        """The same as :meth:`scores`, typed."""
+        far = self.horizon > 1
+        return SkillSummary(
+            self.windows_, self.horizon, self.next_.skill("model"), self.next_.skill("baseline"),
+            self.far_.skill("model") if far else None, self.far_.skill("baseline") if far else None,
+        )  # fmt: skip

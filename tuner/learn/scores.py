@@ -11,6 +11,8 @@ the horizon has passed (:class:`HorizonQueue`).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 RECENT = 200  # predictions the recent error is taken over
@@ -61,14 +63,45 @@ class Scores:
         m, b = self._ring[:, : self._filled].sum(axis=1) / self._filled
         return float(m), float(b)
 
-    def summary(self, prefix: str) -> dict[str, float]:
-        out: dict[str, float] = {}
+    def skill(self, name: str) -> Skill:
+        """How the ``model`` or the ``baseline`` did: mean absolute error, and precision and
+        recall of its hotspot calls (None while it called none, or none happened)."""
+        tp, fp, fn = self.hits[name]
+        return Skill(
+            round(self.err[name] / max(1, self.n), 6),
+            round(tp / (tp + fp), 4) if tp + fp else None,
+            round(tp / (tp + fn), 4) if tp + fn else None,
+        )
+
+    def summary(self, prefix: str) -> dict[str, float | None]:
+        out: dict[str, float | None] = {}
         for name in ("model", "baseline"):
-            tp, fp, fn = self.hits[name]
-            out[f"{prefix}{name}_mae"] = round(self.err[name] / max(1, self.n), 6)
-            out[f"{prefix}{name}_precision"] = round(tp / (tp + fp), 4) if tp + fp else 0.0
-            out[f"{prefix}{name}_recall"] = round(tp / (tp + fn), 4) if tp + fn else 0.0
+            sk = self.skill(name)
+            out.update({f"{prefix}{name}_mae": sk.mae, f"{prefix}{name}_precision": sk.precision,
+                        f"{prefix}{name}_recall": sk.recall})  # fmt: skip
         return out
+
+
+@dataclass(frozen=True)
+class Skill:
+    """One predictor's record: its mean absolute error, and precision and recall of its
+    hotspot calls (a hotspot: load over the threshold; None when undefined)."""
+
+    mae: float
+    precision: float | None
+    recall: float | None
+
+
+@dataclass(frozen=True)
+class SkillSummary:
+    """The learner's record since the start, next window and horizon, model and baseline."""
+
+    windows: int
+    horizon: int  # windows the horizon covers (1: none beyond the next)
+    model: Skill
+    baseline: Skill
+    horizon_model: Skill | None = None
+    horizon_baseline: Skill | None = None
 
 
 class HorizonQueue:
