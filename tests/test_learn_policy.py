@@ -132,13 +132,13 @@ def test_batch_history_gives_the_features_history_gives():
 
     rng = np.random.default_rng(5)
     batch, single = BatchHistory(capacity=2), {}
-    for w in range(40):
-        names = [f"e{i}" for i in range(6) if (w + i) % 9]  # some miss a window and return
+    for w in range(200):
+        names = [f"e{i}" for i in range(6) if (w + i) % 90]  # some miss a window and return
         for gone in set(single) - set(names):
             del single[gone]
         batch.forget([e for e in batch.index if e not in names])
         rows = batch.rows(names)
-        loads = rng.random(len(names))
+        loads = 0.1 * rng.random(len(names)) + (1.0 if w % 16 < 3 else 0.3)  # a period of 16
         runq = rng.random(len(names)) * 0.1
         shares = rng.random(len(names))
         batch.push(rows, loads, {"runq_frac": runq}, shares)
@@ -146,8 +146,9 @@ def test_batch_history_gives_the_features_history_gives():
         for i, e in enumerate(names):
             h = single.setdefault(e, History())
             h.push(float(loads[i]), {"runq_frac": float(runq[i])}, float(shares[i]))
-            want = h.features()
+            want = h.features(batch.season.period)
             got = {f: X[i, j] for j, f in enumerate(FEATURES) if not np.isnan(X[i, j])}
             assert got.keys() == want.keys() and np.allclose(
                 list(got.values()), [want[k] for k in got]
             ), (w, e)
+    assert batch.season.period == 16 and "season" in want

@@ -27,20 +27,37 @@ PORT = 8000
 
 
 # -- pure Python ------------------------------------------------------------------------------
-def test_offline_features_equal_the_live_agents_features():
+@pytest.mark.parametrize("periodic", [False, True])
+def test_offline_features_equal_the_live_agents_features(periodic):
+    """Offline training builds each row as History builds it live, column by column, NaN
+    where History leaves a feature out; also the season features of a periodic load."""
+    from tuner.learn.features import FEATURES
+    from tuner.learn.season import Seasonality
+
     rng = np.random.default_rng(3)
-    loads = rng.random((30, 3))
-    shares = rng.random((30, 3))
-    runq = rng.random((30, 3)) * 0.1
-    live = loads * rng.random((30, 3))
+    n = 160 if periodic else 30
+    loads = rng.random((n, 3))
+    if periodic:  # a burst every 20 windows
+        loads = 0.1 * loads + np.where(np.arange(n) % 20 < 4, 1.0, 0.3)[:, None]
+    shares = rng.random((n, 3))
+    runq = rng.random((n, 3)) * 0.1
+    live = loads * rng.random((n, 3))
     X, y, win = feature_matrix(loads, shares, runq, live)
-    for e in range(3):
-        h = History()
-        for w in range(29):
-            h.push(loads[w, e], {"runq_frac": runq[w, e], "live_load": live[w, e]}, shares[w, e])
+    season = Seasonality()  # the channel's period, from the mean load, as the learner has it
+    hs = [History() for _ in range(3)]
+    for w in range(n - 1):
+        season.push(float(loads[w].mean()))
+        for e in range(3):
+            hs[e].push(loads[w, e], {"runq_frac": runq[w, e], "live_load": live[w, e]},
+                       shares[w, e])  # fmt: skip
             row = X[w * 3 + e]
-            assert np.allclose(row, list(h.features().values())), (w, e)
+            got = {f: v for f, v in zip(FEATURES, row, strict=True) if not np.isnan(v)}
+            want = hs[e].features(season.period)
+            assert got.keys() == want.keys(), (w, e)
+            assert np.allclose(list(got.values()), [want[k] for k in got]), (w, e)
             assert y[w * 3 + e] == loads[w + 1, e] and win[w * 3 + e] == w
+    if periodic:
+        assert season.period == 20 and "season_delta" in want
 
 
 @pytest.fixture

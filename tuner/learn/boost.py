@@ -20,7 +20,7 @@ A saved model holds no pickled code: ``model.json`` (metadata, feature schema, m
 ...                   for k in range(4)], axis=1)
 >>> X, y, win = feature_matrix(loads, np.full_like(loads, 0.25), np.zeros_like(loads))
 >>> X.shape, y.shape, list(FEATURES)[:3]
-((2396, 10), (2396,), ['load', 'share', 'runq_frac'])
+((2396, 13), (2396,), ['load', 'share', 'runq_frac'])
 >>> train, test, split = time_split(win, holdout=0.25)
 >>> model, metrics = fit(X, y, train, test, max_iter=50)
 >>> metrics["holdout_model_mae"] < metrics["holdout_baseline_mae"]
@@ -39,6 +39,7 @@ from tuner.learn.features import FAST, FEATURES, LAGS, SLOW
 from tuner.learn.linear import OnlineLinear
 from tuner.learn.modelfile import SavedModel
 from tuner.learn.models import RowApi
+from tuner.learn.season import AHEAD, periods
 from tuner.learn.trees import TreeEnsemble
 
 WARM_START_ROWS = 20_000  # rows of the end of the training period replayed online
@@ -51,6 +52,23 @@ def _ewma(x: np.ndarray, alpha: float) -> np.ndarray:
 
     zi = (1 - alpha) * x[:1]
     return lfilter([alpha], [1, -(1 - alpha)], x, axis=0, zi=zi)[0]
+
+
+def _season(loads: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``season``, ``season_delta`` and ``season_ahead`` of every window, with the period
+    found as the live learner finds it, window by window, from the mean load (NaN: none)."""
+    n = len(loads)
+    p = periods(loads.mean(axis=1))
+    t = np.arange(n)
+    back = loads[np.clip(t - p + 1, 0, n - 1)]  # the load p - 1 windows back
+    before = loads[np.clip(t - p, 0, n - 1)]
+    has = (p > 0)[:, None]
+    ok = (t - p + 1 >= 0)[:, None]
+    season = np.where(has & ok, back, np.nan)
+    delta = np.where(has & (t - p >= 0)[:, None], back - before, np.nan)
+    idx = np.clip(t[:, None] - p[:, None] + 1 + np.arange(AHEAD), 0, n - 1)
+    ahead = loads[idx].mean(axis=1)
+    return season, delta, np.where(has & ok & (p >= AHEAD)[:, None], ahead, np.nan)
 
 
 def feature_matrix(
@@ -77,6 +95,7 @@ def feature_matrix(
     cols["delta"] = loads - cols["lag1"]
     cols["ewma_fast"] = _ewma(loads, FAST)
     cols["ewma_slow"] = _ewma(loads, SLOW)
+    cols["season"], cols["season_delta"], cols["season_ahead"] = _season(loads)
     X = np.stack([cols[f][:-1].reshape(-1) for f in FEATURES], axis=1)
     y = loads[1:].reshape(-1)
     win = np.repeat(np.arange(n - 1), m)

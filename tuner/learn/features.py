@@ -18,11 +18,17 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+from tuner.learn.season import AHEAD, SPAN
+
 LAGS = 3
 FAST, SLOW = 0.5, 0.1  # EWMA weights of the newest window
 # per-window probe features the agent adds (see tuner.agent.loop); live_load only with
 # agent.sockets (tuner.agent.sockets), absent otherwise
 EXTRA = ("runq_frac", "live_load")
+# one period back (tuner.learn.season), when the channel's load has a period; absent otherwise:
+# the load one period before the window predicted, its change at that point, and the mean of
+# the AHEAD windows from there
+SEASON = ("season", "season_delta", "season_ahead")
 # The feature schema, in the order an offline model takes them (tuner.learn.boost builds
 # the same values from a trace; a saved model records the list it was trained on, predicts
 # from those columns, and is refused when it wants one this list lacks)
@@ -34,6 +40,7 @@ FEATURES = (
     "delta",
     "ewma_fast",
     "ewma_slow",
+    *SEASON,
 )
 
 
@@ -41,7 +48,7 @@ FEATURES = (
 class History:
     """What the learner remembers of one entity."""
 
-    loads: deque = field(default_factory=lambda: deque(maxlen=LAGS + 1))
+    loads: deque = field(default_factory=lambda: deque(maxlen=SPAN))
     ewma_fast: float | None = None
     ewma_slow: float | None = None
     extra: dict[str, float] = field(default_factory=dict)
@@ -63,8 +70,9 @@ class History:
     def last(self) -> float:
         return self.loads[-1] if self.loads else 0.0
 
-    def features(self) -> dict[str, float]:
-        """Features of the newest window, as river takes them (``dict[str, float]``)."""
+    def features(self, period: int | None = None) -> dict[str, float]:
+        """Features of the newest window, as river takes them (``dict[str, float]``);
+        ``period``: the channel's, when its load has one (:mod:`tuner.learn.season`)."""
         loads = list(self.loads)
         last = loads[-1] if loads else 0.0
         x = {"load": last, "share": self.share, **self.extra}
@@ -73,4 +81,11 @@ class History:
         x["delta"] = last - x["lag1"]
         x["ewma_fast"] = self.ewma_fast if self.ewma_fast is not None else last
         x["ewma_slow"] = self.ewma_slow if self.ewma_slow is not None else last
+        if period and len(loads) >= period:
+            x["season"] = loads[-period]
+            if len(loads) > period:
+                x["season_delta"] = loads[-period] - loads[-period - 1]
+            if period >= AHEAD:
+                ahead = loads[-period : len(loads) - period + AHEAD]
+                x["season_ahead"] = sum(ahead) / AHEAD
         return x

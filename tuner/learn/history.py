@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from tuner.learn.features import EXTRA, FAST, FEATURES, LAGS, SLOW
+from tuner.learn.season import AHEAD, SPAN, Seasonality
 
 _COL = {name: i for i, name in enumerate(FEATURES)}
 
@@ -42,10 +43,13 @@ class BatchHistory:
         self.ew_slow = np.full(capacity, np.nan)
         self.share = np.zeros(capacity)
         self.extra = np.full((capacity, len(EXTRA)), np.nan)
+        self.past = np.zeros((capacity, SPAN))  # each row's loads, a ring by its own age
+        self.age = np.zeros(capacity, dtype=np.int64)  # windows pushed to the row
+        self.season = Seasonality()  # the period of the mean load, if it has one
 
     def _grow(self) -> None:
         """Twice the rows, the rows in use kept."""
-        for name in ("loads", "count", "ew_fast", "ew_slow", "share", "extra"):
+        for name in ("loads", "count", "ew_fast", "ew_slow", "share", "extra", "past", "age"):
             a = getattr(self, name)
             setattr(self, name, np.concatenate([a, np.zeros_like(a)]))
 
@@ -73,6 +77,7 @@ class BatchHistory:
         self.ew_fast[row] = self.ew_slow[row] = np.nan
         self.share[row] = 0.0
         self.extra[row] = np.nan
+        self.age[row] = 0
 
     def forget(self, names: Sequence[str]) -> None:
         """Drop these entities; their rows are reused."""
@@ -92,6 +97,9 @@ class BatchHistory:
         the table share in force."""
         self.loads[rows, :-1] = self.loads[rows, 1:]
         self.loads[rows, -1] = loads
+        self.past[rows, self.age[rows] % SPAN] = loads
+        self.age[rows] += 1
+        self.season.push(float(loads.mean()) if len(loads) else 0.0)
         self.count[rows] = np.minimum(self.count[rows] + 1, LAGS + 1)
         for ew, a in ((self.ew_fast, FAST), (self.ew_slow, SLOW)):
             old = ew[rows]
@@ -114,4 +122,16 @@ class BatchHistory:
         X[:, _COL["delta"]] = last - X[:, _COL["lag1"]]
         X[:, _COL["ewma_fast"]] = np.where(np.isnan(self.ew_fast[rows]), last, self.ew_fast[rows])
         X[:, _COL["ewma_slow"]] = np.where(np.isnan(self.ew_slow[rows]), last, self.ew_slow[rows])
+        X[:, _COL["season"]] = X[:, _COL["season_delta"]] = X[:, _COL["season_ahead"]] = np.nan
+        p = self.season.period
+        if p:
+            age = self.age[rows]
+            back = self.past[rows, (age - p) % SPAN]  # the load p - 1 windows back
+            X[:, _COL["season"]] = np.where(age >= p, back, np.nan)
+            before = self.past[rows, (age - p - 1) % SPAN]
+            X[:, _COL["season_delta"]] = np.where(age > p, back - before, np.nan)
+            if p >= AHEAD:
+                cols = (age[:, None] - p + np.arange(AHEAD)) % SPAN
+                ahead = self.past[rows[:, None], cols].mean(axis=1)
+                X[:, _COL["season_ahead"]] = np.where(age >= p, ahead, np.nan)
         return X

@@ -144,6 +144,54 @@ class Heads:
         self.b[cols] -= (self.intercept_lr[cols] * k) * G.sum(axis=0)
 
 
+class LeastSquares:
+    """Online ridge regression on standardized rows: the decayed sums ``A = sum z z'`` and
+    ``B = sum z y`` (a column of ones for the intercept) are updated with each batch and the
+    weights solved from them (``(A + ridge I) W = B``, a small system: one row and column per
+    feature). It reaches the least-squares fit in the time stochastic gradient descent takes
+    a few steps, and each batch's weight decays by ``decay``, so it follows a load whose
+    dynamics change.
+
+    >>> ls = LeastSquares(2)
+    >>> Z = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, -1.0]])
+    >>> ls.learn(Z, Z @ np.array([2.0, -1.0]) + 0.5)
+    >>> [round(float(v), 2) for v in ls.predict(np.array([[1.0, 1.0]]))]
+    [1.5]
+    """
+
+    def __init__(self, width: int, decay: float = 0.99, ridge: float = 1e-3) -> None:
+        self.A = np.zeros((width + 1, width + 1))
+        self.B = np.zeros(width + 1)
+        self.W = np.zeros(width + 1)
+        self.decay, self.ridge = decay, ridge
+
+    def learn(self, Z: np.ndarray, y: np.ndarray) -> None:
+        Z1 = np.column_stack([Z, np.ones(len(Z))])
+        self.A = self.decay * self.A + Z1.T @ Z1
+        self.B = self.decay * self.B + Z1.T @ y
+        self.W = np.linalg.solve(self.A + self.ridge * np.eye(len(self.B)), self.B)
+
+    def predict(self, Z: np.ndarray) -> np.ndarray:
+        return Z @ self.W[:-1] + self.W[-1]
+
+
+class OnlineLeastSquares:
+    """:class:`LeastSquares` on raw rows of named features, standardized by its own scaler
+    (what the learner's ``linear`` load model computes, for a model used alone)."""
+
+    def __init__(self, features: Sequence[str]) -> None:
+        self.features = list(features)
+        self.scaler = RunningScaler(len(self.features))
+        self.ls = LeastSquares(len(self.features))
+
+    def predict_many(self, X: np.ndarray) -> np.ndarray:
+        return self.ls.predict(self.scaler.transform(X))
+
+    def learn_many(self, X: np.ndarray, y: np.ndarray) -> None:
+        self.scaler.learn(X)
+        self.ls.learn(self.scaler.transform(X), y)
+
+
 class _Online:
     """One head over named features, taking raw rows: the scaler learns each batch first,
     as a river pipeline's does."""

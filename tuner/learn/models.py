@@ -7,7 +7,7 @@ by a Python loop per entity. ``predict_one`` / ``learn_one`` take one row as a d
 river's models do.
 
 - ``last``: the last value; the baseline every model is measured against.
-- ``linear``: online linear regression on standardized features (:mod:`tuner.learn.linear`,
+- ``linear``: online least squares on standardized features (:mod:`tuner.learn.linear`,
   tuner's own), predicting the *change* of load from the last value (so that knowing
   nothing, it predicts the last value).
 - ``tree``: river's Hoeffding tree regressor on the change, one row at a time (its cost grows
@@ -32,7 +32,7 @@ import numpy as np
 
 from tuner.errors import TunerError
 from tuner.learn.features import FEATURES
-from tuner.learn.linear import OnlineLinear, OnlineLogistic
+from tuner.learn.linear import OnlineLeastSquares, OnlineLogistic
 
 MODELS = ("linear", "tree", "last")
 CLIP = 4.0  # no load is predicted above 4 CPUs
@@ -107,9 +107,7 @@ def make_model(kind: str, seed: int = 0) -> Any:
     if kind == "last":
         return LastValue()
     if kind == "linear":
-        # a small step and clipped gradients: plain SGD diverged on 64 entities whose
-        # scaled features are near-constant early on
-        return Residual(OnlineLinear(FEATURES, lr=0.005, intercept_lr=0.005, clip=0.5))
+        return Residual(OnlineLeastSquares(FEATURES))
     if kind == "tree":
         from river import tree
 

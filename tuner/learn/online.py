@@ -39,22 +39,20 @@ import numpy as np
 
 from tuner.learn.features import EXTRA, FEATURES
 from tuner.learn.history import BatchHistory
-from tuner.learn.linear import Head, Heads
+from tuner.learn.linear import Head, Heads, LeastSquares
 from tuner.learn.models import CLIP, LoadModel, make_model
 from tuner.learn.scores import HorizonQueue, Scores, SkillSummary
 
 RECENT = 200  # windows of recent error the experts are chosen on
 LEARN_EVERY = 4  # windows whose outcomes are learned from in one step
-# the learner's heads: the next window's load (the change from the last value), whether it
-# is hot, the horizon's mean load (its change from the last value), whether any of it is hot
+# the learner's outputs: the next window's load (the change from the last value), whether it
+# is hot, the horizon's mean load (its change from the last value), whether any of it is hot;
+# the loads by online least squares, the hotspots by logistic heads over the same rows
 HEADS = (
-    Head("load", lr=0.005, intercept_lr=0.005, clip=0.5),
     Head("hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
-    Head("far", lr=0.005, intercept_lr=0.005, clip=0.5),
     Head("far_hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
 )
 LOAD, HOT, FAR, FAR_HOT = range(4)
-NEXT, HORIZON = slice(0, 2), slice(2, 4)
 
 
 @dataclass(frozen=True)
@@ -69,13 +67,43 @@ class Prediction:
     p_hot_horizon: float | None = None  # probability that a window of the horizon is hot
 
 
+class Experts:
+    """The model against the last value on their recent errors (the last ``steps`` learning
+    steps): the model is trusted while its error is no larger.
+
+    >>> e = Experts(2)
+    >>> e.add(np.array([0.5]), np.array([0.1]), np.array([0.2])); e.trusted()
+    False
+    >>> e.add(np.array([0.2]), np.array([0.9]), np.array([0.2])); e.trusted()
+    True
+    """
+
+    def __init__(self, steps: int) -> None:
+        self.errors: deque[tuple[float, float]] = deque(maxlen=steps)
+        self.sums = [0.0, 0.0]
+
+    def add(self, model: np.ndarray, base: np.ndarray, actual: np.ndarray) -> None:
+        m, b = float(np.abs(model - actual).sum()), float(np.abs(base - actual).sum())
+        if len(self.errors) == self.errors.maxlen:
+            old_m, old_b = self.errors[0]
+            self.sums[0] -= old_m
+            self.sums[1] -= old_b
+        self.errors.append((m, b))
+        self.sums[0] += m
+        self.sums[1] += b
+
+    def trusted(self) -> bool:
+        return not self.errors or self.sums[0] <= self.sums[1] + 1e-9
+
+
 class Learner:
     """One load model and one hotspot classifier over all entities, plus the baseline, for
     the next window and for the horizon.
 
-    The hotspot classifier and the horizon models are heads of one
-    :class:`~tuner.learn.linear.Heads` (one standardization, one matrix product a window);
-    so is the load model when it is ``linear``. Another model (``tree``, ``last``, a saved
+    All see one standardization of the features a window (:class:`~tuner.learn.linear.Heads`'
+    scaler): the two hotspot classifiers are logistic heads of it; the horizon's load, and the
+    next window's when the model is ``linear``, are online least squares
+    (:class:`~tuner.learn.linear.LeastSquares`). Another model (``tree``, ``last``, a saved
     one) is asked beside them.
 
     Parameters
@@ -97,15 +125,16 @@ class Learner:
         self.model_: LoadModel | None = None if own else (
             make_model(model) if isinstance(model, str) else model
         )  # fmt: skip
-        self.heads_ = Heads(len(FEATURES), HEADS)
+        self.heads_ = Heads(len(FEATURES), HEADS)  # the scaler, and the hotspot heads
+        self.load_ = LeastSquares(len(FEATURES))  # next window's change of load
+        self.far_load_ = LeastSquares(len(FEATURES))  # the horizon's
         self.history_ = BatchHistory()
         self._pending: tuple[np.ndarray, ...] | None = None  # rows, Z, base, model, p_hot, X
         self._queue = HorizonQueue(self.horizon, len(FEATURES))
         self.next_ = Scores(threshold)
         self.far_ = Scores(threshold)
-        # per learning step: the model's and the baseline's error, summed; and in total
-        self._recent: deque[tuple[float, float]] = deque(maxlen=RECENT // LEARN_EVERY)
-        self._recent_sum = [0.0, 0.0]
+        self._next = Experts(RECENT // LEARN_EVERY)  # the model or the last value
+        self._far = Experts(RECENT // LEARN_EVERY)  # the same over the horizon
         self._next_batch: list[tuple[np.ndarray, ...]] = []  # outcomes not learned from yet
         self._far_batch: list[tuple[np.ndarray, ...]] = []
         self._steps = 0
@@ -147,19 +176,23 @@ class Learner:
         base = X[:, 0]
         self.heads_.observe(X)
         Z = self.heads_.standardize(X)
-        out = self.heads_.predict(Z)
+        hot = self.heads_.predict(Z)
+        out = np.column_stack([self.load_.predict(Z), hot[:, 0], self.far_load_.predict(Z),
+                               hot[:, 1]])  # fmt: skip
         model = (
             np.clip(base + out[:, LOAD], 0.0, CLIP)
             if self.model_ is None
             else self.model_.predict_many(X)
         )
-        chosen = model if self._model_trusted() else base
+        chosen = model if self._next.trusted() else base
         p_hot = out[:, HOT]
-        self._pending = (rows, Z, base, model, out, X)
+        self._pending = (rows, Z, base, model, chosen, out, X)
         far = p_far = None
         if self.horizon > 1:
             far, p_far = np.clip(base + out[:, FAR], 0.0, CLIP), out[:, FAR_HOT]
-            self._queue.add(rows, Z, base, out[:, FAR], p_far)
+            if not self._far.trusted():
+                far = base
+            self._queue.add(rows, Z, base, out[:, FAR], p_far, far)
         return {
             e: Prediction(
                 e,
@@ -175,7 +208,7 @@ class Learner:
     def _learn_next(self, rows: np.ndarray, y: np.ndarray) -> None:
         if self._pending is None:
             return
-        prev_rows, Z, base, model, out, X = self._pending
+        prev_rows, *arrays = self._pending
         if len(prev_rows) == len(rows) and np.array_equal(prev_rows, rows):
             target = y  # the same entities in the same order: the common case
         else:
@@ -183,9 +216,10 @@ class Learner:
             keep = np.array([int(r) in pos for r in prev_rows])
             if not keep.any():
                 return
-            Z, base, model, out, X = Z[keep], base[keep], model[keep], out[keep], X[keep]
+            arrays = [a[keep] for a in arrays]
             target = y[[pos[int(r)] for r in prev_rows[keep]]]
-        self._next_batch.append((Z, out, base, model, X, target))
+        Z, base, model, chosen, out, X = arrays
+        self._next_batch.append((Z, out, base, model, chosen, X, target))
         self.windows_ += 1
 
     def _learn(self) -> None:
@@ -193,35 +227,24 @@ class Learner:
         heads see a few windows' rows at once: far fewer array operations a window)."""
         if self._next_batch:
             batch = zip(*self._next_batch, strict=True)
-            Z, out, base, model, X, target = (np.concatenate(a) for a in batch)
+            Z, out, base, model, chosen, X, target = (np.concatenate(a) for a in batch)
             self._next_batch.clear()
-            self.next_.add(model, out[:, HOT], base, target)
-            self._remember(float(np.abs(model - target).sum()),
-                           float(np.abs(base - target).sum()))  # fmt: skip
-            T = np.column_stack([target - base, target > self.threshold])
-            self.heads_.learn(Z, T, NEXT, out[:, NEXT])
+            self.next_.add(chosen, out[:, HOT], base, target)
+            self._next.add(model, base, target)
+            self.load_.learn(Z, target - base)
+            T = (target > self.threshold)[:, None]
+            self.heads_.learn(Z, T, slice(0, 1), out[:, HOT : HOT + 1])
             if self.model_ is not None:
                 self.model_.learn_many(X, target)
         if self._far_batch:
             batch = zip(*self._far_batch, strict=True)
-            Z, base, raw, p_far, mean, peak = (np.concatenate(a) for a in batch)
+            Z, base, raw, p_far, chosen, mean, peak = (np.concatenate(a) for a in batch)
             self._far_batch.clear()
             hot = peak > self.threshold
-            self.far_.add(np.clip(base + raw, 0.0, CLIP), p_far, base, mean, hot=hot)
-            T = np.column_stack([mean - base, hot])
-            self.heads_.learn(Z, T, HORIZON, np.column_stack([raw, p_far]))
-
-    def _remember(self, model_err: float, base_err: float) -> None:
-        if len(self._recent) == self._recent.maxlen:
-            m, b = self._recent[0]
-            self._recent_sum[0] -= m
-            self._recent_sum[1] -= b
-        self._recent.append((model_err, base_err))
-        self._recent_sum[0] += model_err
-        self._recent_sum[1] += base_err
-
-    def _model_trusted(self) -> bool:
-        return not self._recent or self._recent_sum[0] <= self._recent_sum[1] + 1e-9
+            self.far_.add(chosen, p_far, base, mean, hot=hot)
+            self._far.add(np.clip(base + raw, 0.0, CLIP), base, mean)
+            self.far_load_.learn(Z, mean - base)
+            self.heads_.learn(Z, hot[:, None], slice(1, 2), p_far[:, None])
 
     def forget(self, entities: list[str]) -> None:
         """Drop what was learned about these entities (their history and pending

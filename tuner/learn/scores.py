@@ -114,10 +114,11 @@ class HorizonQueue:
     >>> q = HorizonQueue(horizon=2, width=3)
     >>> q.push(np.array([0]), np.array([0.1])) is None
     True
-    >>> q.add(np.array([0]), np.zeros((1, 3)), np.array([0.1]), np.array([0.5]), np.array([0.2]))
+    >>> q.add(np.array([0]), np.zeros((1, 3)), np.array([0.1]), np.array([0.5]),
+    ...       np.array([0.2]), np.array([0.6]))
     >>> q.push(np.array([0]), np.array([0.4])) is None
     True
-    >>> _, base, far, p_far, mean, peak = q.push(np.array([0]), np.array([0.8]))
+    >>> _, base, far, p_far, chosen, mean, peak = q.push(np.array([0]), np.array([0.8]))
     >>> far.tolist(), [round(float(m), 2) for m in mean], peak.tolist()
     ([0.5], [0.6], [0.8])
     """
@@ -134,6 +135,7 @@ class HorizonQueue:
             "base": np.zeros((h, cap)),
             "far": np.zeros((h, cap)),
             "p_far": np.zeros((h, cap)),
+            "chosen": np.zeros((h, cap)),
             "total": np.zeros((h, cap)),
             "peak": np.full((h, cap), -np.inf),
             "seen": np.zeros((h, cap), dtype=np.int64),
@@ -150,20 +152,21 @@ class HorizonQueue:
             self._alloc(max(need, 2 * self.valid.shape[1]))
 
     def add(self, rows: np.ndarray, Z: np.ndarray, base: np.ndarray, far: np.ndarray,
-            p_far: np.ndarray) -> None:  # fmt: skip
-        """This window's horizon predictions for ``rows``."""
+            p_far: np.ndarray, chosen: np.ndarray) -> None:  # fmt: skip
+        """This window's horizon predictions for ``rows`` (``far``: the model's raw output;
+        ``chosen``: the load predicted, the model's or the baseline's)."""
         self._fit(rows)
         k = self.t % self.horizon
         self.valid[k] = False
         self.valid[k, rows] = True
         self.Z[k, rows], self.base[k, rows] = Z, base
-        self.far[k, rows], self.p_far[k, rows] = far, p_far
+        self.far[k, rows], self.p_far[k, rows], self.chosen[k, rows] = far, p_far, chosen
         self.total[k, rows], self.peak[k, rows], self.seen[k, rows] = 0.0, -np.inf, 0
 
     def push(self, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """One more window's loads. Returns the slot whose horizon is now complete, as
-        (Z, base, far, p_far, mean load, peak load) of its rows seen in every window of it,
-        or None."""
+        (Z, base, far, p_far, chosen, mean load, peak load) of its rows seen in every
+        window of it, or None."""
         self._fit(rows)
         self.total[:, rows] += y
         self.peak[:, rows] = np.maximum(self.peak[:, rows], y)
@@ -175,7 +178,8 @@ class HorizonQueue:
         if not full.any():
             return None
         return (self.Z[k, full], self.base[k, full], self.far[k, full], self.p_far[k, full],
-                self.total[k, full] / self.horizon, self.peak[k, full])  # fmt: skip
+                self.chosen[k, full], self.total[k, full] / self.horizon,
+                self.peak[k, full])  # fmt: skip
 
     def forget(self, rows: set[int]) -> None:
         """Entities forgotten: their rows may go to new entities, so drop them here."""

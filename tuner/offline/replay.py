@@ -47,7 +47,8 @@ class ReplayResult:
     records: list[WindowRecord] = field(default_factory=list, repr=False)
 
     def summary(self) -> dict[str, Any]:
-        scores = {k: round(v, 6) for k, v in self.scores.items() if k != "windows"}
+        scores = {k: v if v is None else round(v, 6) for k, v in self.scores.items()
+                  if k != "windows"}  # fmt: skip
         return {
             "windows": self.windows,
             "scored_windows": self.scores["windows"],
