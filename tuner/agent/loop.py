@@ -64,6 +64,7 @@ class Snapshot:
     latency_ms: tuple[float, ...]
     last: WindowRecord | None
     skill: SkillSummary  # the workers' learner's record since the start
+    guard_trips: int = 0  # times the regression guard sent the agent back to shadow
 
 
 class Agent:
@@ -197,7 +198,7 @@ class Agent:
             return Snapshot(
                 self.windows, self.decisions_written(), self.records_lost, self.mode,
                 model_mae, base_mae, tuple(self.latency_ms), self.last,
-                self.workers.learner.skill(),
+                self.workers.learner.skill(), self.guard.trips,
             )  # fmt: skip
 
     def status(self) -> dict[str, Any]:

@@ -100,6 +100,10 @@ def render(snap: Snapshot) -> str:
         f"tuner_records_lost_total {snap.records_lost}",
         "# TYPE tuner_active gauge",
         f"tuner_active {int(snap.mode == 'active')}",
+        "# TYPE tuner_fallback gauge",  # the last window left the kernel's placement in force
+        f"tuner_fallback {int(bool(snap.last is not None and snap.last.fallback))}",
+        "# TYPE tuner_guard_trips_total counter",
+        f"tuner_guard_trips_total {snap.guard_trips}",
         "# TYPE tuner_model_mae gauge",
         f'tuner_model_mae{{model="model"}} {snap.model_mae}',
         f'tuner_model_mae{{model="baseline"}} {snap.baseline_mae}',

@@ -34,6 +34,7 @@ class Guard:
     shadow_level: deque = field(default_factory=lambda: deque(maxlen=200), init=False)
     worse: int = field(default=0, init=False)
     reason: str = field(default="", init=False)
+    trips: int = field(default=0, init=False)  # times it has tripped since the start
 
     def observe(self, mode: str, pressure: float) -> bool:
         """Feed one window; True when the guard trips (active mode only)."""
@@ -54,6 +55,7 @@ class Guard:
                 f"+{self.margin:.0%} for {self.worse} windows"
             )
             self.worse = 0
+            self.trips += 1
             return True
         return False
 
