@@ -89,3 +89,37 @@ def test_the_architecture_page_names_every_package():
     text = (REPO / "docs/architecture.md").read_text()
     for unit in sorted(package_graph()):
         assert f"`{unit}`" in text or f"tuner/{unit}" in text, unit
+
+
+def test_every_third_party_import_is_a_declared_dependency():
+    """A module imported by tuner's code (imports inside functions included) comes with
+    Python, from Debian (BCC), or from a distribution pyproject.toml declares: an import that
+    was installed by hand once broke `make test` on a fresh machine (httptools)."""
+    import importlib.metadata
+    import re
+    import sys
+    import tomllib
+
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+
+    def name(req: str) -> str:
+        return re.split(r"[<>=!~;\[ ]", req, maxsplit=1)[0].lower().replace("_", "-")
+
+    declared = {name(r) for r in project["dependencies"]}
+    dists = importlib.metadata.packages_distributions()
+    missing = {}
+    for path in TUNER.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                tops = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                tops = [node.module.split(".")[0]]
+            else:
+                continue
+            for top in tops:
+                if top in sys.stdlib_module_names or top in ("tuner", "bcc"):
+                    continue
+                owners = {d.lower().replace("_", "-") for d in dists.get(top, [top])}
+                if not owners & declared:
+                    missing[top] = str(path.relative_to(REPO))
+    assert not missing, f"imported but not in pyproject.toml's dependencies: {missing}"
