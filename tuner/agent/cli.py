@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import Any
 
@@ -90,9 +91,20 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "by SIGKILL stays readable up to its last closed part. Ctrl-C stops cleanly.\n"
         "The columns are described in docs/traces.md.",
         epilog="examples:\n  tuner record --out traces/web.parquet --port 8080 --seconds 600\n"
-        "  tuner record --out t.parquet --pid 4242 --pid 4243 --window-ms 50",
+        "  tuner record --out t.parquet --pid 4242 --pid 4243 --window-ms 50\n"
+        "  tuner record --dataset /srv/traces --port 8080 --seconds 3600",
     )
-    r.add_argument("--out", required=True, metavar="FILE", help="trace to write (a new path)")
+    dest = r.add_mutually_exclusive_group(required=True)
+    dest.add_argument("--out", metavar="FILE", help="trace to write (a new path)")
+    dest.add_argument(
+        "--dataset",
+        metavar="ROOT",
+        help="write under ROOT/node=<host>/date=<UTC date>/run=<time>-<pid>/, a dataset of\n"
+        "many nodes' recordings that `tuner train --dataset` reads",
+    )
+    r.add_argument(
+        "--node", metavar="NAME", help="node name in the dataset (default: this host's name)"
+    )
     r.add_argument("--pid", type=int, action="append", default=[], metavar="P", help="a process")
     r.add_argument("--comm", metavar="NAME", help="processes with this command name")
     r.add_argument("--cgroup", metavar="PATH", help="processes of this cgroup v2 directory")
@@ -150,6 +162,7 @@ def _run(args: argparse.Namespace) -> int:
 def _record(args: argparse.Namespace) -> int:
     from tuner.agent.config import AgentConfig
     from tuner.agent.record import find_pids, record
+    from tuner.errors import TunerError
     from tuner.schema import check_positive
     from tuner.system import require_root
 
@@ -162,6 +175,16 @@ def _record(args: argparse.Namespace) -> int:
         agent__record_part_mb=args.part_mb,
         agent__record_part_seconds=args.part_seconds,
     )
+    if args.node and not args.dataset:
+        raise TunerError("--node names a node of a --dataset", "add --dataset ROOT, or drop --node")
+    if args.dataset:
+        import socket
+        import time
+
+        from tuner.trace.dataset import dataset_path
+
+        node = args.node or socket.gethostname()
+        args.out = dataset_path(args.dataset, node, time.time(), os.getpid())
     require_root("tuner record")
     pids = find_pids(args.pid, args.comm, args.cgroup, args.port, args.netns)
     print(

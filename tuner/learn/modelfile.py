@@ -10,10 +10,11 @@ refuses a directory whose files are malformed, naming the file at fault.
 >>> from tuner.learn.trees import TreeEnsemble
 >>> d = os.path.join(tempfile.mkdtemp(), "m")
 >>> t = TreeEnsemble.stump(feature=0, threshold=0.5, below=0.0, above=0.1, baseline=0.0)
->>> save_model(d, t, {"counts": {}, "means": {}, "vars": {}, "weights": {}, "intercept": 0.0},
-...            {"window_ms": 100, "metrics": {"holdout_model_mae": 0.1}})
->>> load_model(d).meta["window_ms"]
-100
+>>> v = save_model(d, t, {"counts": {}, "means": {}, "vars": {}, "weights": {},
+...                       "intercept": 0.0}, {"window_ms": 100, "metrics": {}})
+>>> m = load_model(d)
+>>> m.meta["window_ms"], m.meta["version"] == v
+(100, True)
 >>> save_model(d + "2", t, {"intercept": float("nan")}, {"window_ms": 100})
 Traceback (most recent call last):
 ...
@@ -23,6 +24,7 @@ fix: the traces hold NaN or infinite loads: check them with `tuner replay`
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -91,11 +93,32 @@ def _not_finite(x: Any, where: str = "") -> str | None:
     return None
 
 
-def save_model(
-    path: str, trees: TreeEnsemble, online: dict[str, Any], meta: dict[str, Any]
-) -> None:
+def content_version(trees: TreeEnsemble, online: dict[str, Any], features: list[str]) -> str:
+    """A model's version: a hash of what it predicts with (trees, online state, feature
+    order), not of when or where it was trained. Two trainings that give the same model give
+    the same version.
+
+    >>> from tuner.learn.trees import TreeEnsemble
+    >>> t = TreeEnsemble.stump(feature=0, threshold=0.5, below=0.0, above=0.1, baseline=0.0)
+    >>> v = content_version(t, {"intercept": 0.0}, ["load"])
+    >>> v.startswith("sha256:"), v == content_version(t, {"intercept": 0.0}, ["load"])
+    (True, True)
+    >>> v == content_version(t, {"intercept": 0.1}, ["load"])
+    False
+    """
+    h = hashlib.sha256()
+    for name, a in sorted(trees.arrays().items()):
+        h.update(name.encode())
+        h.update(str(a.dtype).encode())
+        h.update(np.ascontiguousarray(a).tobytes())
+    h.update(json.dumps([trees.baseline, trees.depth, online, features], sort_keys=True).encode())
+    return "sha256:" + h.hexdigest()[:16]
+
+
+def save_model(path: str, trees: TreeEnsemble, online: dict[str, Any], meta: dict[str, Any]) -> str:
     """Write ``model.json``, ``trees.npz`` and ``online.json`` into the directory ``path``,
-    after checking that every parameter and score is a finite number."""
+    after checking that every parameter and score is a finite number. Returns the model's
+    :func:`content_version`, also saved as ``version`` in ``model.json``."""
     full = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
@@ -103,6 +126,7 @@ def save_model(
         "tree_depth": trees.depth,
         "tree_baseline": trees.baseline,
         **meta,
+        "version": content_version(trees, online, list(FEATURES)),
     }
     fix = "the traces hold NaN or infinite loads: check them with `tuner replay`"
     for name, part in (("online.json", online), ("model.json", full)):
@@ -122,6 +146,7 @@ def save_model(
         json.dump(online, f)
     with open(os.path.join(path, "model.json"), "w") as f:
         json.dump(full, f, indent=2)
+    return full["version"]
 
 
 def eval_path(x: Any, path: str) -> Any:
@@ -207,4 +232,6 @@ def load_model(path: str) -> SavedModel:
     except (OSError, ValueError, KeyError, TypeError, EOFError, RecursionError) as e:
         why = getattr(e, "strerror", None) or (str(e).splitlines() or [type(e).__name__])[0]
         raise TunerError(f"{os.path.join(path, current)} is not usable: {why}", fix) from None
+    if "version" not in meta:  # saved before models had versions
+        meta["version"] = content_version(trees, online, meta["features"])
     return SavedModel(path, meta, trees, online)

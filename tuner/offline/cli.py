@@ -47,9 +47,23 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "numpy arrays (nothing that runs code on load) with its feature schema,\n"
         "training period and held-out metrics.",
         epilog="examples:\n  tuner train --trace traces/web.parquet --out models/web\n"
-        "  tuner train --trace a.parquet b.parquet --out models/ab --max-iter 400 --json",
+        "  tuner train --trace a.parquet b.parquet --out models/ab --max-iter 400 --json\n"
+        "  tuner train --dataset /srv/traces --out models/fleet --sample-rows 2000000\n\n"
+        "--dataset reads a fleet's traces (ROOT/node=<n>/date=<d>/run=<r>/, as written by\n"
+        "`tuner record --dataset`) one recording at a time, keeps an equal sample of rows\n"
+        "from every node, and reports the held-out error per node beside the fleet's.",
     )
-    t.add_argument("--trace", nargs="+", required=True, metavar="FILE", help="one or more traces")
+    src = t.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", nargs="+", metavar="FILE", help="one or more traces")
+    src.add_argument("--dataset", metavar="ROOT", help="a partitioned dataset of nodes' traces")
+    t.add_argument(
+        "--sample-rows",
+        type=int,
+        default=2_000_000,
+        metavar="N",
+        help="with --dataset: rows kept in memory, split equally between nodes "
+        "(default: %(default)s)",
+    )
     t.add_argument("--out", required=True, metavar="DIR", help="model directory to write")
     t.add_argument(
         "--holdout",
@@ -77,9 +91,14 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "model was trained on this trace), and the decisions the policy would have\n"
         "taken with each (counterfactual), as a table and PNG plots.",
         epilog="examples:\n  tuner evaluate --trace traces/web.parquet --model models/web\n"
-        "  tuner evaluate --trace t.parquet --model models/web --out eval/ --json",
+        "  tuner evaluate --trace t.parquet --model models/web --out eval/ --json\n"
+        "  tuner evaluate --dataset /srv/traces --model models/fleet",
     )
-    e.add_argument("--trace", required=True, metavar="FILE", help="a trace")
+    src = e.add_mutually_exclusive_group(required=True)
+    src.add_argument("--trace", metavar="FILE", help="a trace")
+    src.add_argument(
+        "--dataset", metavar="ROOT", help="a partitioned dataset: MAE and hotspot scores per node"
+    )
     e.add_argument("--model", required=True, metavar="DIR", help="a `tuner train` directory")
     e.add_argument("--out", metavar="DIR", help="write predictions.png, error_cdf.png, shares.png")
     e.add_argument("--json", action="store_true", help="print one JSON object")
@@ -120,12 +139,25 @@ def _train(args: argparse.Namespace) -> int:
     if not 0 <= args.holdout < 1:
         raise TunerError(f"--holdout must be in [0, 1); got {args.holdout}")
     check_positive("--max-iter", args.max_iter)
+    say = _progress("tuner train")
+    if args.dataset:
+        from tuner.offline.fleet import train_dataset
+
+        check_positive("--sample-rows", args.sample_rows)
+        meta = train_dataset(
+            args.dataset, args.out, args.sample_rows, args.holdout, args.max_iter, progress=say
+        )
+        m = meta["metrics"]
+        fleet = {"rows": m["holdout_rows"], "model_mae": m.get("holdout_model_mae"),
+                 "baseline_mae": m.get("holdout_baseline_mae")}  # fmt: skip
+        print(json.dumps(meta, indent=2) if args.json else _per_node_text(meta["per_node"], fleet))
+        return 0
     meta = train(
         args.trace,
         args.out,
         args.holdout,
         args.max_iter,
-        progress=lambda msg: print(f"tuner train: {msg}", file=sys.stderr, flush=True),
+        progress=say,
     )
     if args.json:
         print(json.dumps(meta, indent=2))
@@ -140,8 +172,41 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _progress(command: str):
+    """Progress lines on stderr, prefixed by the command."""
+
+    def say(msg: str) -> None:
+        print(f"{command}: {msg}", file=sys.stderr, flush=True)
+
+    return say
+
+
+def _per_node_text(per_node: dict[str, dict[str, Any]], fleet: dict | None = None) -> str:
+    """Held-out MAE of the model and the last value, one line per node (and the fleet's)."""
+    lines = ["| node | rows | MAE model | MAE last value | ratio |", "|---|---|---|---|---|"]
+    rows = list(per_node.items()) + ([("(fleet)", fleet)] if fleet else [])
+    for node, s in rows:
+        m, b = s.get("model_mae"), s.get("baseline_mae")
+        ratio = f"{m / b:.2f}" if m is not None and b else "-"
+        n = s.get("rows", s.get("holdout_rows"))
+        lines.append(f"| {node} | {n} | {m if m is not None else '-'} | "
+                     f"{b if b is not None else '-'} | {ratio} |")  # fmt: skip
+    return "\n".join(lines)
+
+
 def _evaluate(args: argparse.Namespace) -> int:
     from tuner.offline.evaluate import evaluate, render
+
+    if args.dataset:
+        from tuner.offline.fleet import evaluate_dataset
+
+        if args.out:
+            from tuner.errors import TunerError
+
+            raise TunerError("--out (plots) works with --trace only", "drop --out")
+        r = evaluate_dataset(args.dataset, args.model, progress=_progress("tuner evaluate"))
+        print(json.dumps(r, indent=2) if args.json else _per_node_text(r["per_node"], r["fleet"]))
+        return 0
 
     r = evaluate(args.trace, args.model, args.out)
     print(json.dumps(r, indent=2) if args.json else render(r))

@@ -17,12 +17,14 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from tuner.errors import TunerError
 from tuner.learn import boost, modelfile
+from tuner.learn.trees import TreeEnsemble
 from tuner.trace.reader import Trace, read_trace
 
 Progress = Callable[[str], None]
@@ -126,31 +128,66 @@ def _train(paths, out, holdout, max_iter, say) -> dict[str, Any]:
         )
     X, y = np.concatenate(Xs), np.concatenate(ys)
     train_rows, test_rows = np.concatenate(trains), np.concatenate(tests)
+    fit = Fit(windows_ms.pop(), threshold, holdout, max_iter, trained_on)
+    return fit_and_save(X, y, train_rows, test_rows, out, fit, t0, read_s, say)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """What a model is trained with and on, saved in its metadata."""
+
+    window_ms: int
+    threshold: float
+    holdout: float
+    max_iter: int
+    trained_on: list[dict[str, Any]]
+
+
+def fit_and_save(
+    X: np.ndarray,
+    y: np.ndarray,
+    train_rows: np.ndarray,
+    test_rows: np.ndarray,
+    out: str,
+    fit: Fit,
+    t0: float,
+    read_s: float,
+    say: Progress,
+    extra: dict[str, Any] | None = None,
+    scored: Callable[[TreeEnsemble], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    """Fit the trees on the ``train_rows`` of ``X`` and ``y``, score them on ``test_rows``,
+    warm-start the online model and save everything to ``out``; returns the metadata
+    (``extra`` added to it, and what ``scored`` says of the trees)."""
     say(f"fitting gradient boosted trees on {int(train_rows.sum())} rows")
-    trees, metrics = boost.fit(X, y, train_rows, test_rows, max_iter=max_iter, threshold=threshold)
+    trees, metrics = boost.fit(
+        X, y, train_rows, test_rows, max_iter=fit.max_iter, threshold=fit.threshold
+    )
     say("warm-starting the online model by replay")
     tail = np.flatnonzero(train_rows)[-boost.WARM_START_ROWS :]
     online = boost.warm_start(trees, X[tail], y[tail])
     metrics["train_s"] = round(time.monotonic() - t0, 3)
     metrics["read_s"] = round(read_s, 3)
     meta = {
-        "window_ms": windows_ms.pop(),
-        "hot_threshold": threshold,
-        "trained_on": trained_on,
-        "holdout": holdout,
+        "window_ms": fit.window_ms,
+        "hot_threshold": fit.threshold,
+        "trained_on": fit.trained_on,
+        "holdout": fit.holdout,
         "params": {
             "model": "LightGBM LGBMRegressor",
             "loss": "l1",
-            "max_iter": max_iter,
+            "max_iter": fit.max_iter,
             "target": "next window's load minus this window's",
         },
         "metrics": metrics,
         "created": time.time(),
         "lightgbm": _version("lightgbm"),
         "river": _version("river"),
+        **(extra or {}),
+        **(scored(trees) if scored else {}),
     }
-    modelfile.save_model(out, trees, online, meta)
-    say(f"saved {out}")
+    meta["version"] = modelfile.save_model(out, trees, online, meta)
+    say(f"saved {out} (version {meta['version']})")
     return meta
 
 
