@@ -346,7 +346,15 @@ def _calibrated(summary: dict[str, Any]) -> str:
     if not c:
         return ""
     floor = "" if c["saturated"] else " (at least: the server kept up with all it was offered)"
-    return f" ({c['utilization']:.0%} of the {c['capacity']:g} req/s measured{floor})"
+    text = f"{c['utilization']:.0%} of the {c['capacity']:g} req/s measured{floor}"
+    checked = c.get("checked") or []
+    if len(checked) > 1 or not c.get("sustained", True):
+        tried = ", ".join(f"{r:g}" for r in checked)
+        if c.get("sustained", True):
+            text += f"; lowered until the kernel's placement kept up with the profile ({tried})"
+        else:
+            text += f"; the kernel's placement kept up with the profile at none of {tried}"
+    return f" ({text})"
 
 
 def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:

@@ -26,7 +26,7 @@ import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,7 @@ from tuner.experiment.agents import (
 from tuner.experiment.calibrate import Calibration
 from tuner.experiment.spec import ExperimentSpec
 from tuner.workload.loadgen import SAMPLE
+from tuner.workload.protocol import ServiceTime
 
 ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
 FALLBACK_LIMIT = 0.1  # share of an agent arm's measured windows it may spend in fall-back
@@ -117,11 +118,36 @@ class Runner:
             raise KeyboardInterrupt
         samples = self._collect(arm_dir, len(gens))
         result = calibrate.from_samples(self.spec, samples, offered)
+        if self.spec.get("workload.profile") != "uniform":
+            result = self._check_rate(cluster, arm_dir, result)
         (arm_dir / "calibration.json").write_text(json.dumps(result.to_json(), indent=2) + "\n")
         self.progress(
             "calibrate", 1.0, f"capacity {result.capacity:.0f} req/s, rate {result.rate:.0f}"
         )
         return result
+
+    def _check_rate(self, cluster: Cluster, arm_dir: Path, c: Calibration) -> Calibration:
+        """Lower ``c.rate`` until the kernel's placement keeps up with it under the spec's
+        own profile (see :mod:`.calibrate`)."""
+        mean_us = ServiceTime.parse(self.spec.get("workload.service")).mean_us
+        rate, tried = c.rate, []
+        for i in range(calibrate.CHECKS):
+            tried.append(rate)
+            self.progress("calibrate", 1.0, f"checking {rate:.0f} req/s under the profile")
+            server = servers.start(self.spec, cluster, arm_dir)
+            try:
+                gens, interrupted = self._load(
+                    cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, rate
+                )
+            finally:
+                server.stop()
+            if interrupted:
+                raise KeyboardInterrupt
+            if calibrate.kept_up(self._collect(arm_dir, len(gens)), mean_us):
+                return replace(c, rate=rate, checked=tuple(tried))
+            if i + 1 < calibrate.CHECKS:
+                rate *= calibrate.STEP
+        return replace(c, rate=rate, checked=tuple(tried), sustained=False)
 
     # -- one arm --------------------------------------------------------------------------
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
