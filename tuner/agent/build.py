@@ -102,4 +102,14 @@ def build_agent(
     if xdp is not None:
         channels.append(XdpChannel(Learner(kind, threshold), share_policy(config), xdp,
                                    xdp_cpus(config)))  # fmt: skip
-    return Agent(config, channels, mode)
+    reload = None
+    if config.get("model.path") and config.get("model.reload_s") > 0:
+        from tuner.agent.reload import ModelReload
+
+        reload = ModelReload(
+            config.get("model.path"),
+            config.get("agent.window_ms"),
+            config.get("model.reload_s"),
+            config.get("model.trial_windows"),
+        )
+    return Agent(config, channels, mode, reload)

@@ -76,6 +76,20 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     ),
     "model.kind": (str, "linear", ("linear", "tree", "last"), "load model"),
     "model.path": (str, "", None, "model saved by `tuner train` ('': none); replaces model.kind"),
+    "model.reload_s": (
+        float,
+        10.0,
+        (0.0, 86400.0),
+        "with model.path: look for a new version there this often, and try it in shadow "
+        "beside the model in use (0: never)",
+    ),
+    "model.trial_windows": (
+        int,
+        300,
+        (1, 1000000),
+        "windows a new model is scored beside the one in use before it replaces it (if it "
+        "did no worse)",
+    ),
     "model.hot_threshold": (float, 0.8, (0.01, 64.0), "hotspot load, fraction of a CPU"),
     "model.warmup_windows": (int, 20, (0, 100000), "windows before the model may act"),
     "model.horizon_windows": (

@@ -41,6 +41,7 @@ from tuner.agent.channel import Channel, Measurement, SteeredChannel, Step
 from tuner.agent.channels import WorkerChannel
 from tuner.agent.config import AgentConfig
 from tuner.agent.decisions import DecisionLog
+from tuner.agent.reload import ModelReload
 from tuner.agent.scoring import Guard, ShadowScores
 from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
@@ -70,7 +71,13 @@ class Snapshot:
 class Agent:
     """Runs ``channels`` (the first is the :class:`~tuner.agent.channels.WorkerChannel`)."""
 
-    def __init__(self, config: AgentConfig, channels: Sequence[Channel], mode: str = "shadow"):
+    def __init__(
+        self,
+        config: AgentConfig,
+        channels: Sequence[Channel],
+        mode: str = "shadow",
+        reload: ModelReload | None = None,
+    ):
         if not channels or not isinstance(channels[0], WorkerChannel):
             raise TunerError("an agent's first channel is its workers")
         self.config = config
@@ -91,6 +98,7 @@ class Agent:
         self.log: DecisionLog | None = None
         self._changes: list[str] = []
         self._hold = ""  # a reason to leave the kernel's placement in force, set from outside
+        self.reload = reload  # looks for a new version of a saved model (model.reload_s)
 
     # -- the loop -------------------------------------------------------------------------
     def step(self, frames: list[Frame], closed_ns: int | None = None) -> WindowRecord:
@@ -117,6 +125,10 @@ class Agent:
             ch.name: ch.predict(measured[ch.name], features[ch.name]) for ch in self.channels
         }
         self.windows += 1
+        if self.reload is not None:
+            event = self.reload.poll(self.workers.learner, time.monotonic())
+            if event is not None and self.log is not None:
+                self.log.event({"t": time.time(), **event})
         if self.guard.observe(self.mode, max(loads.values(), default=0.0)):
             self.set_mode("shadow", why=f"regression guard: {self.guard.reason}")
         fallback = self._fallback()
@@ -219,6 +231,8 @@ class Agent:
             "sockets": sockets.sockets.followed if sockets and sockets.sockets else None,
             "last_decision": _last_decision(last),
             "model": self.config.model_name(),
+            "model_version": self.reload.current if self.reload else None,
+            "model_trial": self.reload.trying if self.reload else None,
             "model_mae_recent": round(snap.model_mae, 4),
             "baseline_mae_recent": round(snap.baseline_mae, 4),
             "scores": {

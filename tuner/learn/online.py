@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from tuner.learn.challenge import Challenge
 from tuner.learn.features import EXTRA, FEATURES
 from tuner.learn.history import BatchHistory
 from tuner.learn.linear import Head, Heads, LeastSquares
@@ -139,6 +140,8 @@ class Learner:
         self._far_batch: list[tuple[np.ndarray, ...]] = []
         self._steps = 0
         self.windows_ = 0
+        self.challenge_: Challenge | None = None  # a new model on trial (model.reload_s)
+        self._challenged: tuple[np.ndarray, np.ndarray] | None = None  # rows, its prediction
 
     def step(
         self,
@@ -185,6 +188,8 @@ class Learner:
             else self.model_.predict_many(X)
         )
         chosen = model if self._next.trusted() else base
+        if self.challenge_ is not None:
+            self._challenged = (rows, self.challenge_.predict(X))
         p_hot = out[:, HOT]
         self._pending = (rows, Z, base, model, chosen, out, X)
         far = p_far = None
@@ -219,6 +224,11 @@ class Learner:
             arrays = [a[keep] for a in arrays]
             target = y[[pos[int(r)] for r in prev_rows[keep]]]
         Z, base, model, chosen, out, X = arrays
+        if self.challenge_ is not None and self._challenged is not None:
+            c_rows, c_pred = self._challenged
+            if np.array_equal(c_rows, prev_rows) and len(target) == len(c_pred):
+                self.challenge_.score(c_pred, model, X, target)
+            self._challenged = None
         self._next_batch.append((Z, out, base, model, chosen, X, target))
         self.windows_ += 1
 
@@ -246,6 +256,26 @@ class Learner:
             self.far_load_.learn(Z, mean - base)
             self.heads_.learn(Z, hot[:, None], slice(1, 2), p_far[:, None])
 
+    def challenge(self, challenger: Challenge) -> None:
+        """Put a new load model on trial beside the one in use (see
+        :mod:`tuner.learn.challenge`); :meth:`settle` gives the verdict."""
+        self.challenge_ = challenger
+        self._challenged = None
+
+    def settle(self) -> dict[str, Any] | None:
+        """When the trial is over: adopt the challenger if it did no worse, drop it
+        otherwise; returns the trial's result with ``adopted`` (None while it runs)."""
+        ch = self.challenge_
+        if ch is None or not ch.done():
+            return None
+        result = {**ch.result(), "adopted": ch.better()}
+        if result["adopted"]:
+            self.model_ = ch.model
+            self.model = type(ch.model).__name__
+        self.challenge_ = None
+        self._challenged = None
+        return result
+
     def forget(self, entities: list[str]) -> None:
         """Drop what was learned about these entities (their history and pending
         predictions): a worker replaced by another process starts afresh."""
@@ -254,6 +284,7 @@ class Learner:
         if not rows:
             return
         self._queue.forget(rows)
+        self._challenged = None  # this window's trial prediction is not scored
         if self._pending is not None:
             keep = np.array([int(r) not in rows for r in self._pending[0]], dtype=bool)
             self._pending = tuple(a[keep] for a in self._pending)
