@@ -14,9 +14,10 @@ arrays, not a loop per entity), :meth:`Learner.step`
 3. predicts the next window's load, the horizon's mean load, and the probabilities that the
    next window, or any window of the horizon, is hot (load above ``threshold``).
 
-The load it reports is the model's while the model's recent error is no worse than the last
-value's, and the last value otherwise (two experts, chosen online on their error over the
-last :data:`RECENT` windows): the prediction an agent acts on cannot drift far from the
+The load it reports is the last value plus a share of the change the model predicts, the
+share in [0, 1] fitted online on the last few learning steps' outcomes (:class:`Blend`):
+where the model has no skill the prediction is the last value, where it has some it takes
+as much of it as helped lately, so the prediction an agent acts on cannot drift far from the
 baseline's quality. ``scores()`` gives both, and hotspot precision and recall.
 
 >>> lr = Learner(model="linear", threshold=0.8)
@@ -30,7 +31,6 @@ baseline's quality. ``scores()`` gives both, and hotspot precision and recall.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,8 +44,8 @@ from tuner.learn.linear import Head, Heads, LeastSquares
 from tuner.learn.models import CLIP, LoadModel, make_model
 from tuner.learn.scores import HorizonQueue, Scores, SkillSummary
 
-RECENT = 200  # windows of recent error the experts are chosen on
 LEARN_EVERY = 4  # windows whose outcomes are learned from in one step
+BLEND_DECAY = 0.7  # the blend's memory: a few learning steps (the model's skill comes and goes)
 # the learner's outputs: the next window's load (the change from the last value), whether it
 # is hot, the horizon's mean load (its change from the last value), whether any of it is hot;
 # the loads by online least squares, the hotspots by logistic heads over the same rows
@@ -68,33 +68,40 @@ class Prediction:
     p_hot_horizon: float | None = None  # probability that a window of the horizon is hot
 
 
-class Experts:
-    """The model against the last value on their recent errors (the last ``steps`` learning
-    steps): the model is trusted while its error is no larger.
+class Blend:
+    """The prediction acted on: the last value plus a share ``weight`` of the change the
+    model predicts, the share in [0, 1] fitted by least squares on recent outcomes (sums
+    decayed by ``decay`` a learning step). 0 is the last value, 1 the model: where the model
+    has no skill the blend is the last value, where it has some it takes as much of it as
+    helped lately. Until there is an outcome, the last value.
 
-    >>> e = Experts(2)
-    >>> e.add(np.array([0.5]), np.array([0.1]), np.array([0.2])); e.trusted()
-    False
-    >>> e.add(np.array([0.2]), np.array([0.9]), np.array([0.2])); e.trusted()
-    True
+    >>> b = Blend()
+    >>> b.weight
+    0.0
+    >>> b.add(np.array([0.5, 0.3]), np.array([0.3, 0.3]), np.array([0.4, 0.3])); round(b.weight, 6)
+    0.5
+    >>> b.mix(np.array([0.5]), np.array([0.3])).round(3).tolist()
+    [0.4]
     """
 
-    def __init__(self, steps: int) -> None:
-        self.errors: deque[tuple[float, float]] = deque(maxlen=steps)
-        self.sums = [0.0, 0.0]
+    def __init__(self, decay: float = BLEND_DECAY) -> None:
+        self.decay = decay
+        self.sxy = 0.0  # decayed sum of (model's change) x (actual change)
+        self.sxx = 0.0  # decayed sum of (model's change) squared
 
     def add(self, model: np.ndarray, base: np.ndarray, actual: np.ndarray) -> None:
-        m, b = float(np.abs(model - actual).sum()), float(np.abs(base - actual).sum())
-        if len(self.errors) == self.errors.maxlen:
-            old_m, old_b = self.errors[0]
-            self.sums[0] -= old_m
-            self.sums[1] -= old_b
-        self.errors.append((m, b))
-        self.sums[0] += m
-        self.sums[1] += b
+        dm, dy = model - base, actual - base
+        self.sxy = self.decay * self.sxy + float(dm @ dy)
+        self.sxx = self.decay * self.sxx + float(dm @ dm)
 
-    def trusted(self) -> bool:
-        return not self.errors or self.sums[0] <= self.sums[1] + 1e-9
+    @property
+    def weight(self) -> float:
+        if self.sxx <= 1e-12:
+            return 0.0
+        return min(1.0, max(0.0, self.sxy / self.sxx))
+
+    def mix(self, model: np.ndarray, base: np.ndarray) -> np.ndarray:
+        return base + self.weight * (model - base)
 
 
 class Learner:
@@ -134,8 +141,8 @@ class Learner:
         self._queue = HorizonQueue(self.horizon, len(FEATURES))
         self.next_ = Scores(threshold)
         self.far_ = Scores(threshold)
-        self._next = Experts(RECENT // LEARN_EVERY)  # the model or the last value
-        self._far = Experts(RECENT // LEARN_EVERY)  # the same over the horizon
+        self._next = Blend()  # how much of the model's predicted change to take
+        self._far = Blend()  # the same over the horizon
         self._next_batch: list[tuple[np.ndarray, ...]] = []  # outcomes not learned from yet
         self._far_batch: list[tuple[np.ndarray, ...]] = []
         self._steps = 0
@@ -187,16 +194,17 @@ class Learner:
             if self.model_ is None
             else self.model_.predict_many(X)
         )
-        chosen = model if self._next.trusted() else base
+        chosen = self._next.mix(model, base)
         if self.challenge_ is not None:
             self._challenged = (rows, self.challenge_.predict(X))
         p_hot = out[:, HOT]
         self._pending = (rows, Z, base, model, chosen, out, X)
         far = p_far = None
         if self.horizon > 1:
-            far, p_far = np.clip(base + out[:, FAR], 0.0, CLIP), out[:, FAR_HOT]
-            if not self._far.trusted():
-                far = base
+            far, p_far = (
+                self._far.mix(np.clip(base + out[:, FAR], 0.0, CLIP), base),
+                out[:, FAR_HOT],
+            )
             self._queue.add(rows, Z, base, out[:, FAR], p_far, far)
         return {
             e: Prediction(
