@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -424,7 +425,8 @@ def test_load_given_as_utilization_is_calibrated_each_round(
     tmp_path, tuner_cli, no_leftover_cluster
 ):
     """workload.utilization: a calibration run measures what the server sustains, and the
-    round runs at that share of it; the rate used and the calibration are reported."""
+    round runs at that share of it, checked under the spec's (skewed) profile and lowered
+    until the kernel's placement keeps up; the rate used and the calibration are reported."""
     text = textwrap.dedent(SHORT).replace("rate = 300", "utilization = 0.5")
     spec = tmp_path / "spec.toml"
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
@@ -435,7 +437,10 @@ def test_load_given_as_utilization_is_calibrated_each_round(
     summary = json.loads(r.stdout)
     cal = summary["calibration"]
     assert cal["saturated"] and cal["capacity"] > 100 and cal["offered"] > cal["capacity"]
-    assert summary["rate"] == pytest.approx(0.5 * cal["capacity"], rel=0.01)
+    assert cal["checked"][0] == pytest.approx(0.5 * cal["capacity"], rel=0.01)
+    assert cal["sustained"] and summary["rate"] == pytest.approx(cal["checked"][-1], rel=0.01)
+    for a, b in itertools.pairwise(cal["checked"]):  # each try 0.8 of the one before
+        assert b == pytest.approx(0.8 * a, rel=0.01)
     kernel = summary["arms"]["kernel"]
     assert kernel["overloaded"] is False and kernel["errors"] == 0
     assert kernel["throughput_rps"] == pytest.approx(summary["rate"], rel=0.15)
