@@ -160,3 +160,8 @@ def test_two_nodes_record_into_one_dataset_and_a_fleet_model_trains_on_it(served
     )  # fmt: skip
     assert sorted(meta["per_node"]) == ["edge-a", "edge-b"]
     assert meta["window_ms"] == 50 and meta["sample"]["recordings"] == 2
+
+
+def test_bench_fleet_train_checks_its_arguments(tmp_path):
+    one_line_error(run_tuner("bench", "fleet-train", "--nodes", "0"), "--nodes")
+    one_line_error(run_tuner("bench", "fleet-train", "--dir", str(tmp_path / "no")), "--dir")
