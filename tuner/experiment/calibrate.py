@@ -9,13 +9,15 @@ second in the last part of that run are its **capacity** here and now, and the r
 use were theirs (:func:`offered_rate`); when the server answers nearly all of it anyway, the
 capacity found is only a floor, and the calibration says so (``saturated`` false).
 
-That capacity is uniform load's. Under a skewed profile the kernel's placement leaves one
-worker (or CPU) hot, and ``u x capacity`` can be more than it sustains: every arm then runs
-overloaded, queues grow for as long as the arm lasts, and no ratio between arms means anything.
-So the rate is then **checked** under the spec's own profile with the kernel's placement for
-:data:`SECONDS`: while that run does not keep up (:func:`kept_up`), the rate steps down by
-:data:`STEP`, at most :data:`CHECKS` times. The rate a round runs at is thus at most
-``u x capacity``, and one that the kernel's placement sustained for this workload.
+That capacity is uniform load's, answered while overloaded. Under a skewed profile the
+kernel's placement leaves one worker (or CPU) hot, and ``u x capacity`` can be more than it
+sustains (and nginx, even under uniform load, answers more while overloaded than it
+sustains): every arm then runs overloaded, queues grow for as long as the arm lasts, and no
+ratio between arms means anything. So the rate is then **checked** under the spec's own
+profile with the kernel's placement for :data:`SECONDS`: while that run does not keep up
+(:func:`kept_up`), the rate steps down by :data:`STEP`, at most :data:`CHECKS` times. The
+rate a round runs at is thus at most ``u x capacity``, and one that the kernel's placement
+sustained for this workload.
 
 >>> import numpy as np
 >>> from tuner.workload.loadgen import SAMPLE
