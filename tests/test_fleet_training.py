@@ -14,6 +14,7 @@ import tracemalloc
 import pytest
 from conftest import REPO, one_line_error, run_tuner
 
+from tuner.errors import TunerError
 from tuner.learn.features import FEATURES
 from tuner.learn.modelfile import load_model
 from tuner.offline.fleet import train_dataset
@@ -72,8 +73,8 @@ def test_memory_follows_the_sample_not_the_dataset(tmp_path):
     arrays included) does not grow with the data, and stays far below what the whole
     dataset would take read whole."""
 
-    def peak(nodes: int) -> int:
-        root = fleet(tmp_path / f"ds{nodes}", nodes=nodes, windows=2000)
+    def peak(nodes: int, windows: int = 2000) -> int:
+        root = fleet(tmp_path / f"ds{nodes}", nodes=nodes, windows=windows)
         tracemalloc.start()
         try:
             train_dataset(root, str(tmp_path / f"m{nodes}"), sample_rows=4000, max_iter=10)
@@ -81,7 +82,7 @@ def test_memory_follows_the_sample_not_the_dataset(tmp_path):
         finally:
             tracemalloc.stop()
 
-    peak(1)  # imports and one-off allocations out of the way
+    peak(1, windows=300)  # imports and one-off allocations out of the way
     small, large = peak(2), peak(8)
     # the 8 nodes' rows read whole: their trace columns and feature rows, 8 bytes a value
     whole = 8 * 2000 * 4 * (len(COLUMNS) + len(FEATURES)) * 8
@@ -92,28 +93,36 @@ def test_memory_follows_the_sample_not_the_dataset(tmp_path):
 def test_bad_datasets_get_one_line_errors_and_leave_no_model(tmp_path):
     root = fleet(tmp_path / "ds", nodes=2, windows=200)
     out = tmp_path / "m"
-    one_line_error(run_tuner("train", "--dataset", str(tmp_path / "none"), "--out", str(out)),
-                   "not a directory")  # fmt: skip
+
+    def refused(path: str, *words: str) -> None:
+        with pytest.raises(TunerError) as e:
+            train_dataset(path, str(out), max_iter=5)
+        assert all(w in str(e.value) for w in words), e.value
+        assert not out.exists()  # nothing left behind
+
+    refused(str(tmp_path / "none"), "not a directory")
     empty = tmp_path / "empty"
     empty.mkdir()
-    one_line_error(run_tuner("train", "--dataset", str(empty), "--out", str(out)), "no completed")
+    refused(str(empty), "no completed")
     stray = os.path.join(root, "node-0", "part-00000.parquet")
     os.makedirs(os.path.dirname(stray), exist_ok=True)
     with open(stray, "wb") as f:
         f.write(b"PAR1 not really")
-    one_line_error(run_tuner("train", "--dataset", root, "--out", str(out)), stray, "layout")
+    refused(root, stray, "layout")
     os.unlink(stray)
     (part,) = [r.path for r in recordings(root) if r.node == "node-1"]
     with open(os.path.join(part, "part-00000.parquet"), "r+b") as f:
         f.truncate(100)  # a corrupt part
+    # from the command line: one line, no traceback, no model
     one_line_error(run_tuner("train", "--dataset", root, "--out", str(out)), "part-00000.parquet")
-    assert not out.exists()  # nothing left behind
+    assert not out.exists()
     one_line_error(run_tuner("record", "--out", str(tmp_path / "t"), "--node", "x", "--pid", "1"),
                    "--node")  # fmt: skip
-    one_line_error(run_tuner("record", "--dataset", root, "--node", "a/b", "--pid", "1"), "a/b")
     one_line_error(
         run_tuner("evaluate", "--dataset", root, "--model", "m", "--out", "x"), "--trace only"
     )
+    with pytest.raises(TunerError, match="a/b"):
+        dataset_path(root, "a/b", 0.0, 1)
 
 
 @pytest.mark.kernel

@@ -32,8 +32,8 @@ def wrong_model(path: str, change: float = 3.0) -> str:
 @pytest.fixture(scope="module")
 def good(tmp_path_factory) -> str:
     d = tmp_path_factory.mktemp("good")
-    trace = synthetic_trace(str(d / "t"), windows=2000)
-    train([trace], str(d / "m"), max_iter=40)
+    trace = synthetic_trace(str(d / "t"), windows=1000)
+    train([trace], str(d / "m"), max_iter=20)
     return str(d / "m")
 
 
