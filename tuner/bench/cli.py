@@ -154,7 +154,7 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         formatter_class=formatter,
         help="`tuner train --dataset` over a synthetic fleet larger than a quarter of memory",
         description="Write a dataset of N nodes' synthetic recordings (W windows x E workers\n"
-        "each; the defaults make about 7 GB decoded), train on it with\n"
+        "each; the defaults make about 8 GB read whole), train on it with\n"
         "`tuner train --dataset` in a child process, and print its time and peak\n"
         "resident memory beside the dataset's size. The dataset is removed afterwards.",
         epilog="examples:\n  tuner bench fleet-train\n"

@@ -4,7 +4,7 @@ Writes a dataset of synthetic recordings (:func:`~tuner.offline.train.synthetic_
 per node, partitioned as :mod:`tuner.trace.dataset` lays it out), larger than a quarter of this
 machine's memory by default, then runs ``tuner train --dataset`` on it as a child process and
 reports its wall time and peak resident memory (the child's ``ru_maxrss``) beside the
-dataset's size: decoded (the Parquet footers' uncompressed row-group sizes) and on disk.
+dataset's size: in memory as Arrow would hold it read whole, and on disk.
 
 >>> r = run(nodes=2, windows=300, entities=2, sample_rows=500, max_iter=5)
 >>> r["nodes"], r["rows"], r["peak_rss_bytes"] > 0, r["dataset_decoded_bytes"] > 0
@@ -36,19 +36,23 @@ def mem_total() -> int:
 
 
 def sizes(root: str) -> tuple[int, int]:
-    """(decoded, on-disk) bytes of every completed part under ``root``, from the footers."""
+    """(in memory, on disk) bytes of every completed part under ``root``: in memory as Arrow
+    holds it once decoded (the bytes a row takes in the first part, read whole, times the rows
+    the footers count), and the files' own sizes."""
     import pyarrow.parquet as pq
 
-    decoded = disk = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for n in names:
-            if n.endswith(".parquet"):
-                path = os.path.join(dirpath, n)
-                meta = pq.ParquetFile(path).metadata
-                groups = range(meta.num_row_groups)
-                decoded += sum(meta.row_group(i).total_byte_size for i in groups)
-                disk += os.path.getsize(path)
-    return decoded, disk
+    parts = sorted(
+        os.path.join(d, n)
+        for d, _s, names in os.walk(root)
+        for n in names
+        if n.endswith(".parquet")
+    )
+    if not parts:
+        return 0, 0
+    first = pq.read_table(parts[0])
+    per_row = first.nbytes / max(1, first.num_rows)
+    rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+    return int(rows * per_row), sum(os.path.getsize(p) for p in parts)
 
 
 def run(
@@ -77,7 +81,7 @@ def run(
             say(f"wrote node {i + 1}/{nodes} ({time.monotonic() - t0:.0f} s)")
         gen_s = time.monotonic() - t0
         decoded, disk = sizes(root)
-        say(f"dataset: {decoded / 1e9:.2f} GB decoded, {disk / 1e9:.2f} GB on disk; training")
+        say(f"dataset: {decoded / 1e9:.2f} GB in memory, {disk / 1e9:.2f} GB on disk; training")
         argv = [sys.executable, "-m", "tuner", "train", "--dataset", root,
                 "--out", os.path.join(work, "model"), "--sample-rows", str(sample_rows),
                 "--max-iter", str(max_iter), "--json"]  # fmt: skip
@@ -121,7 +125,7 @@ def render(r: dict[str, Any]) -> str:
     gb = 1e9
     return "\n".join([
         f"dataset: {r['nodes']} nodes, {r['rows']} rows, {r['dataset_decoded_bytes'] / gb:.2f} GB"
-        f" decoded ({r['dataset_over_memory']:.2f} of this machine's"
+        f" read whole ({r['dataset_over_memory']:.2f} of this machine's"
         f" {r['mem_total_bytes'] / gb:.1f} GB), {r['dataset_disk_bytes'] / gb:.2f} GB on disk;"
         f" written in {r['generate_s']} s",
         f"tuner train --dataset: {r['train_s']} s, peak resident memory"
