@@ -105,8 +105,9 @@ def kept_up(samples: np.ndarray, mean_service_us: float) -> bool:
     if run.size == 0:
         return False
     answered = run["ok"] == 1
-    lat = np.where(answered, run["latency"], np.inf)
-    return bool(answered.mean() >= 0.95 and np.median(lat) < 50 * mean_service_us / 1e6)
+    median_s = float(np.median(np.where(answered, run["latency"], np.inf)))
+    arm = {"requests": run.size, "errors": int((~answered).sum()), "p50_ms": median_s * 1e3}
+    return not overloaded(arm, mean_service_us)
 
 
 def overloaded(arm: dict[str, Any], mean_service_us: float) -> bool:

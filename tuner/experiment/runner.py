@@ -108,15 +108,7 @@ class Runner:
         self.progress("calibrate", 0.0, "starting server")
         server = servers.start(self.spec, cluster, arm_dir)
         offered = calibrate.offered_rate(self.spec, server.http)
-        try:
-            gens, interrupted = self._load(
-                cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, offered, "uniform"
-            )
-        finally:
-            server.stop()
-        if interrupted:
-            raise KeyboardInterrupt
-        samples = self._collect(arm_dir, len(gens))
+        samples = self._kernel_run(cluster, arm_dir, server, offered, "uniform")
         result = calibrate.from_samples(self.spec, samples, offered)
         # checked under every profile: uniform too, since what a server answers while
         # overloaded can be more than it sustains (nginx: 70 % of it overloaded every arm)
@@ -136,19 +128,26 @@ class Runner:
             tried.append(rate)
             self.progress("calibrate", 1.0, f"checking {rate:.0f} req/s under the profile")
             server = servers.start(self.spec, cluster, arm_dir)
-            try:
-                gens, interrupted = self._load(
-                    cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, rate
-                )
-            finally:
-                server.stop()
-            if interrupted:
-                raise KeyboardInterrupt
-            if calibrate.kept_up(self._collect(arm_dir, len(gens)), mean_us):
+            if calibrate.kept_up(self._kernel_run(cluster, arm_dir, server, rate), mean_us):
                 return replace(c, rate=rate, checked=tuple(tried))
             if i + 1 < calibrate.CHECKS:
                 rate *= calibrate.STEP
         return replace(c, rate=rate, checked=tuple(tried), sustained=False)
+
+    def _kernel_run(
+        self, cluster: Cluster, arm_dir: Path, server: Any, rate: float, profile: str | None = None
+    ) -> np.ndarray:
+        """Load the started ``server`` (the kernel's placement) for :data:`.calibrate.SECONDS`
+        at ``rate``, stop it, and return the samples; Ctrl-C raises KeyboardInterrupt."""
+        try:
+            gens, interrupted = self._load(
+                cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, rate, profile
+            )
+        finally:
+            server.stop()
+        if interrupted:
+            raise KeyboardInterrupt
+        return self._collect(arm_dir, len(gens))
 
     # -- one arm --------------------------------------------------------------------------
     def _arm(self, cluster: Cluster, arm: str) -> ArmResult:

@@ -61,7 +61,7 @@ class Prediction:
     """What the learner expects of one entity."""
 
     entity: str
-    load: float  # predicted load of the next window, CPUs (the chosen expert's)
+    load: float  # predicted load of the next window, CPUs (the blend acted on)
     baseline: float  # the last-value prediction
     p_hot: float  # probability that the next window's load > threshold
     horizon_load: float | None = None  # predicted mean load over the horizon
