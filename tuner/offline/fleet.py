@@ -104,6 +104,11 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
     for i, r in enumerate(recs):
         trace = read_trace(r.path)
         window_ms.add(trace.meta.get("window_ms"))
+        if len(window_ms) > 1:  # said at once, not after reading the rest of the dataset
+            raise TunerError(
+                f"the dataset's recordings have different window lengths ({sorted(window_ms)} ms)",
+                "train on recordings made with one agent.window_ms",
+            )
         if threshold is None:
             threshold = float(trace.meta.get("agent", {}).get("model.hot_threshold", 0.8))
         X, y, win = trace_features(trace)
@@ -122,11 +127,6 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
         del trace, X, y, win
         if (i + 1) % max(1, len(recs) // 20) == 0 or i + 1 == len(recs):
             say(f"read {i + 1}/{len(recs)} recordings ({time.monotonic() - t0:.0f} s)")
-    if len(window_ms) != 1:
-        raise TunerError(
-            f"the dataset's recordings have different window lengths ({sorted(window_ms)} ms)",
-            "train on recordings made with one agent.window_ms",
-        )
     X, y = np.concatenate(Xs), np.concatenate(ys)
     train_rows, test_rows = np.concatenate(trains), np.concatenate(tests)
     node = np.concatenate(node_of)
