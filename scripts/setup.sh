@@ -7,9 +7,10 @@
 # Steps:
 #   1. Debian packages: BCC's Python bindings, kernel headers BCC can compile against,
 #      iproute2, bpftool, libbpf, a C compiler (benchmark workloads), and the real servers the
-#      tests and experiments run (nginx, HAProxy) with wrk, and Prometheus (the fleet-metrics
-#      test scrapes agents with it). Their system services are not started: tests and
-#      experiments run their own instances in test namespaces.
+#      tests and experiments run (nginx, HAProxy) with wrk, Prometheus (the fleet-metrics
+#      test scrapes agents with it) and OpenSSH's server (the SSH-experiment test runs it in
+#      test namespaces). Their system services are not started: tests and experiments run
+#      their own instances in test namespaces.
 #   2. Kernel headers linked under /lib/modules/$(uname -r) when the running kernel has none.
 #   3. tracefs, debugfs and bpffs mounted when they are not.
 #   4. A virtual environment in .venv with tuner installed in editable mode and BCC importable.
@@ -23,7 +24,7 @@ die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
 
 # --- 1. Debian packages -------------------------------------------------------------------
 PKGS=(python3-bpfcc linux-headers-amd64 iproute2 bpftool libbpf1 gcc libc6-dev
-      nginx-light haproxy wrk prometheus)
+      nginx-light haproxy wrk prometheus openssh-server)
 missing=()
 for p in "${PKGS[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

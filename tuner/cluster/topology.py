@@ -41,6 +41,7 @@ import sys
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from tuner.cluster.netutil import (
     ETHTOOL_SGRO,
@@ -72,8 +73,23 @@ class Host:
     port: str  # the bridge port in the switch namespace
 
 
+class HostList:
+    """Finding hosts by name and role, for any set of hosts that keeps a ``hosts`` list."""
+
+    hosts: list[Host]
+
+    def host(self, name: str) -> Host:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(name)
+
+    def by_role(self, role: str) -> list[Host]:
+        return [h for h in self.hosts if h.role == role]
+
+
 @dataclass
-class Cluster:
+class Cluster(HostList):
     """N hosts on a bridge. Use as a context manager: leaving it kills every process started
     in it and deletes every namespace, also when the body raises.
 
@@ -133,15 +149,6 @@ class Cluster:
     @property
     def switch(self) -> str:
         return f"{PREFIX}{self.tag}-switch"
-
-    def host(self, name: str) -> Host:
-        for h in self.hosts:
-            if h.name == name:
-                return h
-        raise KeyError(name)
-
-    def by_role(self, role: str) -> list[Host]:
-        return [h for h in self.hosts if h.role == role]
 
     # -- lifecycle ------------------------------------------------------------------------
     def up(self) -> Cluster:
@@ -246,6 +253,61 @@ class Cluster:
         proc = subprocess.Popen(["ip", "netns", "exec", h.netns, *argv], **kwargs)
         self._procs.append(proc)
         return proc
+
+    # -- what the experiment runner asks of its hosts (as of :class:`.remote.SshHosts`) -----
+    python = sys.executable  # the interpreter with tuner installed, on every host
+
+    def start(
+        self, host: Host | None, argv: Sequence[str], *, lines: bool = False, log: str = ""
+    ) -> subprocess.Popen:
+        """Start ``argv`` in ``host``, or with ``host`` None on this machine outside the
+        cluster (where the agent runs); ``lines``: read its stdout as text lines; ``log``: a
+        file for its stderr."""
+        kwargs: dict = {"stdout": subprocess.PIPE, "text": True} if lines else {}
+        err = open(log, "w") if log else None  # noqa: SIM115 - handed to the child
+        try:
+            if err is not None:
+                kwargs["stderr"] = err
+            if host is not None:
+                return self.popen(host, argv, **kwargs)
+            proc = subprocess.Popen(list(argv), **kwargs)
+            self._procs.append(proc)
+            return proc
+        finally:
+            if err is not None:
+                err.close()
+
+    def arm_dir(self, host: Host | None, local: Path) -> str:
+        """The folder for an arm's files on ``host``: here, the arm's own folder."""
+        return str(local)
+
+    def put(self, host: Host | None, path: str, text: str) -> None:
+        """Write ``text`` into ``path`` (every host here shares this machine's files)."""
+        Path(path).write_text(text)
+
+    def collect(self, host: Host | None, remote: str, local: Path) -> list[str]:
+        """Nothing to fetch: the hosts wrote into ``local`` itself."""
+        return []
+
+    def lost(self) -> list[str]:
+        """Hosts lost: none, a namespace does not drop its connection."""
+        return []
+
+    def answers(self, socket: str) -> bool:
+        """Whether an agent answers on the control ``socket`` (on this machine)."""
+        from tuner.agent.control import request
+
+        try:
+            request(socket, {"cmd": "status"}, timeout=1)
+            return True
+        except TunerError:
+            return False
+
+    def cleanup_agent(self, name: str) -> None:
+        """Remove what the agent ``name`` left in this machine's kernel if it died."""
+        from tuner.actuate.cleanup import cleanup
+
+        cleanup(names=(name, name + "-xdp"))
 
     def down(self) -> None:
         """Kill what runs in the cluster and delete its namespaces (links go with them).

@@ -8,13 +8,12 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import time
 import tomllib
 from pathlib import Path
 from typing import Any
 
-from tuner.cluster import Cluster
+from tuner.cluster import Hosts
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
 from tuner.schema import to_toml
@@ -26,21 +25,19 @@ AGENT_ARMS = {
 }
 
 
-def tuner_cmd() -> list[str]:
-    return [sys.executable, "-m", "tuner"]
-
-
 def start_agent(
     spec: ExperimentSpec,
     arm: str,
     pids: list[int],
     netns: str | None,
     arm_dir: Path,
-    cluster: Cluster,
-) -> subprocess.Popen | None:
+    cluster: Hosts,
+    remote: str,
+) -> Any:
     """Start the agent of an agent arm (None for the kernel arm) and wait until it answers on
     its control socket, which it opens last, when it is up. The agent is given the workers'
-    ``pids``, or, for a server in ``netns``, only where to find them."""
+    ``pids``, or, for a server in ``netns``, only where to find them. It runs on the server
+    machine with its files in ``remote`` there; its config is kept in ``arm_dir`` too."""
     if arm not in AGENT_ARMS:
         return None
     mode, model = AGENT_ARMS[arm]
@@ -53,15 +50,15 @@ def start_agent(
             "target.port": spec.get("server.port"),
             "target.protocol": spec.get("server.protocol"),
             "agent.name": f"exp-{os.getpid()}",
-            "agent.control_socket": str(arm_dir / "agent.sock"),
-            "agent.decision_log": str(arm_dir / "decisions.jsonl"),
+            "agent.control_socket": f"{remote}/agent.sock",
+            "agent.decision_log": f"{remote}/decisions.jsonl",
         }
     )
     if netns is not None:  # a real server: the agent finds its workers as it would anywhere
         del cfg["target.pids"]
         cfg["target.netns"] = netns
     netns = cluster.host("server").netns
-    if cfg.get("xdp.interface") and not cfg.get("xdp.netns"):
+    if cfg.get("xdp.interface") and not cfg.get("xdp.netns") and netns:
         cfg["xdp.netns"] = netns  # [tuner.xdp] interface names one of the server host's
     backends = cluster.by_role("backend")
     if backends:  # XDP on the server host's eth0 sends each new flow to a backend
@@ -70,27 +67,20 @@ def start_agent(
         cfg["backends.netns"] = netns
         cfg["backends.interface"] = "eth0"
     if arm in spec.get("trace_arms"):
-        cfg["agent.record"] = str(arm_dir / "trace.parquet")
-    (arm_dir / "agent.toml").write_text(to_toml(cfg))
-    log = open(arm_dir / "agent.log", "w")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        [*tuner_cmd(), "run", "--config", str(arm_dir / "agent.toml"), "--mode", mode],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-    )
-    log.close()
-    from tuner.agent.control import request
-
+        cfg["agent.record"] = f"{remote}/trace.parquet"
+    text = to_toml(cfg)
+    (arm_dir / "agent.toml").write_text(text)
+    cluster.put(None, f"{remote}/agent.toml", text)
+    argv = [cluster.python, "-m", "tuner", "run", "--config", f"{remote}/agent.toml"]
+    proc = cluster.start(None, [*argv, "--mode", mode], lines=True, log=f"{remote}/agent.log")
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if proc.poll() is not None:
+            cluster.collect(None, remote, arm_dir)  # its log says why
             raise TunerError(f"the agent of arm {arm} failed to start: {last_error(arm_dir)}")
-        try:
-            request(str(arm_dir / "agent.sock"), {"cmd": "status"}, timeout=1)
+        if cluster.answers(f"{remote}/agent.sock"):
             return proc
-        except TunerError:
-            time.sleep(0.2)
+        time.sleep(0.2)
     proc.kill()
     raise TunerError(f"the agent of arm {arm} did not start within 60 s")
 
@@ -144,18 +134,16 @@ def last_error(arm_dir: Path) -> str:
     return f"no error printed (last: {lines[-1]})" if lines else "no error printed"
 
 
-def remove_agent_traces(arm_dir: Path) -> None:
+def remove_agent_traces(arm_dir: Path, cluster: Hosts) -> None:
     """Remove what an arm's agent left in the kernel if it died (pins, an attached program,
     its control socket); a clean exit has already removed it all."""
-    from tuner.actuate.cleanup import cleanup
-
     try:
         text = (arm_dir / "agent.toml").read_text()
     except OSError:
         return
     name = tomllib.loads(text).get("agent", {}).get("name", "")
     if name:
-        cleanup(names=(name, name + "-xdp"))
+        cluster.cleanup_agent(name)
 
 
 def read_jsonl(path: Path) -> list[dict]:

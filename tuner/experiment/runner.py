@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field, replace
@@ -32,8 +31,9 @@ from typing import Any
 
 import numpy as np
 
-from tuner.cluster import Cluster
+from tuner.cluster import Cluster, Hosts
 from tuner.cluster.netutil import stop_processes
+from tuner.cluster.remote import HostLost, SshHosts
 from tuner.cluster.topology import VIP
 from tuner.experiment import calibrate, servers
 from tuner.experiment.agents import (
@@ -69,10 +69,6 @@ class ArmResult:
     fallback_share: float | None = None  # of the measured windows, agent arms only
 
 
-def _tuner_cmd() -> list[str]:
-    return [sys.executable, "-m", "tuner"]
-
-
 class Runner:
     """Runs ``spec`` with outputs in ``out``; ``progress(arm, fraction, note)`` reports."""
 
@@ -86,9 +82,7 @@ class Runner:
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)
         results: list[ArmResult] = []
-        with Cluster(
-            clients=self.spec.get("cluster.clients"), backends=self.spec.get("cluster.backends")
-        ) as cluster:
+        with hosts(self.spec) as cluster:
             if self.spec.get("workload.utilization"):
                 self.calibration = self._calibrate(cluster)
                 self.rate = self.calibration.rate
@@ -99,7 +93,7 @@ class Runner:
                     break
         return results
 
-    def _calibrate(self, cluster: Cluster) -> Calibration:
+    def _calibrate(self, cluster: Hosts) -> Calibration:
         """What the server sustains here and now: a short run far above it, under the
         kernel's placement, its answers per second counted (see :mod:`.calibrate`)."""
         arm_dir = self.out / "calibration"
@@ -119,7 +113,7 @@ class Runner:
         )
         return result
 
-    def _check_rate(self, cluster: Cluster, arm_dir: Path, c: Calibration) -> Calibration:
+    def _check_rate(self, cluster: Hosts, arm_dir: Path, c: Calibration) -> Calibration:
         """Lower ``c.rate`` until the kernel's placement keeps up with it under the spec's
         own profile (see :mod:`.calibrate`)."""
         mean_us = ServiceTime.parse(self.spec.get("workload.service")).mean_us
@@ -135,66 +129,70 @@ class Runner:
         return replace(c, rate=rate, checked=tuple(tried), sustained=False)
 
     def _kernel_run(
-        self, cluster: Cluster, arm_dir: Path, server: Any, rate: float, profile: str | None = None
+        self, cluster: Hosts, arm_dir: Path, server: Any, rate: float, profile: str | None = None
     ) -> np.ndarray:
         """Load the started ``server`` (the kernel's placement) for :data:`.calibrate.SECONDS`
         at ``rate``, stop it, and return the samples; Ctrl-C raises KeyboardInterrupt."""
+        dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.by_role("client")}
         try:
             gens, interrupted = self._load(
-                cluster, "calibrate", arm_dir, calibrate.SECONDS, server.http, rate, profile
+                cluster, "calibrate", dirs, calibrate.SECONDS, server.http, rate, profile
             )
         finally:
             server.stop()
+            lost = _fetch(cluster, dirs, arm_dir)
         if interrupted:
             raise KeyboardInterrupt
+        if lost:
+            raise HostLost(f"calibration failed: {lost}", "check the hosts and run again")
         return self._collect(arm_dir, len(gens))
 
     # -- one arm --------------------------------------------------------------------------
-    def _arm(self, cluster: Cluster, arm: str) -> ArmResult:
+    def _arm(self, cluster: Hosts, arm: str) -> ArmResult:
         s = self.spec
         arm_dir = self.out / arm
         if arm_dir.exists():  # an earlier run into the same --out: start the arm afresh
             shutil.rmtree(arm_dir)
         arm_dir.mkdir(parents=True)
         self.progress(arm, 0.0, "starting server")
-        server = servers.start(s, cluster, arm_dir)
-        agent = hog = None
-        gens: list[subprocess.Popen] = []
+        agent = hog = server = None
+        gens: list[Any] = []
         interrupted = False
         status: dict[str, Any] = {}
         cpu = 0.0
         failed = ""
         started = time.time()
+        dirs: dict[str, str] = {}
         try:
+            dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.hosts}
+            server = servers.start(s, cluster, arm_dir)
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = start_agent(s, arm, server.pids, server.netns, arm_dir, cluster)
+            agent = start_agent(s, arm, server.pids, server.netns, arm_dir, cluster,
+                                dirs["server"])  # fmt: skip
             if s.get("workload.profile") == "noisy-neighbour":
-                hog = cluster.popen(
-                    "server",
-                    [
-                        "taskset",
-                        "-c",
-                        str(s.get("workload.hog_cpu")),
-                        sys.executable,
-                        "-c",
-                        "while True: pass",
-                    ],
-                )
+                hog = cluster.start(cluster.host("server"),
+                                    ["taskset", "-c", str(s.get("workload.hog_cpu")),
+                                     cluster.python, "-c", "while True: pass"])  # fmt: skip
             total = s.get("warmup_s") + s.get("duration_s")
             started = time.time()
-            gens, interrupted = self._load(cluster, arm, arm_dir, total, server.http, self.rate)
+            gens, interrupted = self._load(cluster, arm, dirs, total, server.http, self.rate)
             if agent is not None:
                 died = agent.poll()
                 status, cpu = stop_agent(agent)
-                if died is not None:
+                if died is not None and not cluster.lost():
                     failed = (
                         f"the agent exited (status {died}) during the arm: {last_error(arm_dir)}"
                     )
+        except HostLost as e:
+            failed = e.problem
         finally:
             stop_processes([p for p in (agent, hog) if p is not None] + gens)
-            server.stop()
+            if server is not None:
+                server.stop()
+            lost = _fetch(cluster, dirs, arm_dir)
+            failed = failed or lost
             if arm in AGENT_ARMS:
-                remove_agent_traces(arm_dir)
+                remove_agent_traces(arm_dir, cluster)
         samples = self._collect(arm_dir, len(gens))
         decisions = read_jsonl(arm_dir / "decisions.jsonl")
         share = None
@@ -210,23 +208,24 @@ class Runner:
 
     def _load(
         self,
-        cluster: Cluster,
+        cluster: Hosts,
         label: str,
-        arm_dir: Path,
+        dirs: dict[str, str],
         seconds: float,
         http: dict[str, Any] | None,
         rate: float,
         profile: str | None = None,
-    ) -> tuple[list[subprocess.Popen], bool]:
+    ) -> tuple[list[Any], bool]:
         """Run a load generator on every client host for ``seconds`` at ``rate`` requests/s
-        in all (samples into ``arm_dir``); returns them and whether Ctrl-C cut it short."""
+        in all (samples into the host's folder in ``dirs``); returns them and whether Ctrl-C
+        cut it short."""
         service = VIP if cluster.by_role("backend") else cluster.host("server").address
         gens = []
         for i, host in enumerate(cluster.by_role("client")):
             spec = self._load_spec(i, seconds, service, http, rate, profile)
-            argv = [sys.executable, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec),
-                    "--out", str(arm_dir / f"samples-{i}.npy")]  # fmt: skip
-            gens.append(cluster.popen(host, argv, stdout=subprocess.PIPE, text=True))
+            argv = [cluster.python, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec),
+                    "--out", f"{dirs[host.name]}/samples-{i}.npy"]  # fmt: skip
+            gens.append(cluster.start(host, argv, lines=True))
         try:
             for line in gens[0].stdout:
                 msg = json.loads(line)
@@ -271,6 +270,7 @@ class Runner:
         }
 
     def _collect(self, arm_dir: Path, clients: int) -> np.ndarray:
+        """The samples the load generators left in ``arm_dir``, in one array."""
         parts = []
         for i in range(clients):
             path = arm_dir / f"samples-{i}.npy"
@@ -285,3 +285,32 @@ class Runner:
         if not parts:
             return np.zeros(0, dtype=ARM_SAMPLE)
         return np.concatenate(parts)
+
+
+def hosts(spec: ExperimentSpec) -> Hosts:
+    """The hosts ``spec`` runs on: SSH hosts when it names them, else a namespace cluster."""
+    if not spec.get("cluster.server_host"):
+        return Cluster(clients=spec.get("cluster.clients"), backends=spec.get("cluster.backends"))
+    return SshHosts(
+        server=spec.get("cluster.server_host"),
+        clients=list(spec.get("cluster.client_hosts")),
+        address=spec.get("cluster.server_address"),
+        key=spec.get("cluster.ssh_key"),
+        known_hosts=spec.get("cluster.known_hosts"),
+        python=spec.get("cluster.python") or sys.executable,
+        workdir=spec.get("cluster.workdir"),
+    )
+
+
+def _fetch(cluster: Hosts, dirs: dict[str, str], arm_dir: Path) -> str:
+    """Fetch every host's files of an arm into ``arm_dir``, from each host still reachable;
+    returns what was lost ("" when nothing)."""
+    lost = []
+    for name, remote in dirs.items():
+        try:
+            cluster.collect(cluster.host(name), remote, arm_dir)
+        except HostLost as e:
+            lost.append(e.problem)
+    gone = [n for n in cluster.lost() if not any(n in x for x in lost)]
+    lost += [f"host {n} was lost during the arm" for n in gone]
+    return "; ".join(lost)

@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import json
 import shlex
-import subprocess
-import sys
 import time
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tuner.cluster import Cluster
+from tuner.cluster import Hosts
 from tuner.cluster.netutil import stop_processes
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
@@ -44,7 +42,7 @@ class Server:
     """A started server: its processes, its workers' pids in target order, how to talk to it,
     and the netns the agent finds it in (None: the agent is given the pids)."""
 
-    procs: list[subprocess.Popen]
+    procs: list[Any]  # subprocess.Popen, or RemoteProcess on an SSH host
     pids: list[int]
     http: dict[str, Any] | None  # a tuner.workload.wire.HttpWire's arguments, or None
     netns: str | None
@@ -56,7 +54,7 @@ class Server:
         stop_processes(self.procs)
 
 
-def start(spec: ExperimentSpec, cluster: Cluster, arm_dir: Path) -> Server:
+def start(spec: ExperimentSpec, cluster: Hosts, arm_dir: Path) -> Server:
     kind = spec.get("server.kind")
     if kind == "reference":
         return _reference(spec, cluster)
@@ -64,12 +62,12 @@ def start(spec: ExperimentSpec, cluster: Cluster, arm_dir: Path) -> Server:
     port, workers = spec.get("server.port"), spec.get("server.workers")
     if kind == "nginx":
         n = nginx.Nginx(arm_dir / "nginx", port, workers, cpus=spec.get("server.cpus"))
-        procs = [n.start(lambda argv: cluster.popen(host, argv))]
+        procs = [n.start(lambda argv: cluster.start(host, argv))]
         paths = [f"/cost/{k}.txt" for k in nginx.FILES]
         costs = nginx_costs_us()
     else:
         argv = shlex.split(spec.get("server.command").format(port=port, workers=workers))
-        procs = [cluster.popen(host, argv)]
+        procs = [cluster.start(host, argv)]
         n, paths, costs = None, [spec.get("server.path")], [1.0]
     server = Server(procs, [], None, host.netns, n)
     try:
@@ -122,16 +120,16 @@ def nginx_costs_us() -> list[float]:
     return out
 
 
-def _reference(spec: ExperimentSpec, cluster: Cluster) -> Server:
+def _reference(spec: ExperimentSpec, cluster: Hosts) -> Server:
     """The reference server on the server host, or one on each backend host (worker indices
     and CPUs numbered on across them)."""
     hosts = cluster.by_role("backend") or [cluster.host("server")]
     workers, cpus = spec.get("server.workers"), spec.get("server.cpus")
-    procs: list[subprocess.Popen] = []
+    procs: list[Any] = []
     pids: list[int] = []
     for i, host in enumerate(hosts):
         first = i * workers
-        argv = [sys.executable, "-m", "tuner.workload.server", "--workers", str(workers),
+        argv = [cluster.python, "-m", "tuner.workload.server", "--workers", str(workers),
                 "--port", str(spec.get("server.port")), "--work", spec.get("server.work"),
                 "--first-index", str(first)]  # fmt: skip
         if cpus:
@@ -139,7 +137,7 @@ def _reference(spec: ExperimentSpec, cluster: Cluster) -> Server:
             argv += ["--cpus", ",".join(map(str, mine))]
         if spec.get("server.protocol") == "udp":
             argv.append("--udp")
-        proc = cluster.popen(host, argv, stdout=subprocess.PIPE, text=True)
+        proc = cluster.start(host, argv, lines=True)
         procs.append(proc)
         try:
             pids += json.loads(proc.stdout.readline())["workers"]

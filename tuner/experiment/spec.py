@@ -58,6 +58,44 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "the server with server.workers workers; the tuner steers XDP on the server host's "
         "eth0 (0: the server host serves, the tuner steers its reuseport group)",
     ),
+    "cluster.server_host": (
+        str,
+        "",
+        None,
+        "[user@]host[:port] of a server host reached over SSH, with cluster.client_hosts "
+        "('': the test cluster of network namespaces on this machine)",
+    ),
+    "cluster.client_hosts": (
+        list,
+        [],
+        str,
+        "[user@]host[:port] of each client host reached over SSH (sets cluster.clients)",
+    ),
+    "cluster.server_address": (
+        str,
+        "",
+        None,
+        "the address the client hosts send requests to ('': server_host's host name)",
+    ),
+    "cluster.ssh_key": (str, "", None, "private key file for SSH ('': the user's own keys)"),
+    "cluster.known_hosts": (
+        str,
+        "~/.ssh/known_hosts",
+        None,
+        "known-hosts file; an SSH host whose key is not in it is refused",
+    ),
+    "cluster.python": (
+        str,
+        "",
+        None,
+        "Python with tuner installed, on every SSH host ('': the same path as here)",
+    ),
+    "cluster.workdir": (
+        str,
+        "/tmp/tuner-experiments",
+        None,
+        "folder on every SSH host for a run's files while it runs (fetched after each arm)",
+    ),
     "server.kind": (
         str,
         "reference",
@@ -141,6 +179,7 @@ class ExperimentSpec:
                 "list CPUs this machine has",
             )
         _check_server(values, source)
+        _check_hosts(values, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
         return cls(values, agent, source, None, list(values["arms"]))
@@ -200,6 +239,31 @@ def _check_server(values: dict[str, Any], source: str) -> None:
             f"'server.command' in {source} must be a command line with {{port}} in it",
             'e.g. command = "myserver --listen 0.0.0.0:{port} --threads {workers}"',
         )
+
+
+def _check_hosts(values: dict[str, Any], source: str) -> None:
+    """SSH hosts: a server host with client hosts, running the reference server (for now).
+
+    >>> spec = {"cluster": {"server_host": "root@198.18.0.1", "client_hosts": ["198.18.0.11"]}}
+    >>> ExperimentSpec.from_dict(spec).get("cluster.clients")
+    1
+    """
+    server, clients = values["cluster.server_host"], values["cluster.client_hosts"]
+    if not server:
+        if clients:
+            raise TunerError(f"'cluster.client_hosts' in {source} needs cluster.server_host",
+                             "name the server host too, or remove client_hosts")  # fmt: skip
+        return
+    if not clients or len(clients) > 20:
+        raise TunerError(f"'cluster.server_host' in {source} needs 1 to 20 cluster.client_hosts",
+                         'e.g. client_hosts = ["root@10.0.0.8"]')  # fmt: skip
+    if values["server.kind"] != "reference" or values["cluster.backends"]:
+        raise TunerError(
+            f"SSH hosts in {source} run the reference server without backends (nginx, command "
+            "servers and backend hosts over SSH are not built yet)",
+            "set server.kind = 'reference' and cluster.backends = 0, or use the namespace cluster",
+        )
+    values["cluster.clients"] = len(clients)
 
 
 def _check(key: str, value: Any, source: str) -> Any:

@@ -1,0 +1,183 @@
+"""Experiments across hosts reached over SSH (issue 22): OpenSSH's server from Debian runs in
+test namespaces that stand for real hosts, with keys the test makes; the runner reaches them
+only through SSH, from a namespace of its own, as it would reach machines on a network."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import REPO
+from test_experiment import _loaded
+
+from tuner.cluster import Cluster
+from tuner.cluster.netutil import NETNS_DIR, namespace_pids, stop_processes
+from tuner.experiment.spec import ExperimentSpec
+
+SSHD = "/usr/sbin/sshd"
+pytestmark = [
+    pytest.mark.kernel,
+    pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server missing: make setup"),
+]
+
+SPEC = """\
+seed = 5
+warmup_s = 1
+duration_s = {duration}
+arms = {arms}
+
+[cluster]
+server_host = "root@{server}"
+client_hosts = {clients}
+ssh_key = "{key}"
+known_hosts = "{known}"
+workdir = "{workdir}"
+
+[server]
+workers = 4
+
+[workload]
+profile = "heavy-hitters"
+rate = 300
+connections = 8
+service = "exp:500"
+lifetime_s = 0.5
+
+[tuner.model]
+warmup_windows = 5
+"""
+
+
+@dataclass
+class SshLab:
+    """Namespace hosts with sshd, and a controller namespace to run the experiment from."""
+
+    cluster: Cluster
+    sshd: dict[str, subprocess.Popen]
+    key: Path
+    known: Path
+    workdir: Path
+
+    def spec(self, path: Path, arms: list[str], duration: float) -> Path:
+        clients = [f"root@{h.address}" for h in self.cluster.by_role("client")[:2]]
+        text = SPEC.format(duration=duration, arms=json.dumps(arms), clients=json.dumps(clients),
+                           server=self.cluster.host("server").address, key=self.key,
+                           known=self.known, workdir=self.workdir)  # fmt: skip
+        path.write_text(text)
+        ExperimentSpec.load(path)  # valid
+        return path
+
+    def experiment(self, spec: Path, out: Path) -> subprocess.Popen:
+        """`tuner experiment run` in the controller namespace (network only: the files are
+        this machine's)."""
+        ns = f"{NETNS_DIR}/{self.cluster.host('client2').netns}"
+        argv = ["nsenter", f"--net={ns}", sys.executable, "-m", "tuner", "experiment", "run",
+                str(spec), "--out", str(out), "--json"]  # fmt: skip
+        return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)  # fmt: skip
+
+
+def _sshd(cluster: Cluster, host: str, tmp: Path) -> subprocess.Popen:
+    """OpenSSH's server on ``host``'s address, in its network namespace only (so that the
+    agent it starts sees this machine's bpffs and tracefs, as on a real host); returns once
+    it listens."""
+    h = cluster.host(host)
+    cfg = tmp / f"sshd-{host}.conf"
+    cfg.write_text(
+        textwrap.dedent(f"""\
+        ListenAddress {h.address}:22
+        HostKey {tmp}/host_key
+        AuthorizedKeysFile {tmp}/authorized_keys
+        PidFile none
+        StrictModes no
+        UsePAM no
+        PasswordAuthentication no
+        KbdInteractiveAuthentication no
+        PermitRootLogin prohibit-password
+        Subsystem sftp internal-sftp
+        """)
+    )
+    argv = ["nsenter", f"--net={NETNS_DIR}/{h.netns}", SSHD, "-D", "-e", "-f", str(cfg)]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    line = proc.stderr.readline()  # "Server listening on ADDRESS port 22."
+    assert "listening" in line, line + proc.stderr.read()
+    return proc
+
+
+@pytest.fixture
+def ssh_lab(tmp_path: Path) -> Iterator[SshLab]:
+    made_run_dir = not os.path.exists("/run/sshd")
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege-separation dir
+    for name in ("host_key", "client_key"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / name)],
+                       check=True)  # fmt: skip
+    shutil.copy(tmp_path / "client_key.pub", tmp_path / "authorized_keys")
+    sshd: dict[str, subprocess.Popen] = {}
+    try:
+        with Cluster(clients=3) as c:  # server, client0, client1: SSH hosts; client2: controller
+            host_key = (tmp_path / "host_key.pub").read_text().split()[:2]
+            known = tmp_path / "known_hosts"
+            known.write_text("".join(f"{h.address} {' '.join(host_key)}\n" for h in c.hosts))
+            for name in ("server", "client0", "client1"):
+                sshd[name] = _sshd(c, name, tmp_path)
+            workdir = tmp_path / "remote"
+            yield SshLab(c, sshd, tmp_path / "client_key", known, workdir)
+    finally:
+        stop_processes(list(sshd.values()))
+        if made_run_dir:
+            shutil.rmtree("/run/sshd", ignore_errors=True)
+
+
+def test_an_experiment_runs_over_ssh_and_leaves_nothing_on_the_hosts(ssh_lab, tmp_path):
+    """The kernel and the active arm on SSH hosts: the server, the agent and the load
+    generators started through SSH, samples and decision logs fetched through SFTP, the hosts'
+    work folders removed after."""
+    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["kernel", "active"], duration=3)
+    proc = ssh_lab.experiment(spec, tmp_path / "out")
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 0, stderr
+    arms = json.loads(stdout)["arms"]
+    for name in ("kernel", "active"):
+        assert not arms[name].get("failed"), arms[name]
+        assert arms[name]["requests"] > 300, arms[name]  # both clients' samples came back
+    active = tmp_path / "out" / "active"
+    decisions = [json.loads(x) for x in (active / "decisions.jsonl").read_text().splitlines()]
+    assert sum("window" in d for d in decisions) >= 10
+    assert "\npids = [" in (active / "agent.toml").read_text()  # the remote workers
+    assert list(ssh_lab.workdir.iterdir()) == []  # every run folder removed on the hosts
+
+
+def test_a_host_lost_mid_arm_fails_the_arm_and_keeps_the_other_hosts_files(ssh_lab, tmp_path):
+    """Client host 1 dies (every process in it killed, its SSH server too) while the active arm
+    runs: the arm fails with that host named, the experiment exits non-zero, and what the
+    server host and client host 0 wrote is fetched all the same."""
+    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active"], duration=6)
+    proc = ssh_lab.experiment(spec, tmp_path / "out")
+    try:
+        deadline = time.monotonic() + 120
+        # the agent on the server host decides, and the load has started
+        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-active/decisions.jsonl"))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        for pid in namespace_pids(ssh_lab.cluster.host("client1").netns):
+            os.kill(pid, signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=240)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 1 and "arm active failed" in stderr, stderr
+    active = json.loads(stdout)["arms"]["active"]
+    assert "client1" in active["failed"], active
+    out = tmp_path / "out" / "active"
+    assert (out / "decisions.jsonl").stat().st_size > 0 and (out / "agent.log").exists()
+    assert active["requests"] > 0  # client host 0's samples
