@@ -23,6 +23,7 @@ from test_experiment import _loaded
 from tuner.cluster import Cluster
 from tuner.cluster.netutil import NETNS_DIR, namespace_pids, stop_processes
 from tuner.experiment.spec import ExperimentSpec
+from tuner.trace.reader import read_trace
 
 SSHD = "/usr/sbin/sshd"
 pytestmark = [
@@ -138,35 +139,18 @@ def ssh_lab(tmp_path: Path) -> Iterator[SshLab]:
             shutil.rmtree("/run/sshd", ignore_errors=True)
 
 
-def test_an_experiment_runs_over_ssh_and_leaves_nothing_on_the_hosts(ssh_lab, tmp_path):
-    """The kernel and the active arm on SSH hosts: the server, the agent and the load
-    generators started through SSH, samples and decision logs fetched through SFTP, the hosts'
-    work folders removed after."""
-    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["kernel", "active"], duration=3)
-    proc = ssh_lab.experiment(spec, tmp_path / "out")
-    stdout, stderr = proc.communicate(timeout=300)
-    assert proc.returncode == 0, stderr
-    arms = json.loads(stdout)["arms"]
-    for name in ("kernel", "active"):
-        assert not arms[name].get("failed"), arms[name]
-        assert arms[name]["requests"] > 300, arms[name]  # both clients' samples came back
-    active = tmp_path / "out" / "active"
-    decisions = [json.loads(x) for x in (active / "decisions.jsonl").read_text().splitlines()]
-    assert sum("window" in d for d in decisions) >= 10
-    assert "\npids = [" in (active / "agent.toml").read_text()  # the remote workers
-    assert list(ssh_lab.workdir.iterdir()) == []  # every run folder removed on the hosts
-
-
-def test_a_host_lost_mid_arm_fails_the_arm_and_keeps_the_other_hosts_files(ssh_lab, tmp_path):
-    """Client host 1 dies (every process in it killed, its SSH server too) while the active arm
-    runs: the arm fails with that host named, the experiment exits non-zero, and what the
-    server host and client host 0 wrote is fetched all the same."""
-    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active"], duration=6)
+def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh_lab, tmp_path):
+    """Three arms on SSH hosts: the server, the agent and the load generators started through
+    SSH, samples, decision logs and the trace fetched through SFTP. Client host 1 dies (every
+    process in it killed, its SSH server too) while the last arm runs: that arm fails with the
+    host named, the run exits non-zero, what the other hosts wrote is fetched all the same,
+    and no work folder is left on the hosts."""
+    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["kernel", "active", "shadow"], duration=3)
     proc = ssh_lab.experiment(spec, tmp_path / "out")
     try:
-        deadline = time.monotonic() + 120
-        # the agent on the server host decides, and the load has started
-        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-active/decisions.jsonl"))):
+        deadline = time.monotonic() + 180
+        # the shadow arm's agent decides, and the load has started
+        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-shadow/decisions.jsonl"))):
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.2)
         for pid in namespace_pids(ssh_lab.cluster.host("client1").netns):
@@ -175,9 +159,18 @@ def test_a_host_lost_mid_arm_fails_the_arm_and_keeps_the_other_hosts_files(ssh_l
     finally:
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 1 and "arm active failed" in stderr, stderr
-    active = json.loads(stdout)["arms"]["active"]
-    assert "client1" in active["failed"], active
-    out = tmp_path / "out" / "active"
-    assert (out / "decisions.jsonl").stat().st_size > 0 and (out / "agent.log").exists()
-    assert active["requests"] > 0  # client host 0's samples
+    assert proc.returncode == 1 and "arm shadow failed" in stderr, stderr
+    arms = json.loads(stdout)["arms"]
+    for name in ("kernel", "active"):
+        assert not arms[name].get("failed"), arms[name]
+        assert arms[name]["requests"] > 300, arms[name]  # both clients' samples came back
+    out = tmp_path / "out"
+    decisions = (out / "active" / "decisions.jsonl").read_text().splitlines()
+    assert sum("window" in json.loads(d) for d in decisions) >= 10
+    assert "\npids = [" in (out / "active" / "agent.toml").read_text()  # the remote workers
+    shadow = arms["shadow"]
+    assert "client1" in shadow["failed"], shadow
+    assert (out / "shadow" / "decisions.jsonl").stat().st_size > 0
+    assert read_trace(str(out / "shadow" / "trace.parquet")).windows > 0  # fetched whole
+    assert shadow["requests"] > 0  # client host 0's samples
+    assert list(ssh_lab.workdir.iterdir()) == []  # every run folder removed on the hosts

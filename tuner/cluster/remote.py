@@ -25,6 +25,7 @@ from __future__ import annotations
 import io
 import shlex
 import signal
+import stat
 import subprocess
 import time
 import uuid
@@ -234,18 +235,9 @@ class SshHosts(HostList):
         """Fetch every file of the folder ``remote`` on ``host`` into ``local``, then remove
         it there; returns the names fetched."""
         h = host or self.host("server")
-        got: list[str] = []
         try:
             with self._ssh[h.name].open_sftp() as sftp:
-                try:
-                    names = sorted(sftp.listdir(remote))
-                except FileNotFoundError:
-                    return got  # fetched already
-                for name in names:
-                    if name.endswith(".sock"):
-                        continue
-                    sftp.get(f"{remote}/{name}", str(local / name))
-                    got.append(name)
+                got = _get_tree(sftp, remote, local)
             self.run(h, ["rm", "-rf", remote])
         except (OSError, EOFError, _ssh_error()) as e:
             raise HostLost(f"host {h.name} ({h.port}) lost while fetching its files: {e}") from None
@@ -296,6 +288,26 @@ class SshHosts(HostList):
 
     def __exit__(self, *exc: object) -> None:
         self.down()
+
+
+def _get_tree(sftp: Any, remote: str, local: Path) -> list[str]:
+    """Copy the folder ``remote`` (a trace is a folder of parts) into ``local``; a folder that
+    is gone gives nothing, a socket is left out."""
+    try:
+        entries = sftp.listdir_attr(remote)
+    except FileNotFoundError:
+        return []  # fetched already
+    got = []
+    for e in sorted(entries, key=lambda e: e.filename):
+        if stat.S_ISDIR(e.st_mode or 0):
+            (local / e.filename).mkdir(exist_ok=True)
+            _get_tree(sftp, f"{remote}/{e.filename}", local / e.filename)
+        elif stat.S_ISREG(e.st_mode or 0):
+            sftp.get(f"{remote}/{e.filename}", str(local / e.filename))
+        else:
+            continue
+        got.append(e.filename)
+    return got
 
 
 def _ssh_error() -> type[Exception]:
