@@ -144,16 +144,15 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
 
 
 def per_node(trees, X, y, test_rows, node, nodes, threshold) -> dict[str, dict[str, Any]]:
-    """Held-out error of the trees and of the last value, node by node."""
+    """Held-out error of the trees and of the last value, node by node, scored as
+    :func:`evaluate_dataset` scores them (a precision with no hotspot predicted is None)."""
     load = X[:, 0]
     result = {}
     for i, name in enumerate(nodes):
         rows = test_rows & (node == i)
-        scores: dict[str, Any] = {"holdout_rows": int(rows.sum())}
-        if rows.any():
-            pred = np.clip(load[rows] + trees.predict(X[rows]), 0.0, None)
-            scores.update(boost.scores(pred, load[rows], y[rows], threshold, ""))
-        result[name] = scores
+        pred = np.clip(load[rows] + trees.predict(X[rows]), 0.0, None) if rows.any() else load[rows]
+        scores = _scores(_tally(pred, load[rows], y[rows], threshold))
+        result[name] = {"holdout_rows": scores.pop("rows"), **scores}
     return result
 
 
