@@ -179,45 +179,6 @@ def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluste
 
 
 @pytest.mark.kernel
-def test_repeated_rounds_report_medians_of_per_round_ratios(
-    tmp_path, tuner_cli, no_leftover_cluster
-):
-    spec = tmp_path / "short.toml"
-    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
-    out = tmp_path / "out"
-    r = tuner_cli(
-        "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,kernel-again,shadow",
-        "--repeats", "2", "--json", timeout=300,
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    summary = json.loads(r.stdout)
-    assert summary["repeats"] == 2
-    assert list(summary["arms"]) == ["kernel", "kernel-again", "shadow"]
-    for arm in ("kernel-again", "shadow"):  # the A/A arm, and one with an agent
-        m = summary["arms"][arm]
-        assert len(m["p99_vs_kernel_rounds"]) == 2 and m["rounds"] == 2
-        lo, hi = sorted(m["p99_vs_kernel_rounds"])
-        assert lo <= m["p99_vs_kernel"] <= hi
-        ci = m["p99_vs_kernel_ci"]  # a 95 % interval over the rounds, around the median
-        assert len(ci) == 2 and lo <= ci[0] <= m["p99_vs_kernel"] <= ci[1] <= hi
-    for i in (1, 2):
-        one = json.loads((out / f"round-{i}" / "summary.json").read_text())
-        assert list(one["arms"]) == ["kernel", "kernel-again", "shadow"]
-        assert (out / f"round-{i}" / "latency_cdf.png").is_file()
-    total = sum(
-        json.loads((out / f"round-{i}" / "summary.json").read_text())["arms"]["kernel"]["requests"]
-        for i in (1, 2)
-    )
-    assert summary["arms"]["kernel"]["requests"] == total
-    assert "p99/kernel per round" in (out / "report.md").read_text()
-    assert json.loads((out / "summary.json").read_text()) == summary
-    shadow = summary["arms"]["shadow"]  # the learner's record, with its interval over rounds
-    assert shadow["mae_vs_baseline"] > 0 and len(shadow["mae_vs_baseline_ci"]) == 2
-    assert "horizon_mae_vs_baseline" in shadow and "hotspot_recall" in shadow
-    assert "MAE/last value" in (out / "report.md").read_text()
-
-
-@pytest.mark.kernel
 def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]]:
     """Run spec ``text`` (2 s measured) through the kernel and active arms into tmp_path/out;
     the summary and the active arm's decisions."""

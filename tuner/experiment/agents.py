@@ -49,7 +49,7 @@ def start_agent(
             "target.pids": pids,
             "target.port": spec.get("server.port"),
             "target.protocol": spec.get("server.protocol"),
-            "agent.name": f"exp-{os.getpid()}",
+            "agent.name": f"exp-{os.getpid()}-{arm}",  # arms may run side by side
             "agent.control_socket": f"{remote}/agent.sock",
             "agent.decision_log": f"{remote}/decisions.jsonl",
         }

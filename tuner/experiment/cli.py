@@ -109,7 +109,9 @@ def _run(args: argparse.Namespace) -> int:
         bad = [a for a in arms if a not in ARMS]
         if bad:
             raise TunerError(f"unknown arm {bad[0]!r}", f"choose from {', '.join(ARMS)}")
-        spec.arms = arms
+        spec = spec.with_arms(arms)
+    else:
+        spec = spec.with_arms(spec.arms, source=str(args.path))  # as many as the groups?
     if args.repeats is not None:
         spec.values["repeats"] = check_value(SCHEMA, "repeats", args.repeats, "--repeats")
     repeats = spec.get("repeats")

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tuner.experiment.calibrate import Calibration, overloaded
+from tuner.experiment.rounds import side_by_side
 from tuner.experiment.runner import ArmResult
 from tuner.experiment.spec import ExperimentSpec
 from tuner.experiment.stats import ci_text
@@ -86,6 +87,9 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
+    if spec.get("cluster.groups") > 1:  # arms side by side: where and when each ran
+        out["group"] = r.group
+        out["started"] = round(r.started, 3)
     if r.failed:
         out["failed"] = r.failed
     if r.interrupted:
@@ -357,6 +361,11 @@ def _calibrated(summary: dict[str, Any]) -> str:
     return f" ({text})"
 
 
+def _side_by_side(summary: dict[str, Any]) -> str:
+    arms = summary["arms"]
+    return side_by_side({arm: str(m["group"]) for arm, m in arms.items() if "group" in m})
+
+
 def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     w = spec.to_json()["workload"]
     return f"""# Experiment {spec.get("name")}
@@ -368,7 +377,7 @@ Profile `{w["profile"]}`, {summary["rate"]:g} requests/s{_calibrated(summary)} f
 {w["connections"]} connections each (mean lifetime {w["lifetime_s"]:g} s), service time
 `{w["service"]}`, {_servers(spec)};
 {spec.get("duration_s"):g} s measured per arm after {spec.get("warmup_s"):g} s of warm-up;
-seed {spec.get("seed")}.
+seed {spec.get("seed")}.{_side_by_side(summary)}
 
 {table(summary)}
 {chr(10).join(["", *notes(summary)]) if notes(summary) else ""}

@@ -58,7 +58,9 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
         for key in dict.fromkeys(k for p in per for k in p):
             vals = [p.get(key) for p in per]
             nums = [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
-            if key in TOTALS:
+            if key in ("group", "started"):  # arms side by side: where and when, per round
+                m[f"{key}_rounds"] = vals
+            elif key in TOTALS:
                 m[key] = sum(nums)
             elif key == "interrupted":
                 m[key] = any(vals)
@@ -83,6 +85,19 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
     if rates:
         out["rate_rounds"] = rates
     return out
+
+
+def side_by_side(groups: dict[str, str]) -> str:
+    """What a report says of arms that ran at the same time, each on its group of hosts
+    (``groups``: arm -> its group, or groups round by round); "" when they did not.
+
+    >>> side_by_side({"kernel": "0", "active": "1"})[-38:]
+    'each on its group: kernel 0; active 1.'
+    """
+    if not groups:
+        return ""
+    each = "; ".join(f"{arm} {g}" for arm, g in groups.items())
+    return f" The arms ran side by side under the same load, each on its group: {each}."
 
 
 def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = None) -> tuple:
@@ -148,5 +163,9 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         per = [", ".join(f"{v:.3f}" for v in m.get(f"p99_vs_{b}_rounds", [])) or "-"
                for b in ("kernel", "reactive")]  # fmt: skip
         lines.append(f"| {arm} | {per[0]} | {per[1]} |")
+    sides = {arm: ", ".join(map(str, m["group_rounds"])) for arm, m in summary["arms"].items()
+             if "group_rounds" in m}  # fmt: skip
+    if sides:
+        lines += ["", side_by_side(sides).strip() + " (round by round)"]
     lines += ["", "Each round's own outputs (plots, samples, decisions): `round-<i>/`.", ""]
     return "\n".join(lines)

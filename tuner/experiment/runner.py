@@ -1,4 +1,5 @@
-"""Run an experiment: one cluster, then each arm back to back with the same seed.
+"""Run an experiment: its groups of hosts, then each arm with the same seed, back to back
+or, with several groups, side by side.
 
 For each arm the server (or one on each backend host) is started afresh, the arm's
 controller (none, or ``tuner run`` in the right mode and model) is started and given time to
@@ -12,29 +13,33 @@ requests sent after the warm-up count.
 - ``shadow``: the agent with the learned model, deciding and logging, writing nothing.
 - ``active``: the agent with the learned model, writing its decisions.
 
+With ``cluster.groups = N`` (or N SSH server hosts) the N arms run **at the same time**,
+arm *i* of the round's order on group *i*, under the same load (the same seeds); rounds turn
+the order, so that over N rounds each arm runs on each group (a fleet A/B: a difference
+between hosts cannot pass for a difference between arms, and a drift in time hits both).
+
 Ctrl-C stops the load generators; what was measured up to then is still written.
 
 An arm whose agent exited before the load ended, or spent more than :data:`FALLBACK_LIMIT`
-of its measured windows in fall-back to the kernel's placement, is **failed**: its figures
-are not results (the kernel was steering, not the tuner), and the report says why.
+of its measured windows in fall-back to the kernel's placement, or whose host was lost, is
+**failed**: its figures are not results, and the report says why.
 """
 
 from __future__ import annotations
 
 import json
 import shutil
-import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from tuner.cluster import Cluster, Hosts
+from tuner.cluster import Hosts
 from tuner.cluster.netutil import stop_processes
-from tuner.cluster.remote import HostLost, SshHosts
-from tuner.cluster.topology import VIP
+from tuner.cluster.remote import HostLost
 from tuner.experiment import calibrate, servers
 from tuner.experiment.agents import (
     AGENT_ARMS,
@@ -46,11 +51,10 @@ from tuner.experiment.agents import (
     stop_agent,
 )
 from tuner.experiment.calibrate import Calibration
+from tuner.experiment.load import Load, collect, fetch, hosts, run_load
 from tuner.experiment.spec import ExperimentSpec
-from tuner.workload.loadgen import SAMPLE
 from tuner.workload.protocol import ServiceTime
 
-ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
 FALLBACK_LIMIT = 0.1  # share of an agent arm's measured windows it may spend in fall-back
 
 
@@ -67,6 +71,24 @@ class ArmResult:
     interrupted: bool = False
     failed: str = ""  # why the arm is not a result ("" when it is one)
     fallback_share: float | None = None  # of the measured windows, agent arms only
+    group: int = 0  # the group of hosts it ran on
+
+
+@dataclass
+class _Live:
+    """An arm while it runs: what was started for it, to stop and judge after."""
+
+    arm: str
+    group: int
+    cluster: Hosts
+    arm_dir: Path
+    dirs: dict[str, str] = field(default_factory=dict)  # host name -> its folder for the arm
+    server: Any = None
+    agent: Any = None
+    hog: Any = None
+    load: Load | None = None
+    failed: str = ""
+    stopped: bool = False
 
 
 class Runner:
@@ -82,21 +104,25 @@ class Runner:
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)
         results: list[ArmResult] = []
-        with hosts(self.spec) as cluster:
+        with ExitStack() as stack:
+            groups = [stack.enter_context(h) for h in hosts(self.spec)]
             if self.spec.get("workload.utilization"):
-                self.calibration = self._calibrate(cluster)
+                cals = [self._calibrate(g, i, len(groups)) for i, g in enumerate(groups)]
+                self.calibration = min(cals, key=lambda c: c.rate)  # one rate for every group
                 self.rate = self.calibration.rate
-            for arm in self.spec.arms:
-                result = self._arm(cluster, arm)
-                results.append(result)
-                if result.interrupted:
+            arms = list(self.spec.arms)
+            for k in range(0, len(arms), len(groups)):  # one arm per group at a time
+                chunk = arms[k : k + len(groups)]
+                batch = self._arms(list(enumerate(zip(groups[: len(chunk)], chunk, strict=True))))
+                results += batch
+                if any(r.interrupted for r in batch):
                     break
         return results
 
-    def _calibrate(self, cluster: Hosts) -> Calibration:
+    def _calibrate(self, cluster: Hosts, group: int, groups: int) -> Calibration:
         """What the server sustains here and now: a short run far above it, under the
         kernel's placement, its answers per second counted (see :mod:`.calibrate`)."""
-        arm_dir = self.out / "calibration"
+        arm_dir = self.out / ("calibration" if groups == 1 else f"calibration-{group}")
         shutil.rmtree(arm_dir, ignore_errors=True)
         arm_dir.mkdir(parents=True)
         self.progress("calibrate", 0.0, "starting server")
@@ -134,183 +160,110 @@ class Runner:
         """Load the started ``server`` (the kernel's placement) for :data:`.calibrate.SECONDS`
         at ``rate``, stop it, and return the samples; Ctrl-C raises KeyboardInterrupt."""
         dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.by_role("client")}
+        load = Load(cluster, dirs, server.http)
         try:
-            gens, interrupted = self._load(
-                cluster, "calibrate", dirs, calibrate.SECONDS, server.http, rate, profile
-            )
+            interrupted = run_load(self.spec, [load], calibrate.SECONDS, rate, self.progress,
+                                   "calibrate", profile)  # fmt: skip
         finally:
             server.stop()
-            lost = _fetch(cluster, dirs, arm_dir)
+            lost = fetch(cluster, dirs, arm_dir)
         if interrupted:
             raise KeyboardInterrupt
         if lost:
             raise HostLost(f"calibration failed: {lost}", "check the hosts and run again")
-        return self._collect(arm_dir, len(gens))
+        return collect(arm_dir, len(load.gens or []))
 
-    # -- one arm --------------------------------------------------------------------------
-    def _arm(self, cluster: Hosts, arm: str) -> ArmResult:
+    # -- arms ---------------------------------------------------------------------------
+    def _arms(self, batch: list[tuple[int, tuple[Hosts, str]]]) -> list[ArmResult]:
+        """Run the arms of ``batch`` (group, (its hosts, arm)) at the same time."""
+        s = self.spec
+        lives: list[_Live] = []
+        interrupted = False
+        started = time.time()
+        try:
+            for group, (cluster, arm) in batch:
+                lives.append(self._start(cluster, arm, group))
+            ready = [lv for lv in lives if not lv.failed]
+            for lv in ready:
+                lv.load = Load(lv.cluster, lv.dirs, lv.server.http)
+            started = time.time()
+            if ready:
+                label = "+".join(lv.arm for lv in ready)
+                interrupted = run_load(s, [lv.load for lv in ready],
+                                       s.get("warmup_s") + s.get("duration_s"), self.rate,
+                                       self.progress, label)  # fmt: skip
+        except BaseException:
+            for lv in lives:
+                self._stop(lv)
+            raise
+        return [self._finish(lv, started, interrupted) for lv in lives]
+
+    def _start(self, cluster: Hosts, arm: str, group: int) -> _Live:
+        """The arm's server, and its agent when it has one; a lost host fails the arm."""
         s = self.spec
         arm_dir = self.out / arm
         if arm_dir.exists():  # an earlier run into the same --out: start the arm afresh
             shutil.rmtree(arm_dir)
         arm_dir.mkdir(parents=True)
+        lv = _Live(arm, group, cluster, arm_dir)
         self.progress(arm, 0.0, "starting server")
-        agent = hog = server = None
-        gens: list[Any] = []
-        interrupted = False
+        try:
+            lv.dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.hosts}
+            lv.server = servers.start(s, cluster, arm_dir)
+            self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
+            lv.agent = start_agent(s, arm, lv.server.pids, lv.server.netns, arm_dir, cluster,
+                                   lv.dirs["server"])  # fmt: skip
+            if s.get("workload.profile") == "noisy-neighbour":
+                lv.hog = cluster.start(cluster.host("server"),
+                                       ["taskset", "-c", str(s.get("workload.hog_cpu")),
+                                        cluster.python, "-c", "while True: pass"])  # fmt: skip
+        except HostLost as e:
+            lv.failed = e.problem
+        except BaseException:
+            self._stop(lv)
+            raise
+        return lv
+
+    def _stop(self, lv: _Live) -> None:
+        """Stop what runs for the arm, fetch its hosts' files, remove what a dead agent left."""
+        if lv.stopped:
+            return
+        lv.stopped = True
+        gens = lv.load.gens if lv.load is not None and lv.load.gens else []
+        stop_processes([p for p in (lv.agent, lv.hog) if p is not None] + gens)
+        if lv.server is not None:
+            lv.server.stop()
+        lv.failed = lv.failed or fetch(lv.cluster, lv.dirs, lv.arm_dir)
+        if lv.arm in AGENT_ARMS:
+            remove_agent_traces(lv.arm_dir, lv.cluster)
+
+    def _finish(self, lv: _Live, started: float, interrupted: bool) -> ArmResult:
+        """Stop the arm and judge it: an agent that died or stayed in fall-back fails it."""
+        s = self.spec
         status: dict[str, Any] = {}
         cpu = 0.0
-        failed = ""
-        started = time.time()
-        dirs: dict[str, str] = {}
         try:
-            dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.hosts}
-            server = servers.start(s, cluster, arm_dir)
-            self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
-            agent = start_agent(s, arm, server.pids, server.netns, arm_dir, cluster,
-                                dirs["server"])  # fmt: skip
-            if s.get("workload.profile") == "noisy-neighbour":
-                hog = cluster.start(cluster.host("server"),
-                                    ["taskset", "-c", str(s.get("workload.hog_cpu")),
-                                     cluster.python, "-c", "while True: pass"])  # fmt: skip
-            total = s.get("warmup_s") + s.get("duration_s")
-            started = time.time()
-            gens, interrupted = self._load(cluster, arm, dirs, total, server.http, self.rate)
-            if agent is not None:
-                died = agent.poll()
-                status, cpu = stop_agent(agent)
-                if died is not None and not cluster.lost():
-                    failed = (
-                        f"the agent exited (status {died}) during the arm: {last_error(arm_dir)}"
+            if lv.agent is not None and not lv.failed:
+                died = lv.agent.poll()
+                status, cpu = stop_agent(lv.agent)
+                if died is not None and not lv.cluster.lost():
+                    lv.failed = f"the agent exited (status {died}) during the arm: " + last_error(
+                        lv.arm_dir
                     )
         except HostLost as e:
-            failed = e.problem
+            lv.failed = e.problem
         finally:
-            stop_processes([p for p in (agent, hog) if p is not None] + gens)
-            if server is not None:
-                server.stop()
-            lost = _fetch(cluster, dirs, arm_dir)
-            failed = failed or lost
-            if arm in AGENT_ARMS:
-                remove_agent_traces(arm_dir, cluster)
-        samples = self._collect(arm_dir, len(gens))
-        decisions = read_jsonl(arm_dir / "decisions.jsonl")
+            self._stop(lv)
+        samples = collect(lv.arm_dir, len(lv.load.gens or []) if lv.load else 0)
+        decisions = read_jsonl(lv.arm_dir / "decisions.jsonl")
         share = None
-        if agent is not None:
+        if lv.agent is not None:
             share, why = fallback_share(decisions, started + s.get("warmup_s"))
-            if not failed and share > FALLBACK_LIMIT:
-                failed = (
+            if not lv.failed and share > FALLBACK_LIMIT:
+                lv.failed = (
                     f"the agent was in fall-back for {share:.0%} of the measured windows "
                     f"(limit {FALLBACK_LIMIT:.0%}): {why}"
                 )
-        self.progress(arm, 1.0, "FAILED" if failed else "done")
-        return ArmResult(arm, samples, started, decisions, status, cpu, interrupted, failed, share)
-
-    def _load(
-        self,
-        cluster: Hosts,
-        label: str,
-        dirs: dict[str, str],
-        seconds: float,
-        http: dict[str, Any] | None,
-        rate: float,
-        profile: str | None = None,
-    ) -> tuple[list[Any], bool]:
-        """Run a load generator on every client host for ``seconds`` at ``rate`` requests/s
-        in all (samples into the host's folder in ``dirs``); returns them and whether Ctrl-C
-        cut it short."""
-        service = VIP if cluster.by_role("backend") else cluster.host("server").address
-        gens = []
-        for i, host in enumerate(cluster.by_role("client")):
-            spec = self._load_spec(i, seconds, service, http, rate, profile)
-            argv = [cluster.python, "-m", "tuner.workload.loadgen", "--config", json.dumps(spec),
-                    "--out", f"{dirs[host.name]}/samples-{i}.npy"]  # fmt: skip
-            gens.append(cluster.start(host, argv, lines=True))
-        try:
-            for line in gens[0].stdout:
-                msg = json.loads(line)
-                if "t" in msg:
-                    self.progress(label, min(msg["t"] / seconds, 1.0), f"{msg['sent']} requests")
-            for g in gens:
-                g.wait()
-        except KeyboardInterrupt:
-            for g in gens:
-                g.terminate()
-            for g in gens:
-                g.wait()
-            return gens, True
-        return gens, False
-
-    def _load_spec(
-        self,
-        i: int,
-        seconds: float,
-        host: str,
-        http: dict[str, Any] | None,
-        rate: float,
-        profile: str | None = None,
-    ) -> dict[str, Any]:
-        s = self.spec
-        w = {k.split(".", 1)[1]: v for k, v in s.values.items() if k.startswith("workload.")}
-        return {
-            "host": host,
-            "port": s.get("server.port"),
-            "rate": rate / s.get("cluster.clients"),
-            "seconds": seconds,
-            "connections": w["connections"],
-            "profile": profile or w["profile"],
-            "service": w["service"],
-            "lifetime_s": w["lifetime_s"],
-            "seed": s.get("seed") * 1000 + i,
-            "udp": s.get("server.protocol") == "udp",
-            "http": http,
-            "profile_args": {
-                k: w[k] for k in ("zipf_s", "shift_s", "period_s", "burst_s", "burst_factor")
-            },
-        }
-
-    def _collect(self, arm_dir: Path, clients: int) -> np.ndarray:
-        """The samples the load generators left in ``arm_dir``, in one array."""
-        parts = []
-        for i in range(clients):
-            path = arm_dir / f"samples-{i}.npy"
-            if path.exists():
-                x = np.load(path)
-                y = np.zeros(x.size, dtype=ARM_SAMPLE)
-                for k in SAMPLE.names:
-                    y[k] = x[k]
-                y["client"] = i
-                parts.append(y)
-                path.unlink()
-        if not parts:
-            return np.zeros(0, dtype=ARM_SAMPLE)
-        return np.concatenate(parts)
-
-
-def hosts(spec: ExperimentSpec) -> Hosts:
-    """The hosts ``spec`` runs on: SSH hosts when it names them, else a namespace cluster."""
-    if not spec.get("cluster.server_host"):
-        return Cluster(clients=spec.get("cluster.clients"), backends=spec.get("cluster.backends"))
-    return SshHosts(
-        server=spec.get("cluster.server_host"),
-        clients=list(spec.get("cluster.client_hosts")),
-        address=spec.get("cluster.server_address"),
-        key=spec.get("cluster.ssh_key"),
-        known_hosts=spec.get("cluster.known_hosts"),
-        python=spec.get("cluster.python") or sys.executable,
-        workdir=spec.get("cluster.workdir"),
-    )
-
-
-def _fetch(cluster: Hosts, dirs: dict[str, str], arm_dir: Path) -> str:
-    """Fetch every host's files of an arm into ``arm_dir``, from each host still reachable;
-    returns what was lost ("" when nothing)."""
-    lost = []
-    for name, remote in dirs.items():
-        try:
-            cluster.collect(cluster.host(name), remote, arm_dir)
-        except HostLost as e:
-            lost.append(e.problem)
-    gone = [n for n in cluster.lost() if not any(n in x for x in lost)]
-    lost += [f"host {n} was lost during the arm" for n in gone]
-    return "; ".join(lost)
+        self.progress(lv.arm, 1.0, "FAILED" if lv.failed else "done")
+        return ArmResult(lv.arm, samples, started, decisions, status, cpu, interrupted,
+                         lv.failed, share, lv.group)  # fmt: skip

@@ -58,24 +58,26 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "the server with server.workers workers; the tuner steers XDP on the server host's "
         "eth0 (0: the server host serves, the tuner steers its reuseport group)",
     ),
-    "cluster.server_host": (
+    "cluster.groups": (
+        int,
+        1,
+        (1, 8),
+        "independent server groups (a server host with its own clients each); with more than "
+        "one, the arms run at the same time, one per group, their groups turned each round",
+    ),
+    "cluster.server_hosts": (
+        list,
+        [],
         str,
-        "",
-        None,
-        "[user@]host[:port] of a server host reached over SSH, with cluster.client_hosts "
-        "('': the test cluster of network namespaces on this machine)",
+        "[user@]host[:port] of each server host reached over SSH, one per group; the clients "
+        "send to its host part ([]: the test cluster of network namespaces on this machine)",
     ),
     "cluster.client_hosts": (
         list,
         [],
         str,
-        "[user@]host[:port] of each client host reached over SSH (sets cluster.clients)",
-    ),
-    "cluster.server_address": (
-        str,
-        "",
-        None,
-        "the address the client hosts send requests to ('': server_host's host name)",
+        "[user@]host[:port] of each client host reached over SSH, split in order among the "
+        "server hosts (sets cluster.clients and cluster.groups)",
     ),
     "cluster.ssh_key": (str, "", None, "private key file for SSH ('': the user's own keys)"),
     "cluster.known_hosts": (
@@ -179,7 +181,8 @@ class ExperimentSpec:
                 "list CPUs this machine has",
             )
         _check_server(values, source)
-        _check_hosts(values, source)
+        # the arms may come from --arms yet: counted against the groups when given here
+        _check_hosts(values, list(values["arms"]) if "arms" in flat else None, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
         return cls(values, agent, source, None, list(values["arms"]))
@@ -212,6 +215,21 @@ class ExperimentSpec:
         values["workload.profile"] = _check("workload.profile", profile, "--profile")
         return ExperimentSpec(values, self.tuner, self.source, self.path, list(self.arms))
 
+    def with_arms(self, arms: list[str], source: str = "--arms") -> ExperimentSpec:
+        """The same spec with other arms (``--arms``), checked as the spec's own.
+
+        >>> ExperimentSpec.from_dict({"cluster": {"groups": 2}, "arms": ["kernel", "active"]}
+        ...                          ).with_arms(["kernel"])
+        Traceback (most recent call last):
+        ...
+        tuner.errors.TunerError: 2 groups run 2 arms at the same time, one per group; --arms \
+gives 1 arms; fix: list 2 arms (e.g. arms = ['kernel', 'active']), or one group
+        """
+        values = dict(self.values)
+        values["arms"] = _check("arms", list(arms), source)
+        _check_hosts(values, values["arms"], source)
+        return ExperimentSpec(values, self.tuner, self.source, self.path, list(values["arms"]))
+
     def to_json(self) -> dict[str, Any]:
         """The spec as run, nested by section, with the agent settings."""
         out: dict[str, Any] = {}
@@ -241,29 +259,48 @@ def _check_server(values: dict[str, Any], source: str) -> None:
         )
 
 
-def _check_hosts(values: dict[str, Any], source: str) -> None:
-    """SSH hosts: a server host with client hosts, running the reference server (for now).
+def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) -> None:
+    """Groups and SSH hosts: server hosts with as many client hosts each, running the
+    reference server (for now); with several groups, one arm per group.
 
-    >>> spec = {"cluster": {"server_host": "root@198.18.0.1", "client_hosts": ["198.18.0.11"]}}
-    >>> ExperimentSpec.from_dict(spec).get("cluster.clients")
-    1
+    >>> spec = {"cluster": {"server_hosts": ["a", "b"], "client_hosts": ["c", "d", "e", "f"]},
+    ...         "arms": ["kernel", "active"]}
+    >>> s = ExperimentSpec.from_dict(spec)
+    >>> s.get("cluster.groups"), s.get("cluster.clients")
+    (2, 2)
     """
-    server, clients = values["cluster.server_host"], values["cluster.client_hosts"]
-    if not server:
-        if clients:
-            raise TunerError(f"'cluster.client_hosts' in {source} needs cluster.server_host",
-                             "name the server host too, or remove client_hosts")  # fmt: skip
-        return
-    if not clients or len(clients) > 20:
-        raise TunerError(f"'cluster.server_host' in {source} needs 1 to 20 cluster.client_hosts",
-                         'e.g. client_hosts = ["root@10.0.0.8"]')  # fmt: skip
-    if values["server.kind"] != "reference" or values["cluster.backends"]:
-        raise TunerError(
-            f"SSH hosts in {source} run the reference server without backends (nginx, command "
-            "servers and backend hosts over SSH are not built yet)",
-            "set server.kind = 'reference' and cluster.backends = 0, or use the namespace cluster",
-        )
-    values["cluster.clients"] = len(clients)
+    servers, clients = values["cluster.server_hosts"], values["cluster.client_hosts"]
+    if servers:
+        if not clients or len(clients) % len(servers) or len(clients) // len(servers) > 20:
+            raise TunerError(
+                f"'cluster.server_hosts' in {source} needs 1 to 20 cluster.client_hosts for "
+                f"each of its {len(servers)} server host(s); got {len(clients)}",
+                'e.g. client_hosts = ["root@10.0.0.8"] for one server host',
+            )
+        if len(servers) > 8:
+            raise TunerError(f"'cluster.server_hosts' in {source} names more than 8 hosts")
+        if values["server.kind"] != "reference" or values["cluster.backends"]:
+            raise TunerError(
+                f"SSH hosts in {source} run the reference server without backends (nginx, "
+                "command servers and backend hosts over SSH are not built yet)",
+                "set server.kind = 'reference' and cluster.backends = 0, or use namespaces",
+            )
+        values["cluster.groups"] = len(servers)
+        values["cluster.clients"] = len(clients) // len(servers)
+    elif clients:
+        raise TunerError(f"'cluster.client_hosts' in {source} needs cluster.server_hosts",
+                         "name the server hosts too, or remove client_hosts")  # fmt: skip
+    groups = values["cluster.groups"]
+    if groups > 1:
+        if arms is not None and len(arms) != groups:
+            raise TunerError(
+                f"{groups} groups run {groups} arms at the same time, one per group; "
+                f"{source} gives {len(arms)} arms",
+                f"list {groups} arms (e.g. arms = ['kernel', 'active']), or one group",
+            )
+        if values["cluster.backends"]:
+            raise TunerError(f"groups in {source} have no backend hosts (not built yet)",
+                             "set cluster.backends = 0")  # fmt: skip
 
 
 def _check(key: str, value: Any, source: str) -> Any:
