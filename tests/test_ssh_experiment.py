@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO
-from test_experiment import _loaded
+from test_experiment import SHORT, _loaded
 
 from tuner.cluster import Cluster
 from tuner.cluster.netutil import NETNS_DIR, namespace_pids, stop_processes
@@ -31,31 +31,13 @@ pytestmark = [
     pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server missing: make setup"),
 ]
 
-SPEC = """\
-seed = 5
-warmup_s = 1
-duration_s = {duration}
-arms = {arms}
-
+CLUSTER = """\
 [cluster]
 server_hosts = ["root@{server}"]
 client_hosts = {clients}
 ssh_key = "{key}"
 known_hosts = "{known}"
 workdir = "{workdir}"
-
-[server]
-workers = 4
-
-[workload]
-profile = "heavy-hitters"
-rate = 300
-connections = 8
-service = "exp:500"
-lifetime_s = 0.5
-
-[tuner.model]
-warmup_windows = 5
 """
 
 
@@ -71,10 +53,12 @@ class SshLab:
 
     def spec(self, path: Path, arms: list[str], duration: float) -> Path:
         clients = [f"root@{h.address}" for h in self.cluster.by_role("client")[:2]]
-        text = SPEC.format(duration=duration, arms=json.dumps(arms), clients=json.dumps(clients),
-                           server=self.cluster.host("server").address, key=self.key,
-                           known=self.known, workdir=self.workdir)  # fmt: skip
-        path.write_text(text)
+        cluster = CLUSTER.format(clients=json.dumps(clients), key=self.key, known=self.known,
+                                 server=self.cluster.host("server").address,
+                                 workdir=self.workdir)  # fmt: skip
+        text = textwrap.dedent(SHORT).replace("[cluster]\nclients = 2\n", cluster)
+        text = text.replace("duration_s = 3", f"duration_s = {duration:g}")
+        path.write_text(f"arms = {json.dumps(arms)}\n" + text)  # the experiment test's spec
         ExperimentSpec.load(path)  # valid
         return path
 

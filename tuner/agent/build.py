@@ -85,8 +85,9 @@ def build_agent(
         hold_windows=config.get("policy.hot_flow_hold"),
         margin=0.1 * config.get("policy.capacity"),
     )
+    model = model if model is not None else load_model(config)
     main = WorkerChannel(
-        Learner(model if model is not None else load_model(config), threshold, horizon),
+        Learner(model, threshold, horizon),
         share_policy(config),
         steering,
         workers,
@@ -111,5 +112,6 @@ def build_agent(
             config.get("agent.window_ms"),
             config.get("model.reload_s"),
             config.get("model.trial_windows"),
+            current=model.version,  # model.path set: the OfflineModel load_model gave
         )
     return Agent(config, channels, mode, reload)

@@ -32,14 +32,17 @@ from tuner.learn.online import Learner
 class ModelReload:
     """Watches ``path`` (a model directory, or a link to one) for a new version."""
 
-    def __init__(self, path: str, window_ms: int, every_s: float, trial_windows: int) -> None:
+    def __init__(
+        self, path: str, window_ms: int, every_s: float, trial_windows: int, current: str = ""
+    ) -> None:
         from tuner.learn.modelfile import load_model
 
         self.path = path
         self.window_ms = window_ms
         self.every_s = every_s
         self.trial_windows = trial_windows
-        self.current = load_model(path).meta["version"]  # the model the agent started with
+        # the version the agent started with (read from ``path`` when not given)
+        self.current = current or load_model(path).meta["version"]
         self.trying = ""
         self._seen = self._stamp()
         self._refused = ""  # the stamp of a model refused: not tried again until it changes

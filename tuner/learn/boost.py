@@ -202,8 +202,10 @@ class OfflineModel(RowApi):
         trees: TreeEnsemble,
         online_state: dict[str, Any] | None = None,
         features: list[str] | None = None,
+        version: str = "",
     ) -> None:
         self.trees = trees
+        self.version = version  # of the saved model it came from ("" when not saved)
         # the columns the trees were trained on, in order (a model saved before a feature
         # was added lacks it and goes on without it)
         self.features = list(FEATURES if features is None else features)
@@ -225,7 +227,7 @@ class OfflineModel(RowApi):
     @classmethod
     def from_saved(cls, saved: SavedModel) -> OfflineModel:
         """A fresh, warm-started model from a loaded model directory."""
-        return cls(saved.trees, saved.online, saved.meta["features"])
+        return cls(saved.trees, saved.online, saved.meta["features"], saved.meta["version"])
 
 
 def warm_start(
