@@ -100,7 +100,8 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "--dataset",
         metavar="ROOT",
         help="write under ROOT/node=<host>/date=<UTC date>/run=<time>-<pid>/, a dataset of\n"
-        "many nodes' recordings that `tuner train --dataset` reads",
+        "many nodes' recordings that `tuner train --dataset` reads; ROOT is a directory or\n"
+        "an object-store URL (s3://bucket/prefix?region=..., uploaded when the recording ends)",
     )
     r.add_argument(
         "--node", metavar="NAME", help="node name in the dataset (default: this host's name)"
@@ -177,14 +178,21 @@ def _record(args: argparse.Namespace) -> int:
     )
     if args.node and not args.dataset:
         raise TunerError("--node names a node of a --dataset", "add --dataset ROOT, or drop --node")
+    from tuner.trace import store
+
+    rel = ""
     if args.dataset:
         import socket
         import time
 
-        from tuner.trace.dataset import dataset_path
+        from tuner.trace.dataset import dataset_rel
 
-        node = args.node or socket.gethostname()
-        args.out = dataset_path(args.dataset, node, time.time(), os.getpid())
+        rel = dataset_rel(args.node or socket.gethostname(), time.time(), os.getpid())
+        if store.is_url(args.dataset):  # spooled here, uploaded when the recording ends
+            store.check(args.dataset)
+            args.out = os.path.join(store.SPOOL, rel)
+        else:
+            args.out = os.path.join(args.dataset, rel)
     require_root("tuner record")
     pids = find_pids(args.pid, args.comm, args.cgroup, args.port, args.netns)
     print(
@@ -192,9 +200,11 @@ def _record(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     w = record(config, pids, args.out, args.seconds)
-    print(
-        json.dumps({"trace": args.out, "windows": w.windows, "rows": w.rows, "parts": len(w.parts)})
-    )
+    trace = args.out
+    if args.dataset and store.is_url(args.dataset):
+        store.upload(args.out, args.dataset, rel)
+        trace = store.join(args.dataset, rel)
+    print(json.dumps({"trace": trace, "windows": w.windows, "rows": w.rows, "parts": len(w.parts)}))
     return 0
 
 

@@ -55,7 +55,12 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     )
     src = t.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", nargs="+", metavar="FILE", help="one or more traces")
-    src.add_argument("--dataset", metavar="ROOT", help="a partitioned dataset of nodes' traces")
+    src.add_argument(
+        "--dataset",
+        metavar="ROOT",
+        help="a partitioned dataset of nodes' traces: a directory or an object-store URL "
+        "(s3://bucket/prefix?region=...)",
+    )
     t.add_argument(
         "--sample-rows",
         type=int,
@@ -97,7 +102,10 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     src = e.add_mutually_exclusive_group(required=True)
     src.add_argument("--trace", metavar="FILE", help="a trace")
     src.add_argument(
-        "--dataset", metavar="ROOT", help="a partitioned dataset: MAE and hotspot scores per node"
+        "--dataset",
+        metavar="ROOT",
+        help="a partitioned dataset (directory or object-store URL): MAE and hotspot scores "
+        "per node",
     )
     e.add_argument("--model", required=True, metavar="DIR", help="a `tuner train` directory")
     e.add_argument("--out", metavar="DIR", help="write predictions.png, error_cdf.png, shares.png")

@@ -36,6 +36,7 @@ from tuner.learn.trees import TreeEnsemble
 from tuner.offline.train import Fit, Progress, fit_and_save, prepare_out, trace_features
 from tuner.trace.dataset import Recording, recordings
 from tuner.trace.reader import read_trace
+from tuner.trace.store import is_url, local_copy, split_url
 
 
 def plan(recs: list[Recording], sample_rows: int) -> dict[str, int]:
@@ -102,7 +103,7 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
     window_ms: set[Any] = set()
     threshold = None
     for i, r in enumerate(recs):
-        trace = read_trace(r.path)
+        trace = _read(root, r)
         window_ms.add(trace.meta.get("window_ms"))
         if len(window_ms) > 1:  # said at once, not after reading the rest of the dataset
             raise TunerError(
@@ -133,7 +134,7 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
     read_s = time.monotonic() - t0
     fit = Fit(window_ms.pop(), threshold or 0.8, holdout, max_iter, trained_on)
     extra = {
-        "dataset": os.path.abspath(root),
+        "dataset": split_url(root)[0] if is_url(root) else os.path.abspath(root),
         "sample": {"rows": int(len(y)), "of": total, "nodes": len(nodes), "recordings": len(recs)},
     }
 
@@ -141,6 +142,12 @@ def _train(root, recs, out, sample_rows, holdout, max_iter, seed, say) -> dict[s
         return {"per_node": per_node(trees, X, y, test_rows, node, nodes, fit.threshold)}
 
     return fit_and_save(X, y, train_rows, test_rows, out, fit, t0, read_s, say, extra, scored)
+
+
+def _read(root: str, r: Recording) -> Any:
+    """The recording ``r`` of the dataset at ``root`` (copied out of an object store first)."""
+    with local_copy(root, r.rel) as path:
+        return read_trace(path)
 
 
 def per_node(trees, X, y, test_rows, node, nodes, threshold) -> dict[str, dict[str, Any]]:
@@ -184,7 +191,7 @@ def evaluate_dataset(root: str, model_path: str, progress: Progress | None = Non
               for t in saved.meta.get("trained_on", [])}  # fmt: skip
     sums: dict[str, np.ndarray] = defaultdict(lambda: np.zeros(8))
     for i, r in enumerate(recs):
-        trace = read_trace(r.path)
+        trace = _read(root, r)
         saved.check(trace.meta.get("window_ms"))
         X, y, win = trace_features(trace)
         rows = win >= int(splits.get((r.node, r.date, r.run), 0))

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 
 from tuner.errors import TunerError
+from tuner.trace.store import files, filesystem, is_url, join, split_url
 from tuner.trace.writer import INPROGRESS
 
 #: what a partition value may hold (a host name, a date, a run's name): no path separator
@@ -40,8 +41,9 @@ class Recording:
     node: str
     date: str
     run: str
-    path: str
+    path: str  # a directory, or a URL in an object store
     rows: int
+    rel: str = ""  # node=<n>/date=<d>/run=<r>, relative to the dataset's root
 
 
 def dataset_path(root: str, node: str, started: float, pid: int) -> str:
@@ -55,6 +57,11 @@ def dataset_path(root: str, node: str, started: float, pid: int) -> str:
     tuner.errors.TunerError: node name 'a/b' cannot name a dataset partition; fix: use \
 letters, digits and . _ : @ + - only
     """
+    return join(root, dataset_rel(node, started, pid))
+
+
+def dataset_rel(node: str, started: float, pid: int) -> str:
+    """:func:`dataset_path` relative to the dataset's root."""
     if not SAFE.match(node):
         raise TunerError(
             f"node name {node!r} cannot name a dataset partition",
@@ -62,7 +69,6 @@ letters, digits and . _ : @ + - only
         )
     t = time.gmtime(started)
     return os.path.join(
-        root,
         f"node={node}",
         f"date={time.strftime('%Y-%m-%d', t)}",
         f"run={time.strftime('%Y%m%dT%H%M%S', t)}-{pid}",
@@ -72,46 +78,48 @@ letters, digits and . _ : @ + - only
 def recordings(root: str) -> list[Recording]:
     """The dataset's recordings, sorted by node, date and run, with their completed rows
     (parts still being written are left out, as :func:`~tuner.trace.reader.read_trace`
-    leaves them). Refuses a root that holds no recording, or a part outside the layout."""
+    leaves them). ``root`` is a directory or an object-store URL (:mod:`.store`). Refuses a
+    root that holds no recording, or a part outside the layout."""
+    import pyarrow as pa
     import pyarrow.dataset as ds
 
-    if not os.path.isdir(root):
+    if not is_url(root) and not os.path.isdir(root):
         raise TunerError(
             f"dataset {root} is not a directory", "give the --dataset root of `tuner record`"
         )
-    files = []
-    for dirpath, _dirs, names in os.walk(root):
-        files += [os.path.join(dirpath, n) for n in names if n.endswith(".parquet")]
-    if not files:
-        busy = any(n.endswith(INPROGRESS) for _d, _s, names in os.walk(root) for n in names)
+    names = files(root)
+    parts = [n for n in names if n.endswith(".parquet")]
+    if not parts:
+        busy = any(n.endswith(INPROGRESS) for n in names)
         raise TunerError(
-            f"dataset {root} holds no completed trace part" + (" (only parts in progress)"
-                                                               if busy else ""),
+            f"dataset {split_url(root)[0]} holds no completed trace part"
+            + (" (only parts in progress)" if busy else ""),
             "record into it with `tuner record --dataset`",
-        )  # fmt: skip
+        )
     rows: dict[str, int] = {}
-    for f in files:
-        rel = os.path.relpath(os.path.dirname(f), root).split(os.sep)
+    for part in parts:
+        rel = os.path.dirname(part).split(os.sep)
         if len(rel) != len(KEYS) or [p.split("=", 1)[0] for p in rel] != list(KEYS):
             raise TunerError(
-                f"{f} is not in the dataset's layout node=<n>/date=<d>/run=<r>/",
+                f"{join(root, part)} is not in the dataset's layout node=<n>/date=<d>/run=<r>/",
                 "move it there, or train on it alone with --trace",
             )
-        rows[os.path.dirname(f)] = 0
-    import pyarrow as pa
-
-    for f in sorted(files):
+        rows[os.path.dirname(part)] = 0
+    fs, base = filesystem(root)
+    for part in parts:
         try:
-            (fragment,) = ds.dataset(f, format="parquet").get_fragments()
-            rows[os.path.dirname(f)] += fragment.count_rows()  # the footer only
+            (fragment,) = ds.dataset(f"{base}/{part}", format="parquet", filesystem=fs
+                                     ).get_fragments()  # fmt: skip
+            rows[os.path.dirname(part)] += fragment.count_rows()  # the footer only
         except (pa.ArrowException, OSError, ValueError) as e:
             first = (str(e).splitlines() or [type(e).__name__])[0][:120]
             raise TunerError(
-                f"{f} is not a readable Parquet file ({first})",
+                f"{join(root, part)} is not a readable Parquet file ({first})",
                 "re-record it, or remove this part to read the others",
             ) from None
     out = []
-    for path, n in rows.items():
-        values = dict(p.split("=", 1) for p in os.path.relpath(path, root).split(os.sep))
-        out.append(Recording(values["node"], values["date"], values["run"], path, n))
+    for rel, n in rows.items():
+        values = dict(p.split("=", 1) for p in rel.split(os.sep))
+        out.append(Recording(values["node"], values["date"], values["run"], join(root, rel), n,
+                             rel))  # fmt: skip
     return sorted(out, key=lambda r: (r.node, r.date, r.run))
