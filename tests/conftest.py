@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,13 @@ def run_tuner(
     if check and proc.returncode != 0:
         raise AssertionError(f"tuner {' '.join(args)} exited {proc.returncode}:\n{proc.stderr}")
     return proc
+
+
+def as_in_a_terminal() -> None:
+    """``preexec_fn`` for a command the test stops with SIGINT, as Ctrl-C in a terminal
+    would: Ctrl-C's default action restored, since a harness that started the tests in the
+    background (``cmd &`` in a script) made every process below it ignore SIGINT."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def one_line_error(r: subprocess.CompletedProcess, *words: str) -> str:

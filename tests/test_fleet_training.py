@@ -12,7 +12,7 @@ import time
 import tracemalloc
 
 import pytest
-from conftest import REPO, one_line_error, run_tuner
+from conftest import REPO, as_in_a_terminal, one_line_error, run_tuner
 
 from tuner.errors import TunerError
 from tuner.learn.features import FEATURES
@@ -138,7 +138,8 @@ def test_two_nodes_record_into_one_dataset_and_a_fleet_model_trains_on_it(served
             for p in half:
                 argv += ["--pid", str(p)]
             procs.append(subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, text=True))  # fmt: skip
+                                          stderr=subprocess.PIPE, text=True,
+                                          preexec_fn=as_in_a_terminal))  # fmt: skip
 
         def parts(node: str) -> int:
             return len(list(root.glob(f"node={node}/date=*/run=*/part-*.parquet")))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import uuid
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -23,7 +24,7 @@ CREDENTIALS = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test",
 
 @pytest.fixture
 def s3(monkeypatch) -> Iterator[str]:
-    """An S3 server (moto) on 127.0.0.1 with a bucket ``traces``; yields the dataset URL."""
+    """An S3 server (moto) on 127.0.0.1 with a new bucket; yields a dataset URL in it."""
     from moto.server import ThreadedMotoServer
 
     for k, v in CREDENTIALS.items():
@@ -33,9 +34,10 @@ def s3(monkeypatch) -> Iterator[str]:
     try:
         host, port = server.get_host_and_port()
         query = f"?endpoint_override={host}:{port}&scheme=http&region=us-east-1"
-        fs, _ = pafs.FileSystem.from_uri(f"s3://traces{query}&allow_bucket_creation=true")
-        fs.create_dir("traces")
-        yield f"s3://traces/fleet{query}"
+        bucket = f"traces-{uuid.uuid4().hex[:8]}"  # moto keeps buckets for the whole process
+        fs, _ = pafs.FileSystem.from_uri(f"s3://{bucket}{query}&allow_bucket_creation=true")
+        fs.create_dir(bucket)
+        yield f"s3://{bucket}/fleet{query}"
     finally:
         server.stop()
 
@@ -92,7 +94,8 @@ def test_a_recording_is_spooled_then_uploaded_to_the_store(s3, served):
         gen.kill()
         run_tuner("cleanup")
     said = json.loads(r.stdout)
-    assert said["trace"].startswith("s3://traces/fleet/node=edge-s3/") and said["windows"] > 0
+    assert said["trace"].startswith(store.split_url(s3)[0] + "/node=edge-s3/")
+    assert said["windows"] > 0
     (rec,) = recordings(s3)
     assert rec.node == "edge-s3" and rec.rows == said["rows"]
     with store.local_copy(s3, rec.rel) as path:

@@ -87,7 +87,7 @@ def test_observe_ctrl_c_detaches_everything():
     import subprocess
     import sys
 
-    from conftest import REPO
+    from conftest import REPO, as_in_a_terminal
 
     before = tuner_prog_ids()
     proc = subprocess.Popen(
@@ -96,6 +96,7 @@ def test_observe_ctrl_c_detaches_everything():
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_in_a_terminal,
     )
     try:
         assert proc.stdout.readline(), "observe printed no table"  # running, all attached
