@@ -98,7 +98,9 @@ if [ -f "$STAMP" ] && [ "$STAMP" -nt pyproject.toml ]; then
     say "Python packages installed in $VENV"
 else
     say "installing tuner and its Python dependencies into $VENV (first run takes a minute)"
-    "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' \
+    # --no-compile: bytecode is written on first import instead, for what runs (the S3 test
+    # server's botocore alone is thousands of modules the tests never import)
+    "$VENV/bin/python" -m pip install -q --disable-pip-version-check --no-compile -e '.[dev]' \
         >/tmp/tuner-pip.log 2>&1 \
         || die "pip install failed (no network to the package registry?); see /tmp/tuner-pip.log"
     touch "$STAMP"
