@@ -4,6 +4,7 @@ only through SSH, from a namespace of its own, as it would reach machines on a n
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -138,7 +139,8 @@ def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh
             assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
             time.sleep(0.2)
         for pid in namespace_pids(ssh_lab.cluster.host("client1").netns):
-            os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError):  # exited since it was listed
+                os.kill(pid, signal.SIGKILL)
         stdout, stderr = proc.communicate(timeout=240)
     finally:
         if proc.poll() is None:
