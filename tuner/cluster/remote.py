@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tuner.cluster.netutil import stop_processes
 from tuner.cluster.topology import Host, HostList
 from tuner.errors import TunerError
 
@@ -254,27 +255,21 @@ class SshHosts(HostList):
         self.run(self.host("server"), [self.python, "-m", "tuner", "cleanup"])
 
     def lost(self) -> list[str]:
-        """Hosts whose SSH connection has dropped."""
+        """Hosts whose SSH connection has dropped (a host never connected is not one)."""
         return [
             h.name
             for h in self.hosts
-            if not (t := self._ssh[h.name].get_transport()) or not t.is_active()
+            if h.name in self._ssh
+            and (not (t := self._ssh[h.name].get_transport()) or not t.is_active())
         ]
 
     # -- lifecycle -----------------------------------------------------------------------
     def down(self) -> None:
         """Stop what runs through these connections, remove this run's folders, disconnect."""
-        live = [p for p in self._procs if p.poll() is None]
-        for p in live:
-            p.terminate()
-        deadline = time.monotonic() + 2.0
-        for p in live:
-            try:
-                p.wait(max(0.0, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop_processes(self._procs)  # RemoteProcess speaks Popen's signal/wait/kill
+        lost = self.lost()
         for h in self.hosts:
-            if h.name in self._ssh and h.name not in self.lost() and self._run_dir:
+            if h.name in self._ssh and h.name not in lost and self._run_dir:
                 try:
                     self.run(h, ["rm", "-rf", self._run_dir], timeout=CONNECT_S)
                 except TunerError:
