@@ -4,7 +4,8 @@ For a syscall-heavy, a context-switch-heavy and a TCP request-response workload,
 bare, with empty programs on the probes' attach points (all of them, and the syscall probe's
 alone), and with all probes attached and observing it (also with the syscall probe sampling
 latency, counting only an interest set, or attached for a duty cycle), rotating the arms
-round by round so that drifts in machine load hit all alike; then nginx
+round by round so that drifts in machine load hit all alike (each arm attached once a round,
+the workloads run under it in turn); then nginx
 (:mod:`tuner.bench.nginx`). Reports the throughput ratios (with / without), the nanoseconds
 each arm adds to one operation, the raw events per second the BPF side saw, summary records
 delivered and records lost.
@@ -15,10 +16,12 @@ delivered and records lost.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -92,40 +95,51 @@ def _ops(out: str) -> tuple[float, float]:
     return int(ops) / float(elapsed), float(elapsed)
 
 
-def run_workload(binary: Path, kind: str, seconds: float, arm: str = "probed") -> Run:
-    """One run of a workload with ``arm`` attached (see :data:`ARMS`)."""
-    if arm == "bare" or arm in FLOORS:
-        floor = None
-        if arm in FLOORS:
-            from tuner import bcc_runtime
+@contextlib.contextmanager
+def attached(arm: str) -> Iterator[FeatureStream | None]:
+    """What ``arm`` attaches (see :data:`ARMS`), for as long as the block runs: nothing, an
+    empty-program floor, or the probes (yielded, observing :data:`WORKLOAD_COMM`)."""
+    if arm == "bare":
+        yield None
+    elif arm in FLOORS:
+        from tuner import bcc_runtime
 
-            floor = bcc_runtime.compile_program(
-                src_file=bcc_runtime.bpf_dir() / "bench_floor.c", cflags=FLOORS[arm]
-            )
+        floor = bcc_runtime.compile_program(
+            src_file=bcc_runtime.bpf_dir() / "bench_floor.c", cflags=FLOORS[arm]
+        )
         try:
-            out = _start(binary, kind, seconds).communicate()[0]
+            yield None
         finally:
-            if floor is not None:
-                floor.cleanup()
-        rate, elapsed = _ops(out)
+            floor.cleanup()
+    else:
+        cfg = ProbeConfig(
+            window_ms=100,
+            comm=WORKLOAD_COMM,
+            latency_sample=SAMPLED_LATENCY if arm == "sampled" else 1,
+            syscall_classes=INTEREST if arm == "interest" else (),
+            syscall_duty=DUTY if arm == "duty" else 1.0,
+        )
+        with FeatureStream(cfg) as stream:
+            yield stream
+
+
+def run_workload(
+    binary: Path, kind: str, seconds: float, stream: FeatureStream | None = None
+) -> Run:
+    """One run of a workload under what is attached; ``stream``: the probes, whose events,
+    records and losses during the run are counted."""
+    if stream is None:
+        rate, elapsed = _ops(_start(binary, kind, seconds).communicate()[0])
         return Run(rate, seconds=elapsed)
-    cfg = ProbeConfig(
-        window_ms=100,
-        comm=WORKLOAD_COMM,
-        latency_sample=SAMPLED_LATENCY if arm == "sampled" else 1,
-        syscall_classes=INTEREST if arm == "interest" else (),
-        syscall_duty=DUTY if arm == "duty" else 1.0,
-    )
-    with FeatureStream(cfg) as stream:
-        before = stream.stats()
-        proc = _start(binary, kind, seconds)
-        for _ in stream.windows():
-            if proc.poll() is not None:
-                break
-        out = proc.communicate()[0]
-        for _ in range(2):  # let the last windows close and drain
-            next(stream.windows())
-        after = stream.stats()
+    before = stream.stats()
+    proc = _start(binary, kind, seconds)
+    for _ in stream.windows():
+        if proc.poll() is not None:
+            break
+    out = proc.communicate()[0]
+    for _ in range(2):  # let the last windows close and drain
+        next(stream.windows())
+    after = stream.stats()
     rate, elapsed = _ops(out)
     d = [
         (a.events - b.events, a.records - b.records, a.lost - b.lost)
@@ -135,49 +149,56 @@ def run_workload(binary: Path, kind: str, seconds: float, arm: str = "probed") -
 
 
 def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
-    """Measure both workloads under every arm; return the figures as a dict (see ``--json``).
+    """Measure every workload under each of its arms; return the figures as a dict (see
+    ``--json``).
 
-    Each round runs the arms in a rotated order, so that drifts in machine load hit all alike.
+    Each round runs the arms in a rotated order, so that drifts in machine load hit all alike;
+    each arm is attached once per round and the workloads that have it run under it in turn.
     """
     if seconds <= 0 or rounds < 1:
         raise TunerError(f"--seconds must be > 0 and --rounds >= 1 (got {seconds}, {rounds})")
     binary = build_workload()
     result: dict = {"seconds": seconds, "rounds": rounds, "records_lost": 0}
-    for kind, label in WORKLOADS:
-        arms = ARMS[label]
-        runs: dict[str, list[Run]] = {a: [] for a in arms}
-        for r in range(rounds):
-            for i in range(len(arms)):
-                arm = arms[(i + r) % len(arms)]
-                if progress:
-                    progress(f"{label}: round {r + 1}/{rounds}, {arm}")
-                runs[arm].append(run_workload(binary, kind, seconds, arm))
-        rate = {a: median([x.ops_per_s for x in runs[a]]) for a in arms}
-        probed = runs["probed"]
-        lost = sum(x.lost for a in arms for x in runs[a])
-        result.update(
-            {
-                f"{label}_throughput_ratio": round(rate["probed"] / rate["bare"], 4),
-                f"{label}_floor_ratio": round(rate["floor"] / rate["bare"], 4),
-                f"{label}_sysfloor_ratio": round(rate["sysfloor"] / rate["bare"], 4),
-                f"{label}_bare_ops_per_s": round(rate["bare"]),
-                f"{label}_probed_ops_per_s": round(rate["probed"]),
-                f"{label}_events_per_s": round(median([p.events / p.seconds for p in probed])),
-                f"{label}_records": sum(p.records for p in probed),
-                f"{label}_records_lost": lost,
-            }
-        )
-        for arm in ("sampled", "interest", "duty"):
-            if arm in rate:
-                result[f"{label}_{arm}_ratio"] = round(rate[arm] / rate["bare"], 4)
-        result.update(added_ns(label, rate))
-        result["latency_sample"] = SAMPLED_LATENCY
-        result["records_lost"] += lost
+    order = list(dict.fromkeys(a for _, label in WORKLOADS for a in ARMS[label]))
+    runs: dict[str, dict[str, list[Run]]] = {lb: {a: [] for a in ARMS[lb]} for _, lb in WORKLOADS}
+    for r in range(rounds):
+        for i in range(len(order)):
+            arm = order[(i + r) % len(order)]
+            with attached(arm) as stream:
+                for kind, label in WORKLOADS:
+                    if arm in ARMS[label]:
+                        if progress:
+                            progress(f"{label}: round {r + 1}/{rounds}, {arm}")
+                        runs[label][arm].append(run_workload(binary, kind, seconds, stream))
+    for _, label in WORKLOADS:
+        result.update(_figures(label, runs[label]))
+        result["records_lost"] += result[f"{label}_records_lost"]
+    result["latency_sample"] = SAMPLED_LATENCY
     try:
         result.update(nginx.run(seconds, rounds, progress))
     except TunerError as e:  # nginx or wrk missing: the other workloads still count
         result["nginx_skipped"] = e.problem
     return result
+
+
+def _figures(label: str, runs: dict[str, list[Run]]) -> dict:
+    """One workload's figures from its runs under each arm."""
+    rate = {a: median([x.ops_per_s for x in v]) for a, v in runs.items()}
+    probed = runs["probed"]
+    out = {
+        f"{label}_throughput_ratio": round(rate["probed"] / rate["bare"], 4),
+        f"{label}_floor_ratio": round(rate["floor"] / rate["bare"], 4),
+        f"{label}_sysfloor_ratio": round(rate["sysfloor"] / rate["bare"], 4),
+        f"{label}_bare_ops_per_s": round(rate["bare"]),
+        f"{label}_probed_ops_per_s": round(rate["probed"]),
+        f"{label}_events_per_s": round(median([p.events / p.seconds for p in probed])),
+        f"{label}_records": sum(p.records for p in probed),
+        f"{label}_records_lost": sum(x.lost for v in runs.values() for x in v),
+    }
+    for arm in ("sampled", "interest", "duty"):
+        if arm in rate:
+            out[f"{label}_{arm}_ratio"] = round(rate[arm] / rate["bare"], 4)
+    return out | added_ns(label, rate)
 
 
 def added_ns(label: str, rate: dict[str, float]) -> dict[str, float]:
