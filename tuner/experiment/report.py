@@ -189,13 +189,11 @@ def _parquet(results: list[ArmResult], path: Path) -> None:
 
 
 def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # no pyplot: no global figure state, no GUI
 
     warm = spec.get("warmup_s")
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig = Figure(figsize=(7, 4.5))
+    ax = fig.subplots()
     for r in results:
         x = r.samples[(r.samples["t_send"] >= warm) & (r.samples["ok"] == 1)]
         if x.size:
@@ -207,14 +205,12 @@ def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
     ax.set_title(f"{spec.get('name')}: latency CDF per arm ({spec.get('workload.profile')})")
     ax.axhline(0.99, color="grey", lw=0.5, ls="--")
     ax.legend()
-    fig.tight_layout()
+    fig.subplots_adjust(left=0.1, right=0.97, bottom=0.12, top=0.92)  # tight_layout: 0.4 s
     fig.savefig(out / "latency_cdf.png", dpi=100)
-    plt.close(fig)
 
     workers = spec.workers()
-    fig, axes = plt.subplots(
-        len(results), 1, figsize=(8, 2.2 * len(results)), sharex=True, squeeze=False
-    )
+    fig = Figure(figsize=(8, 2.2 * len(results)))
+    axes = fig.subplots(len(results), 1, sharex=True, squeeze=False)
     for ax, r in zip(axes[:, 0], results, strict=False):
         load = worker_load(r.samples, workers, 0.5)
         t = np.arange(load.shape[0]) * 0.5
@@ -227,9 +223,9 @@ def _plots(spec: ExperimentSpec, results: list[ArmResult], out: Path) -> None:
         ax.set_ylabel(f"{r.arm}\nCPU share")
     axes[0, 0].legend(fontsize=7, ncol=workers, loc="upper right")
     axes[-1, 0].set_xlabel("time (s); grey: warm-up; thin lines: tables written")
-    fig.tight_layout()
+    inch = 1 / fig.get_figheight()  # margins of fixed size, whatever the number of arms
+    fig.subplots_adjust(left=0.11, right=0.98, bottom=0.55 * inch, top=1 - 0.1 * inch, hspace=0.1)
     fig.savefig(out / "worker_load.png", dpi=100)
-    plt.close(fig)
 
 
 COLUMNS = (
