@@ -17,9 +17,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 from conftest import REPO
-from test_experiment import SHORT, _loaded
+from test_experiment import SHORT, _loaded, _running
 
 from tuner.cluster import Cluster
 from tuner.cluster.netutil import NETNS_DIR, namespace_pids, stop_processes
@@ -52,13 +53,14 @@ class SshLab:
     known: Path
     workdir: Path
 
-    def spec(self, path: Path, arms: list[str], duration: float) -> Path:
+    def spec(self, path: Path, arms: list[str], duration: float, server: str = "") -> Path:
         clients = [f"root@{h.address}" for h in self.cluster.by_role("client")[:2]]
         cluster = CLUSTER.format(clients=json.dumps(clients), key=self.key, known=self.known,
                                  server=self.cluster.host("server").address,
                                  workdir=self.workdir)  # fmt: skip
         text = textwrap.dedent(SHORT).replace("[cluster]\nclients = 2\n", cluster)
         text = text.replace("duration_s = 3", f"duration_s = {duration:g}")
+        text = text.replace("workers = 4\n", f"workers = 4\n{server}\n")  # [server]
         path.write_text(f"arms = {json.dumps(arms)}\n" + text)  # the experiment test's spec
         ExperimentSpec.load(path)  # valid
         return path
@@ -125,12 +127,14 @@ def ssh_lab(tmp_path: Path) -> Iterator[SshLab]:
 
 
 def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh_lab, tmp_path):
-    """Two arms on SSH hosts: the server, the agent and the load generators started through
-    SSH, samples, decision logs and the trace fetched through SFTP. Client host 1 dies (every
-    process in it killed, its SSH server too) while the last arm runs: that arm fails with the
-    host named, the run exits non-zero, what the other hosts wrote is fetched all the same,
-    and no work folder is left on the hosts."""
-    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active", "shadow"], duration=3)
+    """Two arms on SSH hosts against nginx from Debian: nginx, the agent and the load
+    generators started through SSH; nginx's workers found on the server host (``tuner group
+    --json`` there) in the order the agent steers them, every answer naming its worker;
+    samples, decision logs, nginx's logs and the trace fetched through SFTP. Client host 1
+    dies (every process in it killed, its SSH server too) while the last arm runs: that arm
+    fails with the host named, the run exits non-zero, what the other hosts wrote is fetched
+    all the same, and no work folder or process is left on the hosts."""
+    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active", "shadow"], 3, 'kind = "nginx"')
     proc = ssh_lab.experiment(spec, tmp_path / "out")
     try:
         deadline = time.monotonic() + 180
@@ -152,10 +156,16 @@ def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh
     out = tmp_path / "out"
     decisions = (out / "active" / "decisions.jsonl").read_text().splitlines()
     assert sum("window" in json.loads(d) for d in decisions) >= 10
-    assert "\npids = [" in (out / "active" / "agent.toml").read_text()  # the remote workers
+    assert "pids" not in (out / "active" / "agent.toml").read_text()  # found them itself
+    workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
+    assert {0, 1, 2, 3} <= set(workers)  # every answer named its worker, in target order
+    for arm in ("active", "shadow"):
+        assert (out / arm / "nginx" / "nginx.conf").exists()  # nginx's files fetched
+        assert not (out / arm / "nginx" / "www").exists()  # but not its document root
     shadow = arms["shadow"]
     assert "client1" in shadow["failed"], shadow
     assert (out / "shadow" / "decisions.jsonl").stat().st_size > 0
     assert read_trace(str(out / "shadow" / "trace.parquet")).windows > 0  # fetched whole
     assert shadow["requests"] > 0  # client host 0's samples
     assert list(ssh_lab.workdir.iterdir()) == []  # every run folder removed on the hosts
+    assert not _running(str(ssh_lab.workdir))  # nginx and the agent stopped there

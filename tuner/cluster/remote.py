@@ -23,6 +23,8 @@ by :meth:`SshHosts.lost`.
 from __future__ import annotations
 
 import io
+import json
+import logging
 import shlex
 import signal
 import stat
@@ -32,11 +34,14 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tuner.cluster.netutil import stop_processes
 from tuner.cluster.topology import Host, HostList
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.group import Group
 
 # $1: where the process's stderr goes; the rest: its argv. Prints the pid on stderr, then
 # waits; the watcher (input = the channel's input, kept as fd 3) sends SIGTERM on EOF.
@@ -161,6 +166,11 @@ class SshHosts(HostList):
     def _connect(self, name: str, target: str) -> Any:
         import paramiko
 
+        # paramiko's transport thread logs a failed login with its traceback; the one-line
+        # error below says it (a handler of the user's own still gets the record)
+        log = logging.getLogger("paramiko")
+        if not any(isinstance(h, logging.NullHandler) for h in log.handlers):
+            log.addHandler(logging.NullHandler())
         user, hostname, port = parse_target(target)
         ssh = paramiko.SSHClient()
         try:
@@ -214,7 +224,18 @@ class SshHosts(HostList):
 
     def run(self, host: Host, argv: Sequence[str], timeout: float = 60.0) -> tuple[int, str]:
         """Run ``argv`` on ``host`` to its end: (exit status, stdout)."""
-        return _run(self._ssh[host.name], argv, timeout, host)
+        return _run(self._ssh[host.name], argv, timeout, host)[:2]
+
+    def group(self, host: Host, port: int, protocol: str) -> Group:
+        """The reuseport group on ``port`` on ``host``: ``tuner group --json`` run there."""
+        from tuner.group import Group
+
+        argv = [self.python, "-m", "tuner", "group", str(port), "--json"]
+        status, out, err = _run(self._ssh[host.name], argv + ["--udp"] * (protocol == "udp"),
+                                CONNECT_S, host)  # fmt: skip
+        if status != 0:
+            raise TunerError(err.strip().removeprefix("tuner: error: ") or f"exit {status}")
+        return Group.from_json(json.loads(out))
 
     def arm_dir(self, host: Host | None, local: Path) -> str:
         """The folder on ``host`` for the files of the arm kept locally in ``local``."""
@@ -313,11 +334,12 @@ def _ssh_error() -> type[Exception]:
 
 def _run(
     ssh: Any, argv: Sequence[str], timeout: float, host: Host | None = None
-) -> tuple[int, str]:
+) -> tuple[int, str, str]:
+    """Run ``argv`` to its end over ``ssh``: (exit status, stdout, stderr)."""
     name = host.name if host else "a host"
     try:
-        _, out, _ = ssh.exec_command(shlex.join(argv), timeout=timeout)
+        _, out, err = ssh.exec_command(shlex.join(argv), timeout=timeout)
         text = out.read().decode(errors="replace")
-        return out.channel.recv_exit_status(), text
+        return out.channel.recv_exit_status(), text, err.read().decode(errors="replace")
     except (OSError, EOFError, _ssh_error()) as e:
         raise HostLost(f"{name} did not run {argv[0]}: {e}") from None

@@ -42,6 +42,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tuner.cluster.netutil import (
     ETHTOOL_SGRO,
@@ -56,6 +57,9 @@ from tuner.cluster.netutil import (
     stop_processes,
 )
 from tuner.errors import TunerError
+
+if TYPE_CHECKING:
+    from tuner.group import Group
 
 SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
 VIP = "198.18.1.1"  # the service address of the backends (on their loopback), via the server
@@ -276,6 +280,13 @@ class Cluster(HostList):
         finally:
             if err is not None:
                 err.close()
+
+    def group(self, host: Host, port: int, protocol: str) -> Group:
+        """The reuseport group on ``port`` in ``host``, as the agent would find it there."""
+        from tuner.group import discover
+        from tuner.netns import netns_link
+
+        return discover(port, protocol, netns_link(host.netns))
 
     def arm_dir(self, host: Host | None, local: Path) -> str:
         """The folder for an arm's files on ``host``: here, the arm's own folder."""

@@ -100,6 +100,9 @@ class Runner:
         self.progress = progress or (lambda *a: None)
         self.rate = spec.get("workload.rate")  # requests/s, all clients together
         self.calibration: Calibration | None = None
+        # what nginx's files cost here, measured once for every arm (about 2 s)
+        kind = spec.get("server.kind")
+        self.costs_us = servers.nginx_costs_us() if kind == "nginx" else []
 
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)
@@ -126,7 +129,7 @@ class Runner:
         shutil.rmtree(arm_dir, ignore_errors=True)
         arm_dir.mkdir(parents=True)
         self.progress("calibrate", 0.0, "starting server")
-        server = servers.start(self.spec, cluster, arm_dir)
+        server = servers.start(self.spec, cluster, arm_dir, self.costs_us)
         offered = calibrate.offered_rate(self.spec, server.http)
         samples = self._kernel_run(cluster, arm_dir, server, offered, "uniform")
         result = calibrate.from_samples(self.spec, samples, offered)
@@ -147,7 +150,7 @@ class Runner:
         for i in range(calibrate.CHECKS):
             tried.append(rate)
             self.progress("calibrate", 1.0, f"checking {rate:.0f} req/s under the profile")
-            server = servers.start(self.spec, cluster, arm_dir)
+            server = servers.start(self.spec, cluster, arm_dir, self.costs_us)
             if calibrate.kept_up(self._kernel_run(cluster, arm_dir, server, rate), mean_us):
                 return replace(c, rate=rate, checked=tuple(tried))
             if i + 1 < calibrate.CHECKS:
@@ -209,7 +212,7 @@ class Runner:
         self.progress(arm, 0.0, "starting server")
         try:
             lv.dirs = {h.name: cluster.arm_dir(h, arm_dir) for h in cluster.hosts}
-            lv.server = servers.start(s, cluster, arm_dir)
+            lv.server = servers.start(s, cluster, arm_dir, self.costs_us)
             self.progress(arm, 0.0, "starting agent" if arm in AGENT_ARMS else "")
             lv.agent = start_agent(s, arm, lv.server.pids, lv.server.netns, arm_dir, cluster,
                                    lv.dirs["server"])  # fmt: skip

@@ -12,26 +12,33 @@ arm on the server host (or each backend host) and stopped after it.
   (the service time is not sent), so the imbalance column counts requests.
 
 For nginx and command servers the workers are found as the agent finds them
-(:func:`tuner.group.discover` in the server's namespace), so worker ``i`` of the samples is
-target ``i`` of the steering.
+(:func:`tuner.group.discover` on the server host: in its namespace, or ``tuner group --json``
+run there over SSH), so worker ``i`` of the samples is target ``i`` of the steering. nginx is
+started as ``python -m tuner.workload.nginx`` on that host, its files in a folder there that
+is fetched into the arm's ``nginx/`` when it stops.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import shlex
+import shutil
 import time
 import zlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.cluster import Hosts
 from tuner.cluster.netutil import stop_processes
+from tuner.cluster.remote import HostLost
+from tuner.cluster.topology import Host
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
-from tuner.group import discover
-from tuner.netns import netns_link
+from tuner.group import Group
 from tuner.workload import nginx
 
 START_S = 30.0  # a server must listen with all its workers within this
@@ -46,55 +53,89 @@ class Server:
     pids: list[int]
     http: dict[str, Any] | None  # a tuner.workload.wire.HttpWire's arguments, or None
     netns: str | None
-    nginx: nginx.Nginx | None = None
+    fetch: Callable[[], object] | None = None  # brings the server's own files back...
+    logs: Path | None = None  # ...into this folder of the arm
 
     def stop(self) -> None:
-        if self.nginx is not None:
-            self.nginx.stop()
         stop_processes(self.procs)
+        if self.fetch is not None:
+            with contextlib.suppress(TunerError):  # a lost host: its arm fails, named, anyway
+                self.fetch()
 
 
-def start(spec: ExperimentSpec, cluster: Hosts, arm_dir: Path) -> Server:
+def start(
+    spec: ExperimentSpec, cluster: Hosts, arm_dir: Path, costs_us: Sequence[float] = ()
+) -> Server:
+    """Start the spec's server for an arm kept in ``arm_dir``; ``costs_us``: nginx's
+    :func:`nginx_costs_us`, when measured once already for the run."""
     kind = spec.get("server.kind")
     if kind == "reference":
         return _reference(spec, cluster)
     host = cluster.host("server")
     port, workers = spec.get("server.port"), spec.get("server.workers")
+    fetch, logs = None, None
     if kind == "nginx":
-        n = nginx.Nginx(arm_dir / "nginx", port, workers, cpus=spec.get("server.cpus"))
-        procs = [n.start(lambda argv: cluster.start(host, argv))]
+        logs = arm_dir / "nginx"
+        logs.mkdir(exist_ok=True)
+        root = cluster.arm_dir(host, logs)
+        cpus = ",".join(map(str, spec.get("server.cpus")))
+        argv = [cluster.python, "-m", "tuner.workload.nginx", "--root", root, "--port",
+                str(port), "--workers", str(workers), "--cpus", cpus]  # fmt: skip
+        procs = [cluster.start(host, argv, log=f"{root}/start.log")]
         paths = [f"/cost/{k}.txt" for k in nginx.FILES]
-        costs = nginx_costs_us()
+        costs = list(costs_us) or nginx_costs_us()
+        fetch = functools.partial(_fetch_logs, cluster, host, root, logs)
     else:
         argv = shlex.split(spec.get("server.command").format(port=port, workers=workers))
         procs = [cluster.start(host, argv)]
-        n, paths, costs = None, [spec.get("server.path")], [1.0]
-    server = Server(procs, [], None, host.netns, n)
+        paths, costs = [spec.get("server.path")], [1.0]
+    server = Server(procs, [], None, host.netns, fetch, logs)
     try:
-        group = _wait_for_group(spec, server, host.netns)
+        group = _wait_for_group(spec, server, cluster, host)
     except BaseException:
         server.stop()
         raise
-    server.pids = [s.worker.pid for s in group.sockets]
-    keys = [str(s.worker.pid if s.worker.tid is None else s.worker.tid) for s in group.sockets]
+    server.pids = [w.pid for w in group.workers]
+    keys = [str(w.pid if w.tid is None else w.tid) for w in group.workers]
     server.http = {"paths": paths, "costs_us": costs, "workers": {k: i for i, k in enumerate(keys)}}
     return server
 
 
-def _wait_for_group(spec: ExperimentSpec, server: Server, netns: str):
+def _fetch_logs(cluster: Hosts, host: Host, root: str, local: Path) -> None:
+    """nginx's logs into the arm's ``nginx/`` (from an SSH host; here they are there)."""
+    cluster.collect(host, root, local)
+    for bulky in ("www", "tmp"):
+        shutil.rmtree(local / bulky, ignore_errors=True)
+
+
+def _start_error(server: Server) -> str:
+    """What the server said when it exited at start: nginx's own log lines."""
+    if server.fetch is None or server.logs is None:
+        return ""
+    server.fetch()
+    text = ""
+    for name in ("start.log", "error.log"):
+        with contextlib.suppress(OSError):
+            text += (server.logs / name).read_text()
+    return " ".join(text.split())[-500:]
+
+
+def _wait_for_group(spec: ExperimentSpec, server: Server, cluster: Hosts, host: Host) -> Group:
     """The server's group once all its workers listen (event-based, bounded by START_S)."""
     deadline = time.monotonic() + START_S
     want, why = spec.get("server.workers"), "nothing yet"
     while time.monotonic() < deadline:
         if any(p.poll() is not None for p in server.procs):
-            log = server.nginx.error_log() if server.nginx else ""
-            raise TunerError(f"the {spec.get('server.kind')} server exited at start: {log}".strip(),
-                             "see its error above")  # fmt: skip
+            raise TunerError(
+                f"the {spec.get('server.kind')} server exited at start: {_start_error(server)}"
+                .strip(), "see its error above")  # fmt: skip
         try:
-            g = discover(spec.get("server.port"), spec.get("server.protocol"), netns_link(netns))
+            g = cluster.group(host, spec.get("server.port"), spec.get("server.protocol"))
             if len(g.sockets) >= want:
                 return g
             why = f"{len(g.sockets)} of {want} sockets"
+        except HostLost:
+            raise
         except TunerError as e:
             why = e.problem
         time.sleep(0.1)

@@ -260,8 +260,8 @@ def _check_server(values: dict[str, Any], source: str) -> None:
 
 
 def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) -> None:
-    """Groups and SSH hosts: server hosts with as many client hosts each, running the
-    reference server (for now); with several groups, one arm per group.
+    """Groups and SSH hosts: server hosts with as many client hosts each, no backends (for
+    now); with several groups, one arm per group.
 
     >>> spec = {"cluster": {"server_hosts": ["a", "b"], "client_hosts": ["c", "d", "e", "f"]},
     ...         "arms": ["kernel", "active"]}
@@ -279,11 +279,10 @@ def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) ->
             )
         if len(servers) > 8:
             raise TunerError(f"'cluster.server_hosts' in {source} names more than 8 hosts")
-        if values["server.kind"] != "reference" or values["cluster.backends"]:
+        if values["cluster.backends"]:
             raise TunerError(
-                f"SSH hosts in {source} run the reference server without backends (nginx, "
-                "command servers and backend hosts over SSH are not built yet)",
-                "set server.kind = 'reference' and cluster.backends = 0, or use namespaces",
+                f"SSH hosts in {source} have no backend hosts (not built yet)",
+                "set cluster.backends = 0, or use namespaces",
             )
         values["cluster.groups"] = len(servers)
         values["cluster.clients"] = len(clients) // len(servers)

@@ -84,6 +84,27 @@ class Group:
     def workers(self) -> list[Worker]:
         return [s.worker for s in self.sockets]
 
+    @classmethod
+    def from_json(cls, data: dict) -> Group:
+        """The group ``tuner group PORT --json`` printed (``dataclasses.asdict`` of one).
+
+        >>> w = {"pid": 7, "tid": None, "comm": "nginx", "cpus": [0]}
+        >>> s = {"inode": 9, "address": "0.0.0.0:80", "holders": [[7, 6]], "worker": w}
+        >>> g = Group.from_json({"port": 80, "protocol": "tcp", "shape": "process", "sockets": [s]})
+        >>> g.workers[0].key, g.handles()
+        ('7', [(7, 6)])
+        """
+        sockets = tuple(
+            GroupSocket(
+                s["inode"],
+                s["address"],
+                tuple((pid, fd) for pid, fd in s["holders"]),
+                Worker(**{**s["worker"], "cpus": tuple(s["worker"]["cpus"])}),
+            )
+            for s in data["sockets"]
+        )
+        return cls(data["port"], data["protocol"], data["shape"], sockets)
+
     @property
     def pids(self) -> list[int]:
         """Every process that serves a socket, in target order, once each."""

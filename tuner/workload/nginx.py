@@ -101,6 +101,19 @@ def _files(root: Path) -> None:
         (www / f"{k}.txt").write_text(text)
 
 
+def prepare(root: Path, port: int, workers: int, address: str = "0.0.0.0",
+            cpus: Sequence[int] = ()) -> list[str]:  # fmt: skip
+    """Write an instance's configuration, document root and folders under ``root``; return
+    the command line that starts its master (in the foreground)."""
+    exe = binary()
+    for d in ("tmp/body", "tmp/proxy", "tmp/fastcgi"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    _files(root)
+    conf = root / "nginx.conf"
+    conf.write_text(config(root, port, workers, address, cpus))
+    return [exe, "-c", str(conf), "-p", str(root)]
+
+
 class Nginx:
     """One nginx instance; ``popen(argv)`` starts its master (e.g. inside a test namespace
     with :meth:`tuner.cluster.Cluster.popen`)."""
@@ -112,13 +125,8 @@ class Nginx:
         self.proc: subprocess.Popen | None = None
 
     def start(self, popen: Callable[[list[str]], subprocess.Popen]) -> subprocess.Popen:
-        exe = binary()
-        for d in ("tmp/body", "tmp/proxy", "tmp/fastcgi"):
-            (self.root / d).mkdir(parents=True, exist_ok=True)
-        _files(self.root)
-        conf = self.root / "nginx.conf"
-        conf.write_text(config(self.root, self.port, self.workers, self.address, self.cpus))
-        self.proc = popen([exe, "-c", str(conf), "-p", str(self.root)])
+        argv = prepare(self.root, self.port, self.workers, self.address, self.cpus)
+        self.proc = popen(argv)
         return self.proc
 
     def reload(self) -> None:
@@ -142,3 +150,30 @@ class Nginx:
             return (self.root / "error.log").read_text()[-2000:]
         except OSError:
             return ""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m tuner.workload.nginx --root DIR --port P --workers N [--cpus 0,1]``:
+    write an instance under DIR and become its master (how an experiment starts nginx on a
+    host it reaches over SSH, or in a namespace: one way for both)."""
+    import argparse
+    import sys
+
+    p = argparse.ArgumentParser(prog="python -m tuner.workload.nginx", description=main.__doc__)
+    p.add_argument("--root", type=Path, required=True, help="folder for the instance's files")
+    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--workers", type=int, required=True)
+    p.add_argument("--address", default="0.0.0.0")
+    p.add_argument("--cpus", default="", help="worker i on cpus[i mod n], e.g. 0,1")
+    args = p.parse_args(argv)
+    cpus = [int(c) for c in args.cpus.split(",") if c]
+    try:
+        cmd = prepare(args.root.resolve(), args.port, args.workers, args.address, cpus)
+    except (TunerError, OSError) as e:
+        print(f"tuner: error: {e}", file=sys.stderr)
+        return 1
+    os.execv(cmd[0], cmd)  # the master keeps this pid: stopping it stops nginx
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
