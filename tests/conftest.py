@@ -18,12 +18,16 @@ collect_ignore = ["scripts"]  # programs the tests run, not tests
 
 
 def pytest_collection_modifyitems(config, items):
-    if os.geteuid() == 0:
-        return
+    """Skip kernel tests without root. For ``pytest -n 2 --dist loadgroup`` (``make test``):
+    every kernel test in one group, so that they run one after another on one worker (they
+    share the kernel, the namespaces' address range and the bpffs), beside the tests that
+    touch none of these, kept together by file (a module's fixtures are made once)."""
     skip = pytest.mark.skip(reason="needs root: loads BPF programs into the kernel")
     for item in items:
-        if "kernel" in item.keywords:
+        kernel = "kernel" in item.keywords
+        if kernel and os.geteuid() != 0:
             item.add_marker(skip)
+        item.add_marker(pytest.mark.xdist_group("kernel" if kernel else item.nodeid.split("::")[0]))
 
 
 def run_tuner(

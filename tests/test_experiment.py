@@ -178,7 +178,6 @@ def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluste
     assert list(summary["arms"]) == ["kernel"]
 
 
-@pytest.mark.kernel
 def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]]:
     """Run spec ``text`` (2 s measured) through the kernel and active arms into tmp_path/out;
     the summary and the active arm's decisions."""
@@ -194,6 +193,7 @@ def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]
     return json.loads(r.stdout), [json.loads(x) for x in decisions]
 
 
+@pytest.mark.kernel
 def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no_leftover_cluster):
     # [tuner.xdp] interface = "eth0": the runner points the agent at the server host's eth0
     # (its namespace is the experiment's own), and the active arm writes XDP tables too
@@ -208,6 +208,7 @@ def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no
     assert 'interface = "eth0"' in cfg and "netns = " in cfg
 
 
+@pytest.mark.kernel
 def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
     tmp_path, tuner_cli, no_leftover_cluster
 ):

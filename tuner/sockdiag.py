@@ -23,20 +23,17 @@ from __future__ import annotations
 
 import socket
 
-from pyroute2 import DiagSocket
-from pyroute2.netlink.diag import SS_CLOSE, SS_LISTEN
-
 from tuner.errors import TunerError
 from tuner.netns import inside_pid
 from tuner.procnet import STATES, BoundSocket
-
-_PROTOCOLS = {"tcp": (socket.IPPROTO_TCP, SS_LISTEN), "udp": (socket.IPPROTO_UDP, SS_CLOSE)}
 
 
 class Listeners:
     """A sock_diag socket in the network namespace of ``pid`` (None: this thread's)."""
 
     def __init__(self, pid: int | None = None) -> None:
+        from pyroute2 import DiagSocket  # 0.2 s to import: only for those who use it
+
         with inside_pid(pid):
             self._diag = DiagSocket()
         self._diag.bind()
@@ -47,7 +44,10 @@ class Listeners:
         accepted)."""
         if protocol not in STATES:
             raise TunerError(f"protocol must be tcp or udp; got {protocol!r}")
-        number, state = _PROTOCOLS[protocol]
+        from pyroute2.netlink.diag import SS_CLOSE, SS_LISTEN
+
+        number, state = {"tcp": (socket.IPPROTO_TCP, SS_LISTEN),
+                         "udp": (socket.IPPROTO_UDP, SS_CLOSE)}[protocol]  # fmt: skip
         out = []
         for family in (socket.AF_INET, socket.AF_INET6):
             for m in self._diag.get_sock_stats(family=family, states=1 << state, protocol=number):
