@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
-from conftest import REPO
+from conftest import REPO, as_in_a_terminal
 from test_experiment import SHORT, _loaded, _running
 
 from tuner.cluster import Cluster
@@ -72,7 +72,7 @@ class SshLab:
         argv = ["nsenter", f"--net={ns}", sys.executable, "-m", "tuner", "experiment", "run",
                 str(spec), "--out", str(out), "--json"]  # fmt: skip
         return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)  # fmt: skip
+                                text=True, preexec_fn=as_in_a_terminal)  # fmt: skip
 
 
 def _sshd(cluster: Cluster, host: str, tmp: Path) -> subprocess.Popen:
@@ -169,3 +169,27 @@ def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh
     assert shadow["requests"] > 0  # client host 0's samples
     assert list(ssh_lab.workdir.iterdir()) == []  # every run folder removed on the hosts
     assert not _running(str(ssh_lab.workdir))  # nginx and the agent stopped there
+
+
+def test_ctrl_c_stops_what_runs_on_the_hosts_and_keeps_what_was_measured(ssh_lab, tmp_path):
+    """Ctrl-C while an arm runs on SSH hosts (the reference server): the runner stops, says
+    the run was interrupted (exit 130), fetches the arm's files, and nothing keeps running
+    on the hosts, nor is any work folder left there."""
+    spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active"], 60)
+    proc = ssh_lab.experiment(spec, tmp_path / "out")
+    try:
+        deadline = time.monotonic() + 120
+        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-active/decisions.jsonl"))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+        assert _running(str(ssh_lab.workdir))  # the agent runs there, its files in the workdir
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in stderr, stderr
+    assert json.loads(stdout)["arms"]["active"]["interrupted"]
+    assert (tmp_path / "out" / "active" / "decisions.jsonl").stat().st_size > 0  # fetched
+    assert list(ssh_lab.workdir.iterdir()) == [] and not _running(str(ssh_lab.workdir))
+    assert not _running("tuner.workload")  # nor the server, nor the load generators

@@ -264,8 +264,26 @@ def model_override(arg: str | None) -> dict[str, Any]:
     return {"model__path": arg}
 
 
+#: the longest path a Unix socket can have (``sun_path`` is 108 bytes with its final NUL)
+SOCKET_PATH_MAX = 107
+
+
 def _check(key: str, value: Any, source: str) -> Any:
-    return check_value(SCHEMA, key, value, source)
+    """A value of ``key``, checked against the schema (and a control socket's length).
+
+    >>> _check("agent.control_socket", "/x" * 60, "t.toml")
+    Traceback (most recent call last):
+    tuner.errors.TunerError: 'agent.control_socket' in t.toml is 120 bytes long, longer than \
+the 107 a Unix socket path can be; fix: choose a shorter path, e.g. /run/tuner/NAME.sock
+    """
+    value = check_value(SCHEMA, key, value, source)
+    if key == "agent.control_socket" and len(value.encode()) > SOCKET_PATH_MAX:
+        raise TunerError(
+            f"'agent.control_socket' in {source} is {len(value.encode())} bytes long, longer "
+            f"than the {SOCKET_PATH_MAX} a Unix socket path can be",
+            "choose a shorter path, e.g. /run/tuner/NAME.sock",
+        )
+    return value
 
 
 def reference() -> str:

@@ -110,7 +110,7 @@ class ControlServer:
         except OSError as e:
             s.close()
             raise TunerError(
-                f"cannot create the control socket {self.path}: {e.strerror}",
+                f"cannot create the control socket {self.path}: {e.strerror or e}",
                 "set agent.control_socket to a path in a directory root can write",
             ) from None
         finally:

@@ -13,6 +13,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from tuner.agent.config import SOCKET_PATH_MAX
 from tuner.cluster import Hosts
 from tuner.errors import TunerError
 from tuner.experiment.spec import ExperimentSpec
@@ -50,7 +51,7 @@ def start_agent(
             "target.port": spec.get("server.port"),
             "target.protocol": spec.get("server.protocol"),
             "agent.name": f"exp-{os.getpid()}-{arm}",  # arms may run side by side
-            "agent.control_socket": f"{remote}/agent.sock",
+            "agent.control_socket": control_socket(remote, f"exp-{os.getpid()}-{arm}"),
             "agent.decision_log": f"{remote}/decisions.jsonl",
         }
     )
@@ -78,11 +79,24 @@ def start_agent(
         if proc.poll() is not None:
             cluster.collect(None, remote, arm_dir)  # its log says why
             raise TunerError(f"the agent of arm {arm} failed to start: {last_error(arm_dir)}")
-        if cluster.answers(f"{remote}/agent.sock"):
+        if cluster.answers(cfg["agent.control_socket"]):
             return proc
         time.sleep(0.2)
     proc.kill()
     raise TunerError(f"the agent of arm {arm} did not start within 60 s")
+
+
+def control_socket(folder: str, name: str) -> str:
+    """Where an arm's agent listens: in the arm's folder, or under /run/tuner when that path
+    would be too long for a Unix socket (a deep ``--out``).
+
+    >>> control_socket("/tmp/out/active", "exp-1-active")
+    '/tmp/out/active/agent.sock'
+    >>> control_socket("/deep" * 20, "exp-1-active")
+    '/run/tuner/exp-1-active.sock'
+    """
+    path = f"{folder}/agent.sock"
+    return path if len(path.encode()) <= SOCKET_PATH_MAX else f"/run/tuner/{name}.sock"
 
 
 def stop_agent(proc: subprocess.Popen) -> tuple[dict[str, Any], float]:
