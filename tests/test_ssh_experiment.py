@@ -74,6 +74,14 @@ class SshLab:
         return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, preexec_fn=as_in_a_terminal)  # fmt: skip
 
+    def wait_for_load(self, proc: subprocess.Popen, arm: str, seconds: float) -> None:
+        """Until ``arm``'s agent on the server host logs a window with load (the load has
+        started); fails if the run ends first."""
+        deadline = time.monotonic() + seconds
+        while not any(map(_loaded, self.workdir.glob(f"run-*/*-{arm}/decisions.jsonl"))):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+            time.sleep(0.2)
+
 
 def _sshd(cluster: Cluster, host: str, tmp: Path) -> subprocess.Popen:
     """OpenSSH's server on ``host``'s address, in its network namespace only (so that the
@@ -137,11 +145,7 @@ def test_an_experiment_runs_over_ssh_survives_a_lost_host_and_leaves_nothing(ssh
     spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active", "shadow"], 3, 'kind = "nginx"')
     proc = ssh_lab.experiment(spec, tmp_path / "out")
     try:
-        deadline = time.monotonic() + 180
-        # the shadow arm's agent decides, and the load has started
-        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-shadow/decisions.jsonl"))):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.2)
+        ssh_lab.wait_for_load(proc, "shadow", 180)  # the shadow arm's agent decides
         for pid in namespace_pids(ssh_lab.cluster.host("client1").netns):
             with contextlib.suppress(ProcessLookupError):  # exited since it was listed
                 os.kill(pid, signal.SIGKILL)
@@ -178,10 +182,7 @@ def test_ctrl_c_stops_what_runs_on_the_hosts_and_keeps_what_was_measured(ssh_lab
     spec = ssh_lab.spec(tmp_path / "ssh.toml", ["active"], 60)
     proc = ssh_lab.experiment(spec, tmp_path / "out")
     try:
-        deadline = time.monotonic() + 120
-        while not any(map(_loaded, ssh_lab.workdir.glob("run-*/*-active/decisions.jsonl"))):
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
-            time.sleep(0.2)
+        ssh_lab.wait_for_load(proc, "active", 120)
         assert _running(str(ssh_lab.workdir))  # the agent runs there, its files in the workdir
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=60)
