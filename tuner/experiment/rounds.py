@@ -112,6 +112,7 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
     out.mkdir(parents=True, exist_ok=True)
     summaries, interrupted = [], False
     arms = list(spec.arms)
+    costs_us = None  # nginx's file costs, measured by the first round's runner
     for r in range(repeats):
         this_round = dataclasses.replace(spec, arms=rotated(arms, r))
 
@@ -119,7 +120,8 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
             if progress:
                 progress(arm, frac, f"{tag}: {text}")
 
-        runner = Runner(this_round, out / f"round-{r + 1}", note)
+        runner = Runner(this_round, out / f"round-{r + 1}", note, costs_us)
+        costs_us = runner.costs_us
         results = runner.run()
         results.sort(key=lambda x: arms.index(x.arm))
         summaries.append(

@@ -30,6 +30,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+from collections.abc import Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -94,15 +95,23 @@ class _Live:
 class Runner:
     """Runs ``spec`` with outputs in ``out``; ``progress(arm, fraction, note)`` reports."""
 
-    def __init__(self, spec: ExperimentSpec, out: Path, progress: Any = None) -> None:
+    def __init__(
+        self,
+        spec: ExperimentSpec,
+        out: Path,
+        progress: Any = None,
+        costs_us: Sequence[float] | None = None,
+    ) -> None:
         self.spec = spec
         self.out = Path(out)
         self.progress = progress or (lambda *a: None)
         self.rate = spec.get("workload.rate")  # requests/s, all clients together
         self.calibration: Calibration | None = None
-        # what nginx's files cost here, measured once for every arm (about 2 s)
-        kind = spec.get("server.kind")
-        self.costs_us = servers.nginx_costs_us() if kind == "nginx" else []
+        # what nginx's files cost here (about 2 s to measure): once for every arm, and given
+        # by the caller that measured it for an earlier round
+        if costs_us is None:
+            costs_us = servers.nginx_costs_us() if spec.get("server.kind") == "nginx" else []
+        self.costs_us = list(costs_us)
 
     def run(self) -> list[ArmResult]:
         self.out.mkdir(parents=True, exist_ok=True)

@@ -21,13 +21,12 @@ is fetched into the arm's ``nginx/`` when it stops.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import shlex
 import shutil
 import time
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,27 +52,41 @@ class Server:
     pids: list[int]
     http: dict[str, Any] | None  # a tuner.workload.wire.HttpWire's arguments, or None
     netns: str | None
-    fetch: Callable[[], object] | None = None  # brings the server's own files back...
-    logs: Path | None = None  # ...into this folder of the arm
+    files: ServerFiles | None = None  # nginx's own folder, fetched when it stops
 
     def stop(self) -> None:
         stop_processes(self.procs)
-        if self.fetch is not None:
+        if self.files is not None:
             with contextlib.suppress(TunerError):  # a lost host: its arm fails, named, anyway
-                self.fetch()
+                self.files.fetch()
 
 
-def start(
-    spec: ExperimentSpec, cluster: Hosts, arm_dir: Path, costs_us: Sequence[float] = ()
-) -> Server:
-    """Start the spec's server for an arm kept in ``arm_dir``; ``costs_us``: nginx's
-    :func:`nginx_costs_us`, when measured once already for the run."""
+@dataclass(frozen=True)
+class ServerFiles:
+    """A server's own folder ``root`` on ``host``, and the arm's folder ``local`` it comes
+    back into (on a namespace host it is that folder already)."""
+
+    cluster: Hosts
+    host: Host
+    root: str
+    local: Path
+
+    def fetch(self) -> None:
+        """Bring the folder back, without nginx's document root and temporary files."""
+        self.cluster.collect(self.host, self.root, self.local)
+        for bulky in ("www", "tmp"):
+            shutil.rmtree(self.local / bulky, ignore_errors=True)
+
+
+def start(spec: ExperimentSpec, cluster: Hosts, arm_dir: Path, costs_us: Sequence[float]) -> Server:
+    """Start the spec's server for an arm kept in ``arm_dir``; ``costs_us``: for nginx, its
+    :func:`nginx_costs_us`, measured once for the run."""
     kind = spec.get("server.kind")
     if kind == "reference":
         return _reference(spec, cluster)
     host = cluster.host("server")
     port, workers = spec.get("server.port"), spec.get("server.workers")
-    fetch, logs = None, None
+    files = None
     if kind == "nginx":
         logs = arm_dir / "nginx"
         logs.mkdir(exist_ok=True)
@@ -83,13 +96,13 @@ def start(
                 str(port), "--workers", str(workers), "--cpus", cpus]  # fmt: skip
         procs = [cluster.start(host, argv, log=f"{root}/start.log")]
         paths = [f"/cost/{k}.txt" for k in nginx.FILES]
-        costs = list(costs_us) or nginx_costs_us()
-        fetch = functools.partial(_fetch_logs, cluster, host, root, logs)
+        costs = list(costs_us)
+        files = ServerFiles(cluster, host, root, logs)
     else:
         argv = shlex.split(spec.get("server.command").format(port=port, workers=workers))
         procs = [cluster.start(host, argv)]
         paths, costs = [spec.get("server.path")], [1.0]
-    server = Server(procs, [], None, host.netns, fetch, logs)
+    server = Server(procs, [], None, host.netns, files)
     try:
         group = _wait_for_group(spec, server, cluster, host)
     except BaseException:
@@ -101,22 +114,15 @@ def start(
     return server
 
 
-def _fetch_logs(cluster: Hosts, host: Host, root: str, local: Path) -> None:
-    """nginx's logs into the arm's ``nginx/`` (from an SSH host; here they are there)."""
-    cluster.collect(host, root, local)
-    for bulky in ("www", "tmp"):
-        shutil.rmtree(local / bulky, ignore_errors=True)
-
-
 def _start_error(server: Server) -> str:
     """What the server said when it exited at start: nginx's own log lines."""
-    if server.fetch is None or server.logs is None:
+    if server.files is None:
         return ""
-    server.fetch()
+    server.files.fetch()
     text = ""
     for name in ("start.log", "error.log"):
         with contextlib.suppress(OSError):
-            text += (server.logs / name).read_text()
+            text += (server.files.local / name).read_text()
     return " ".join(text.split())[-500:]
 
 

@@ -145,12 +145,6 @@ class Nginx:
             self.proc.kill()
             self.proc.wait()
 
-    def error_log(self) -> str:
-        try:
-            return (self.root / "error.log").read_text()[-2000:]
-        except OSError:
-            return ""
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m tuner.workload.nginx --root DIR --port P --workers N [--cpus 0,1]``:
