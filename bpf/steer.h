@@ -7,6 +7,9 @@
 #ifndef MAX_TARGETS
 #define MAX_TARGETS 64             /* sockets of a reuseport group / XDP targets */
 #endif
+#define MAX_CLIENTS 4096           /* heavy clients placed by source address */
+#define ETH_P_IP_ 0x0800
+#define IP_SADDR_OFF 12            /* offsetof(struct iphdr, saddr) */
 
 /* One indirection table: slot (hash & (STEER_SLOTS - 1)) -> target index. */
 struct steer_table {

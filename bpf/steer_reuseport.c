@@ -6,6 +6,11 @@
  * it also counts datagrams per flow hash, lease or not, so that the tuner can find hot flows
  * and pin them away from hotspots with an override.
  *
+ * Clients learned to be heavy (the `clients` map: IPv4 source address -> target index) are
+ * placed at their first packet (a TCP SYN, a UDP datagram), before the table: a client's cost
+ * is known from its past connections, which a table of hash slots cannot see. The source
+ * address is read from the packet's IP header (bpf_skb_load_bytes_relative, network header).
+ *
  * The SOCKMAP that holds the group's sockets is created by the loader, which passes its fd as
  * -DSOCKMAP_FD (BCC does not turn `&map` into a map pointer for bpf_sk_select_reuseport). */
 #include "steer.h"
@@ -14,6 +19,8 @@ BPF_ARRAY(lease, struct steer_lease, 1);
 BPF_ARRAY(ctl, struct steer_ctl, 1);
 BPF_ARRAY(tables, struct steer_table, 2);
 BPF_HASH(overrides, u32, u32, 4096);             /* flow hash -> target index */
+BPF_HASH(clients, u32, u32, MAX_CLIENTS);        /* IPv4 source address (as in the header) -> target */
+BPF_PERCPU_ARRAY(client_hits, u64, 1);           /* selections made by the clients map */
 BPF_PERCPU_ARRAY(selected, u64, MAX_TARGETS);    /* selections per socket */
 BPF_PERCPU_ARRAY(fallbacks, u64, 2);             /* 0: lease/no table, 1: select failed */
 #ifdef COUNT_FLOWS
@@ -48,6 +55,13 @@ int steer_reuseport(struct sk_reuseport_md *ctx)
     u32 hash = ctx->hash;
     u32 idx;
     u32 *pinned = overrides.lookup(&hash);
+    u32 saddr = 0;
+    if (!pinned && ctx->eth_protocol == bpf_htons(ETH_P_IP_) &&
+        bpf_skb_load_bytes_relative(ctx, IP_SADDR_OFF, &saddr, 4, BPF_HDR_START_NET) == 0) {
+        pinned = clients.lookup(&saddr);
+        if (pinned)
+            count(client_hits.lookup(&zero));
+    }
     if (pinned) {
         idx = *pinned;
     } else {

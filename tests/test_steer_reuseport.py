@@ -223,6 +223,68 @@ def test_owned_sockets_on_loopback():
             s.close()
 
 
+def _accepted(socks: list[socket.socket]) -> list[int]:
+    """Index of the socket that accepted each pending connection."""
+    out = []
+    for i, s in enumerate(socks):
+        while True:
+            try:
+                c, _ = s.accept()
+            except BlockingIOError:
+                break
+            c.close()
+            out.append(i)
+    return out
+
+
+def test_heavy_clients_are_placed_by_source_address_before_the_table():
+    socks = []
+    for _ in range(3):
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        s.bind(("127.0.0.1", socks[0].getsockname()[1] if socks else 0))
+        s.listen(64)
+        s.setblocking(False)
+        socks.append(s)
+    port = socks[0].getsockname()[1]
+
+    def connect(src: str, n: int) -> list[int]:
+        conns = [socket.create_connection(("127.0.0.1", port), source_address=(src, 0))
+                 for _ in range(n)]  # fmt: skip
+        try:
+            return _accepted(socks)
+        finally:
+            for c in conns:
+                c.close()
+
+    try:
+        with ReuseportSteering(name="t-clients", sockets=socks, mode="shadow") as st:
+            assert st.places_clients
+            assert not st.set_clients({"127.0.0.2": 2})  # shadow: nothing written
+            assert st.placed_clients() == {}
+            st.set_mode("active")
+            st.apply([1] * 256)
+            assert st.set_clients({"127.0.0.2": 2, "127.0.0.4": 0})
+            assert st.placed_clients() == {"127.0.0.2": 2, "127.0.0.4": 0}
+            assert connect("127.0.0.2", 12) == [2] * 12  # the client's place, not the table's
+            assert connect("127.0.0.3", 12) == [1] * 12  # an unplaced client: the table
+            assert st.counters()["client_hits"] == 12
+            st.set_clients({"127.0.0.3": 0})  # 127.0.0.2 and .4 lose their place
+            assert st.placed_clients() == {"127.0.0.3": 0}
+            assert connect("127.0.0.2", 6) == [1] * 6
+            assert connect("127.0.0.3", 6) == [0] * 6
+            with pytest.raises(TunerError, match="target 5, not in the group of 3"):
+                st.set_clients({"127.0.0.2": 5})
+            with pytest.raises(TunerError, match="not IPv4"):
+                st.set_clients({"::1": 0})
+            st.expire()  # no lease: the kernel's hash for every client, placed or not
+            assert len(set(connect("127.0.0.3", 30))) > 1
+        assert not Path(PIN_ROOT, "t-clients").exists()
+    finally:
+        for s in socks:
+            s.close()
+
+
 def test_missing_server_is_a_clear_error():
     with pytest.raises(TunerError, match="process 999999999 does not exist"):
         ReuseportSteering(name="t-gone", pids=[999999999], port=1).open()

@@ -35,6 +35,7 @@ from tuner.errors import TunerError
 from tuner.table import SLOTS, check_table
 
 MAX_TARGETS = 64  # sockets of a reuseport group / XDP targets (bpf/steer.h, passed as -D)
+MAX_CLIENTS = 4096  # heavy clients the reuseport program places by source address (bpf/steer.h)
 
 
 @dataclass
@@ -166,6 +167,16 @@ class BpfSteering:
             raise TunerError(f"{type(self).__name__} cannot pin flows")
         return False
 
+    @property
+    def places_clients(self) -> bool:
+        """Placement of new connections by client address: only a reuseport group has it."""
+        return False
+
+    def set_clients(self, clients: Mapping[str, int]) -> bool:
+        if clients:
+            raise TunerError(f"{type(self).__name__} cannot place clients")
+        return False
+
     def apply(self, table: Sequence[int], live: Sequence[int] | None = None) -> Decision:
         """Check ``table``; in active mode write it atomically and renew the lease, in shadow
         mode only record it."""
@@ -237,4 +248,6 @@ def check_layout_constants(header: str = "steer.h") -> None:
     MAX_TARGETS as -D; STEER_SLOTS is the table's size)."""
     from tuner.bcc_runtime import check_constants
 
-    check_constants(header, {"STEER_SLOTS": SLOTS, "MAX_TARGETS": MAX_TARGETS})
+    check_constants(
+        header, {"STEER_SLOTS": SLOTS, "MAX_TARGETS": MAX_TARGETS, "MAX_CLIENTS": MAX_CLIENTS}
+    )

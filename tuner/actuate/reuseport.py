@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tuner import bcc_runtime, bpfsys, procnet, sockdiag
-from tuner.actuate.base import MAX_TARGETS, BpfSteering
+from tuner.actuate.base import MAX_CLIENTS, MAX_TARGETS, BpfSteering
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
@@ -102,6 +102,8 @@ class ReuseportSteering(BpfSteering):
 
     ``count_flows`` (default: when the group is UDP) counts datagrams per flow hash in the
     kernel (:meth:`flow_hits`), and :meth:`set_overrides` pins flows to sockets.
+    :meth:`set_clients` sends the new connections of given IPv4 client addresses to given
+    sockets, under the lease like the table.
     """
 
     sockets: Sequence[socket.socket] = ()
@@ -113,6 +115,7 @@ class ReuseportSteering(BpfSteering):
     #: the latest override sets asked for, written or not (shadow), as (time, mode, overrides)
     override_log: deque = field(default_factory=lambda: deque(maxlen=1000), init=False)
     _overrides: dict[int, int] = field(default_factory=dict, init=False, repr=False)
+    _clients: dict[str, int] = field(default_factory=dict, init=False, repr=False)
     _socks: list[socket.socket] = field(default_factory=list, init=False, repr=False)
     _taken: bool = field(default=False, init=False, repr=False)
     _sockmap: int = field(default=-1, init=False, repr=False)
@@ -221,10 +224,12 @@ class ReuseportSteering(BpfSteering):
         sel = self._bpf[b"selected"]
         per_socket = [int(sum(sel[sel.Key(i)])) for i in range(len(self._socks))]
         fb = self._bpf[b"fallbacks"]
+        hits = self._bpf[b"client_hits"]
         return {
             "selected": per_socket,
             "fallback_lease": int(sum(fb[fb.Key(0)])),
             "fallback_select": int(sum(fb[fb.Key(1)])),
+            "client_hits": int(sum(hits[hits.Key(0)])),
         }
 
     @property
@@ -266,10 +271,58 @@ class ReuseportSteering(BpfSteering):
         self._overrides = dict(overrides)
         return True
 
+    @property
+    def places_clients(self) -> bool:
+        return True
+
+    def set_clients(self, clients: Mapping[str, int]) -> bool:
+        """Send new connections from each IPv4 address of ``clients`` to its target index;
+        addresses not named lose their place. Active mode: written (only what changed);
+        shadow: nothing. True if written."""
+        if len(clients) > MAX_CLIENTS:
+            raise TunerError(f"{len(clients)} clients to place; at most {MAX_CLIENTS}")
+        keys = {}
+        for addr, t in clients.items():
+            if not 0 <= t < self.targets():
+                raise TunerError(f"client {addr} sent to target {t}, not in the group of "
+                                 f"{self.targets()}")  # fmt: skip
+            keys[addr] = _addr_key(addr)
+        if self.mode != "active" or self._bpf is None:
+            return False
+        m = self._bpf[b"clients"]
+        for addr in set(self._clients) - set(clients):
+            try:
+                del m[m.Key(_addr_key(addr))]
+            except KeyError:
+                pass
+        for addr, t in clients.items():
+            if self._clients.get(addr) != t:
+                m[m.Key(keys[addr])] = m.Leaf(t)
+        self._clients = dict(clients)
+        return True
+
+    def placed_clients(self) -> dict[str, int]:
+        """The client placements the kernel holds (address -> target)."""
+        m = self._bpf[b"clients"]
+        return {socket.inet_ntoa(struct.pack("I", _int(k))): _int(v) for k, v in m.items()}
+
     def overrides(self) -> dict[int, int]:
         """The overrides the kernel holds."""
         m = self._bpf[b"overrides"]
         return {_int(k): _int(v) for k, v in m.items()}
+
+
+def _addr_key(addr: str) -> int:
+    """An IPv4 address as the clients map's key: its header bytes read as a host u32.
+
+    >>> _addr_key("1.0.0.0")
+    1
+    """
+    try:
+        return struct.unpack("I", socket.inet_aton(addr))[0]
+    except OSError:
+        raise TunerError(f"client address {addr!r} is not IPv4",
+                         "only IPv4 clients are placed") from None  # fmt: skip
 
 
 def _int(x: Any) -> int:

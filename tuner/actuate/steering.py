@@ -92,6 +92,15 @@ class Steering(Protocol):
         """Pin flow hashes to targets; True when written (False unless ``counts_flows``)."""
         ...
 
+    @property
+    def places_clients(self) -> bool:
+        """Whether :meth:`set_clients` places new connections by their client's address."""
+        ...
+
+    def set_clients(self, clients: Mapping[str, int]) -> bool:
+        """Send new connections of IPv4 client addresses to targets; True when written."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -133,6 +142,13 @@ class NullSteering:
         return {}
 
     def set_overrides(self, overrides: Mapping[int, int]) -> bool:
+        return False
+
+    @property
+    def places_clients(self) -> bool:
+        return False
+
+    def set_clients(self, clients: Mapping[str, int]) -> bool:
         return False
 
     def close(self) -> None:
