@@ -9,6 +9,7 @@ reads a prediction or an entity by position::
             ├── EntityState per entity: load, features, prediction, shares, pid/tid/cpu
             ├── TableOutcome (steered channels): written, changed, shares, table, why
             ├── FlowPins (UDP groups): hot flows and their overrides
+            ├── ClientPins (policy.clients): heavy clients and where they are placed
             └── SocketSummary (the sockets channel): connections followed and closed
 
 >>> from tuner.learn.online import Prediction
@@ -24,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from tuner.learn.clients import ClientScores
 from tuner.learn.online import Prediction
 
 
@@ -64,11 +66,21 @@ class FlowPins:
 
 
 @dataclass(frozen=True)
+class ClientPins:
+    """Heavy clients placed apart at their connections' SYN (see :mod:`tuner.policy.clients`)."""
+
+    placed: Mapping[str, int]  # client address -> target
+    written: bool  # the kernel has the placement (active mode)
+    why: str
+
+
+@dataclass(frozen=True)
 class SocketSummary:
     """The workers' connections followed by the sockets channel."""
 
     followed: int
     closed: int
+    clients: ClientScores | None = None  # the client cost model's scores (policy.clients)
 
 
 @dataclass(frozen=True)
@@ -80,6 +92,7 @@ class ChannelWindow:
     outcome: TableOutcome | None = None
     flows: FlowPins | None = None
     sockets: SocketSummary | None = None
+    clients: ClientPins | None = None
 
     def loads(self) -> dict[str, float]:
         return {e.entity: e.load for e in self.entities}

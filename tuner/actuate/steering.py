@@ -146,7 +146,7 @@ class NullSteering:
 
     @property
     def places_clients(self) -> bool:
-        return False
+        return True  # as a reuseport group would; nothing is written
 
     def set_clients(self, clients: Mapping[str, int]) -> bool:
         return False

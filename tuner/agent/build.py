@@ -8,6 +8,9 @@ steering (:mod:`tuner.agent.channels`).
 >>> agent = build_agent(cfg, WorkerMap.from_pids([1, 2], cpus=[0, 1]), NullSteering(2))
 >>> [c.name for c in agent.channels]
 ['workers', 'sockets', 'cpus']
+>>> cfg = AgentConfig.from_dict({"agent": {"sockets": True}, "policy": {"clients": True}})
+>>> build_agent(cfg, WorkerMap.from_pids([1, 2], cpus=[0, 1]), NullSteering(2)).channels[1].clients
+<tuner.learn.clients.ClientCosts object at ...>
 """
 
 from __future__ import annotations
@@ -21,7 +24,9 @@ from tuner.agent.config import AgentConfig
 from tuner.agent.loop import Agent
 from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
+from tuner.learn.clients import ClientCosts
 from tuner.learn.online import Learner
+from tuner.policy.clients import ClientPolicy
 from tuner.policy.flows import HotFlowPolicy
 from tuner.policy.shares import SharePolicy
 
@@ -79,7 +84,16 @@ def build_agent(
                 "agent.sockets follows connections by process, and these workers are threads",
                 "set agent.sockets = false for a thread-per-core server",
             )
-        sockets = SocketChannel(Learner(kind, threshold), workers)
+        clients = None
+        if config.get("policy.clients"):
+            if not steering.places_clients:
+                raise TunerError(
+                    "policy.clients places new connections in a reuseport group, and this "
+                    "agent steers another way",
+                    "set policy.clients = false",
+                )
+            clients = ClientCosts(factor=config.get("policy.heavy_client_factor"))
+        sockets = SocketChannel(Learner(kind, threshold), workers, clients)
     flows = HotFlowPolicy(
         share=config.get("policy.hot_flow_share"),
         hold_windows=config.get("policy.hot_flow_hold"),
@@ -95,6 +109,7 @@ def build_agent(
         sockets,
         pin_first=config.get("policy.kind") == "pin-first",
         by_horizon=config.get("policy.horizon"),
+        client_policy=ClientPolicy() if config.get("policy.clients") else None,
     )
     channels: list[Any] = [main] + ([sockets] if sockets else [])
     cpus = workers.cpus() if config.get("policy.by_cpu") else []

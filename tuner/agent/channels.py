@@ -16,11 +16,13 @@ from tuner.actuate.steering import Steering
 from tuner.agent.channel import Channel, Identity, Measurement, SteeredChannel, Step
 from tuner.agent.sockets import SocketTable
 from tuner.agent.workers import WorkerMap, cpu_loads
+from tuner.learn.clients import ClientCosts, WorkerBytes
 from tuner.learn.online import Learner
+from tuner.policy.clients import ClientPolicy
 from tuner.policy.flows import HotFlowPolicy
 from tuner.policy.shares import SharePolicy, TableDecision, cpu_spare, table_for
 from tuner.probes.base import Frame
-from tuner.window import ChannelWindow, FlowPins, SocketSummary
+from tuner.window import ChannelWindow, ClientPins, FlowPins, SocketSummary
 
 
 class SocketChannel(Channel):
@@ -29,8 +31,11 @@ class SocketChannel(Channel):
 
     name = "sockets"
 
-    def __init__(self, learner: Learner, workers: WorkerMap) -> None:
+    def __init__(
+        self, learner: Learner, workers: WorkerMap, clients: ClientCosts | None = None
+    ) -> None:
         super().__init__(learner)
+        self.clients = clients  # what each client's connections cost (policy.clients)
         self.retarget(workers)
 
     def retarget(self, workers: WorkerMap) -> None:
@@ -51,11 +56,19 @@ class SocketChannel(Channel):
         sw = self.table.update(frames, {i: worker_loads.get(e, 0.0) for i, e in enumerate(names)})
         self.live_load = {names[i]: x for i, x in sw.live_load.items()}
         self.closed = len(sw.closed)
+        if self.clients is not None:  # on-CPU time: the run-queue wait is the neighbours'
+            feats = before["workers"].features
+            loads = [
+                worker_loads.get(e, 0.0) - feats.get(e, {}).get("runq_frac", 0.0) for e in names
+            ]
+            self.clients.update([WorkerBytes(loads[i], sw.by_client.get(i, {}))
+                                 for i in range(len(names))])  # fmt: skip
         return Measurement(dict(sw.loads), {sk: {} for sk in sw.loads})
 
     def act(self, step: Step) -> ChannelWindow:
         followed = len(step.predicted.get(self.name, {}))
-        summary = SocketSummary(followed, self.closed)
+        scores = self.clients.scores() if self.clients is not None else None
+        summary = SocketSummary(followed, self.closed, scores)
         return ChannelWindow(self.name, self.entity_states(step), sockets=summary)
 
 
@@ -112,6 +125,7 @@ class WorkerChannel(SteeredChannel):
         sockets: SocketChannel | None = None,
         pin_first: bool = False,
         by_horizon: bool = False,
+        client_policy: ClientPolicy | None = None,
     ) -> None:
         super().__init__(learner, policy, steering)
         self.workers = workers
@@ -119,7 +133,10 @@ class WorkerChannel(SteeredChannel):
         self.sockets = sockets
         self.pin_first = pin_first
         self.by_horizon = by_horizon  # decide by the horizon's predicted mean load
+        # heavy clients placed apart: needs the sockets channel's client costs
+        self.client_policy = client_policy
         self._flows: FlowPins | None = None
+        self._clients: ClientPins | None = None
 
     def measure(self, frames: list[Frame], before: Mapping[str, Measurement]) -> Measurement:
         m = self.workers.measure(frames)
@@ -158,14 +175,30 @@ class WorkerChannel(SteeredChannel):
             flows = self.flow_policy.decide(dict(hits), decision.table, predicted)
             self.steering.set_overrides(flows.overrides)
             self._flows = FlowPins(len(flows.hot), dict(flows.overrides), flows.why)
+        self._clients = self._place_clients(predicted)
         return decision
 
+    def _place_clients(self, predicted: list[float]) -> ClientPins | None:
+        costs = self.sockets.clients if self.sockets is not None else None
+        if self.client_policy is None or costs is None:
+            return None
+        placement = self.client_policy.decide(costs.heavy(), predicted)
+        written = self.steering.set_clients(placement.placed)
+        return ClientPins(placement.placed, written, placement.why)
+
     def extras(self, step: Step, decision: TableDecision) -> dict:
-        return {"flows": self._flows} if self._flows is not None else {}
+        out: dict = {}
+        if self._flows is not None:
+            out["flows"] = self._flows
+        if self._clients is not None:
+            out["clients"] = self._clients
+        return out
 
     def fall_back(self, mode: str) -> None:
         super().fall_back(mode)
         self.flow_policy.reset()
+        if self.client_policy is not None:
+            self.client_policy.reset()
 
     def retarget(self, workers: WorkerMap) -> None:
         old = {e.entity: e.members for e in self.workers.entities}
@@ -174,6 +207,9 @@ class WorkerChannel(SteeredChannel):
         self.workers = workers
         self.policy.reset()
         self.flow_policy.reset()
+        if self.client_policy is not None:
+            self.client_policy.reset()
+            self.steering.set_clients({})  # indices of the old set mean nothing now
         self.holding = False
 
     def describe(self, entity: str, step: Step) -> Identity:

@@ -10,8 +10,8 @@ a value out of range is refused with a message that names the key.
 Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
-are: by_cpu, capacity, fill, horizon, hot_flow_hold, hot_flow_share, hysteresis, kind, max_step, \
-min_share
+are: by_cpu, capacity, clients, fill, heavy_client_factor, horizon, hot_flow_hold, hot_flow_share, \
+hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -141,6 +141,19 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "UDP: a flow with this share of a window's datagrams is pinned apart (0: off)",
     ),
     "policy.hot_flow_hold": (int, 50, (0, 100000), "windows a pin outlives its flow's heat"),
+    "policy.clients": (
+        bool,
+        False,
+        None,
+        "learn what each client address's connections cost (needs agent.sockets) and place "
+        "new connections of heavy clients apart at their SYN (TCP reuseport groups)",
+    ),
+    "policy.heavy_client_factor": (
+        float,
+        3.0,
+        (1.1, 100.0),
+        "a client is heavy when its cost per byte is this many times the median client's",
+    ),
     "guard.enabled": (bool, True, None, "go back to shadow when active makes things worse"),
     "guard.margin": (float, 0.25, (0.0, 10.0), "allowed worsening, fraction of shadow level"),
     "guard.windows": (int, 10, (1, 100000), "consecutive worse windows before tripping"),
@@ -213,6 +226,11 @@ class AgentConfig:
                         f"the keys of [{sec}] are: {', '.join(sorted(sections[sec]))}",
                     )
                 values[key] = _check(key, value, source)
+        if values["policy.clients"] and not values["agent.sockets"]:
+            raise TunerError(
+                f"policy.clients in {source} learns from the workers' connections",
+                "set agent.sockets = true as well",
+            )
         return cls(values, source)
 
     @classmethod

@@ -55,6 +55,9 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
             key=lambda e: e.prediction.load,
             reverse=True,
         )[:3]
+        if c.sockets.clients is not None:
+            sc = c.sockets.clients
+            out["clients"] = {"followed": sc.clients, "heavy": sc.heavy}
         out.update(
             followed=c.sockets.followed,
             closed=c.sockets.closed,
@@ -90,6 +93,9 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
         out["hot_flows"] = c.flows.hot
         out["overrides"] = {str(h): t for h, t in c.flows.overrides.items()}
         out["flows_why"] = c.flows.why
+    if c.clients is not None:
+        out["clients"] = {"placed": dict(c.clients.placed), "written": c.clients.written,
+                          "why": c.clients.why}  # fmt: skip
     return out
 
 

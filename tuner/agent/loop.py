@@ -45,6 +45,7 @@ from tuner.agent.reload import ModelReload
 from tuner.agent.scoring import Guard, ShadowScores
 from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
+from tuner.learn.clients import ClientScores
 from tuner.learn.scores import SkillSummary
 from tuner.probes.base import Frame
 from tuner.window import WindowRecord
@@ -229,6 +230,7 @@ class Agent:
             "pids": workers.pids(),
             "workers": [e.entity + "=" + _key(e.pid, e.tid) for e in workers.entities],
             "sockets": sockets.sockets.followed if sockets and sockets.sockets else None,
+            "clients": _clients(sockets.sockets.clients) if sockets and sockets.sockets else None,
             "last_decision": _last_decision(last),
             "model": self.config.model_name(),
             "model_version": self.reload.current if self.reload else None,
@@ -249,6 +251,17 @@ class Agent:
 
 def _key(pid: int, tid: int | None) -> str:
     return str(pid) if tid is None else f"{pid}/{tid}"
+
+
+def _clients(c: ClientScores | None) -> dict[str, Any] | None:
+    """The client cost model's figures for the status (None: policy.clients is off)."""
+    if c is None:
+        return None
+    r = {
+        k: None if v is None else round(v, 6)
+        for k, v in (("mae", c.mae), ("baseline_mae", c.baseline_mae))
+    }
+    return {"followed": c.clients, "heavy": c.heavy, "windows": c.windows, **r}
 
 
 def _last_decision(r: WindowRecord | None) -> dict[str, Any]:

@@ -41,6 +41,8 @@ class SocketWindow:
     loads: dict[str, float]  # per connection: its share of its worker's load, CPUs
     live_load: dict[int, float]  # per worker index: load of its connections still open
     closed: list[str]  # connections that closed (or whose peer closed) in this window
+    # per worker index: bytes received this window from each client address
+    by_client: dict[int, dict[str, float]] = field(default_factory=dict)
 
 
 @dataclass
@@ -62,6 +64,7 @@ class SocketTable:
         received: dict[str, float] = {}
         closed: list[str] = []
         worker = dict(self.live)
+        by_client: dict[int, dict[str, float]] = {}
         for f in frames:
             if f.probe != "net" or not f.entity.startswith("sock:"):
                 continue
@@ -71,7 +74,12 @@ class SocketTable:
             if i is None:
                 continue
             worker[f.entity] = i
-            received[f.entity] = received.get(f.entity, 0.0) + f.features.get("bytes_in", 0.0)
+            got = f.features.get("bytes_in", 0.0)
+            received[f.entity] = received.get(f.entity, 0.0) + got
+            peer = f.labels.get("raddr")
+            if peer and got > 0:
+                sent = by_client.setdefault(i, {})
+                sent[peer] = sent.get(peer, 0.0) + got
             if int(f.labels.get("state", 0)) not in ENDED_STATES:
                 self.live[f.entity] = i
                 self.quiet[f.entity] = 0
@@ -98,4 +106,4 @@ class SocketTable:
             t = total.get(i, 0.0)
             gone = sum(received.get(sk, 0.0) for sk in closed if worker[sk] == i)
             live_load[i] = load * (t - gone) / t if t > 0 else load
-        return SocketWindow(out, live_load, closed)
+        return SocketWindow(out, live_load, closed, by_client)

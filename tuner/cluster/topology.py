@@ -20,6 +20,11 @@ The kernel's own balancing is ECMP routing with a layer-4 hash
 (``fib_multipath_hash_policy=1``), so with no XDP program the backends share the flows by a
 hash, as the workers of a reuseport group do.
 
+With ``client_addresses=K``, client host ``i`` also has K addresses of its own,
+``198.18.(32+i).1`` to ``198.18.(32+i).K`` on its eth0, and the server host routes
+198.18.32.0/19 to its eth0: a load generator gives each of its connections one of them, so
+that the server sees K clients per host (the ``client-mix`` profile).
+
 Addresses come from 198.18.0.0/15, the range RFC 2544 reserves for benchmarks; they exist
 only inside the namespaces, so no traffic reaches the machine's own interfaces. Processes are
 started inside a host with :meth:`Cluster.popen` and are killed when the cluster goes down.
@@ -30,6 +35,8 @@ crashed run left behind (``tuner cluster down``).
 >>> [(h.name, h.role, h.address) for h in plan]
 [('server', 'server', '198.18.0.1'), ('client0', 'client', '198.18.0.11'), \
 ('client1', 'client', '198.18.0.12')]
+>>> Cluster(clients=2, tag="doc", client_addresses=3).plan()[2].aliases
+('198.18.33.1', '198.18.33.2', '198.18.33.3')
 """
 
 from __future__ import annotations
@@ -62,6 +69,8 @@ if TYPE_CHECKING:
     from tuner.group import Group
 
 SUBNET = "198.18.0"  # RFC 2544 benchmark range; never routed outside the namespaces
+CLIENT_NET = "198.18.32.0/19"  # the clients' own addresses: 198.18.(32+i).j of client i
+MAX_CLIENT_ADDRESSES = 250
 VIP = "198.18.1.1"  # the service address of the backends (on their loopback), via the server
 MS_BIND = 4096
 
@@ -75,6 +84,7 @@ class Host:
     netns: str  # the namespace's name (as `ip netns list` shows it)
     address: str  # IPv4 address of eth0 (/24)
     port: str  # the bridge port in the switch namespace
+    aliases: tuple[str, ...] = ()  # more addresses of a client host, as sources of connections
 
 
 class HostList:
@@ -103,6 +113,8 @@ class Cluster(HostList):
         Client hosts (1 to 20).
     backends : int
         Backend hosts (0 to 20), for XDP-steered set-ups.
+    client_addresses : int
+        Addresses of its own for each client host (0 to 250), beside its eth0 address.
     tag : str
         Part of every namespace name; random when empty.
     """
@@ -110,6 +122,7 @@ class Cluster(HostList):
     clients: int = 2
     backends: int = 0
     tag: str = ""
+    client_addresses: int = 0
     hosts: list[Host] = field(default_factory=list, init=False)
     _procs: list[subprocess.Popen] = field(default_factory=list, init=False, repr=False)
     # an fd per namespace: it keeps the namespace (and its links) alive, so that a name whose
@@ -125,6 +138,9 @@ class Cluster(HostList):
             raise TunerError(f"clients must be 1 to 20; got {self.clients}")
         if not 0 <= self.backends <= 20:
             raise TunerError(f"backends must be 0 to 20; got {self.backends}")
+        if not 0 <= self.client_addresses <= MAX_CLIENT_ADDRESSES:
+            raise TunerError(f"client addresses must be 0 to {MAX_CLIENT_ADDRESSES} a host; "
+                             f"got {self.client_addresses}")  # fmt: skip
         tag = self.tag or uuid.uuid4().hex[:6]
         self.tag = tag
         hosts = [Host("server", "server", f"{PREFIX}{tag}-server", f"{SUBNET}.1", "s0")]
@@ -136,6 +152,7 @@ class Cluster(HostList):
                     f"{PREFIX}{tag}-client{i}",
                     f"{SUBNET}.{11 + i}",
                     f"c{i}",
+                    tuple(f"198.18.{32 + i}.{j + 1}" for j in range(self.client_addresses)),
                 )
             )
         for i in range(self.backends):
@@ -182,6 +199,11 @@ class Cluster(HostList):
                     with NetNS(h.netns) as ns:
                         eth = ns.link_lookup(ifname="eth0")[0]
                         ns.addr("add", index=eth, address=h.address, prefixlen=24)
+                        for a in h.aliases:
+                            ns.addr("add", index=eth, address=a, prefixlen=32)
+                        if h.role == "server" and self.client_addresses:
+                            ns.link("set", index=eth, state="up")
+                            ns.route("add", dst=CLIENT_NET, oif=eth, scope=253)  # link
                         ns.link("set", index=eth, state="up")
                         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             if self.backends:

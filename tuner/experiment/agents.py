@@ -43,8 +43,9 @@ def start_agent(
         return None
     mode, model = AGENT_ARMS[arm]
     cfg = dict(spec.tuner.values)
-    if model:
+    if model:  # the reactive baseline: last window's load, and nothing learned of clients
         cfg["model.kind"] = model
+        cfg["policy.clients"] = False
     cfg.update(
         {
             "target.pids": pids,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,8 +38,13 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
     """The groups ``spec`` runs on, not yet up (each is a context manager)."""
     servers = spec.get("cluster.server_hosts")
     if not servers:
+        per_host = spec.get("workload.connections") if client_mix(spec) else 0
         return [
-            Cluster(clients=spec.get("cluster.clients"), backends=spec.get("cluster.backends"))
+            Cluster(
+                clients=spec.get("cluster.clients"),
+                backends=spec.get("cluster.backends"),
+                client_addresses=per_host,
+            )  # fmt: skip
             for _ in range(spec.get("cluster.groups"))
         ]
     clients, per = list(spec.get("cluster.client_hosts")), spec.get("cluster.clients")
@@ -54,6 +59,11 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
         )
         for g, server in enumerate(servers)
     ]
+
+
+def client_mix(spec: ExperimentSpec) -> bool:
+    """Whether the client hosts need an address per connection (the client-mix profile)."""
+    return spec.get("workload.profile") == "client-mix"
 
 
 @dataclass
@@ -85,7 +95,7 @@ def run_load(
         service = VIP if c.by_role("backend") else c.host("server").address
         load.gens = []
         for i, host in enumerate(c.by_role("client")):
-            cfg = load_spec(spec, i, seconds, service, load.http, rate, profile)
+            cfg = load_spec(spec, i, seconds, service, load.http, rate, profile, host.aliases)
             argv = [c.python, "-m", "tuner.workload.loadgen", "--config", json.dumps(cfg),
                     "--out", f"{load.dirs[host.name]}/samples-{i}.npy"]  # fmt: skip
             load.gens.append(c.start(host, argv, lines=True))
@@ -114,8 +124,10 @@ def load_spec(
     http: dict[str, Any] | None,
     rate: float,
     profile: str | None = None,
+    sources: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The load generator's config for client ``i`` (:mod:`tuner.workload.loadgen`).
+    """The load generator's config for client ``i`` (:mod:`tuner.workload.loadgen`); its
+    connections come from ``sources`` (the host's addresses) with the client-mix profile.
 
     >>> cfg = load_spec(ExperimentSpec.from_dict({}), 1, 5.0, "198.18.0.1", None, 500.0)
     >>> cfg["rate"], cfg["seed"], cfg["profile"]
@@ -135,8 +147,18 @@ def load_spec(
         "udp": spec.get("server.protocol") == "udp",
         "http": http,
         "profile_args": {
-            k: w[k] for k in ("zipf_s", "shift_s", "period_s", "burst_s", "burst_factor")
-        },
+            k: w[k]
+            for k in (
+                "zipf_s",
+                "shift_s",
+                "period_s",
+                "burst_s",
+                "burst_factor",
+                "heavy_share",
+                "heavy_factor",
+            )
+        },  # fmt: skip
+        "sources": list(sources) if (profile or w["profile"]) == "client-mix" else [],
     }
 
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from tuner.experiment.calibrate import Calibration, overloaded
+from tuner.experiment.learned import client_metrics, learner_metrics
 from tuner.experiment.rounds import side_by_side
 from tuner.experiment.runner import ArmResult
 from tuner.experiment.spec import ExperimentSpec
@@ -84,6 +85,7 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
     out["tuner_cpu_s"] = round(r.tuner_cpu_s, 2)
     if r.agent_status:
         out.update(learner_metrics(r.agent_status.get("scores", {})))
+        out.update(client_metrics(r.agent_status.get("clients")))
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
@@ -94,29 +96,6 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["failed"] = r.failed
     if r.interrupted:
         out["interrupted"] = True
-    return out
-
-
-def learner_metrics(sc: dict[str, Any]) -> dict[str, Any]:
-    """An agent arm's learning figures from its final status' ``scores``: errors of the
-    model and the last value and their ratio, and hotspot precision and recall, for the next
-    window and over the horizon.
-
-    >>> m = learner_metrics({"model_mae": 0.08, "baseline_mae": 0.1, "model_precision": 0.9,
-    ...                      "model_recall": 0.7})
-    >>> m["mae_vs_baseline"], m["hotspot_precision"], "horizon_mae_vs_baseline" in m
-    (0.8, 0.9, False)
-    """
-    out: dict[str, Any] = {}
-    for prefix in ("", "horizon_"):
-        if f"{prefix}model_mae" not in sc:
-            continue
-        model, base = sc[f"{prefix}model_mae"], sc.get(f"{prefix}baseline_mae")
-        out[f"{prefix}model_mae"], out[f"{prefix}baseline_mae"] = model, base
-        out[f"{prefix}mae_vs_baseline"] = round(model / base, 4) if base else None
-        for who, key in (("model", "hotspot"), ("baseline", "baseline_hotspot")):
-            out[f"{prefix}{key}_precision"] = sc.get(f"{prefix}{who}_precision")
-            out[f"{prefix}{key}_recall"] = sc.get(f"{prefix}{who}_recall")
     return out
 
 

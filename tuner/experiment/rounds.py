@@ -37,7 +37,13 @@ from tuner.experiment.stats import median_ci
 #: figures summed over rounds rather than taken as a median
 TOTALS = ("requests", "errors")
 #: per-round ratios given as a median with its 95 % interval over rounds
-RATIOS = ("p99_vs_kernel", "p99_vs_reactive", "mae_vs_baseline", "horizon_mae_vs_baseline")
+RATIOS = (
+    "p99_vs_kernel",
+    "p99_vs_reactive",
+    "mae_vs_baseline",
+    "horizon_mae_vs_baseline",
+    "client_mae_vs_baseline",
+)
 
 
 def rotated(arms: list[str], r: int) -> list[str]:

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from tuner.agent.config import AgentConfig
+from tuner.cluster.topology import MAX_CLIENT_ADDRESSES
 from tuner.errors import TunerError
 from tuner.schema import check_value, read_toml
 from tuner.workload.profiles import NAMES as PROFILES
@@ -134,6 +135,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "workload.burst_s": (float, 1.0, (0.01, 3600.0), "periodic-bursts: burst length, seconds"),
     "workload.burst_factor": (float, 2.0, (1.0, 100.0), "periodic-bursts: rate factor"),
     "workload.hog_cpu": (int, 0, (0, 1023), "noisy-neighbour: CPU of the hog (worker 0's)"),
+    "workload.heavy_share": (float, 0.125, (0.0, 1.0), "client-mix: share of heavy clients"),
+    "workload.heavy_factor": (
+        float,
+        8.0,
+        (1.0, 1000.0),
+        "client-mix: a heavy client's request costs this many times a light one's",
+    ),
 }
 
 
@@ -181,6 +189,7 @@ class ExperimentSpec:
                 "list CPUs this machine has",
             )
         _check_server(values, source)
+        _check_clients(values, source)
         # the arms may come from --arms yet: counted against the groups when given here
         _check_hosts(values, list(values["arms"]) if "arms" in flat else None, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
@@ -213,6 +222,7 @@ class ExperimentSpec:
         """The same spec with another skew profile (``--profile``)."""
         values = dict(self.values)
         values["workload.profile"] = _check("workload.profile", profile, "--profile")
+        _check_clients(values, "--profile")
         return ExperimentSpec(values, self.tuner, self.source, self.path, list(self.arms))
 
     def with_arms(self, arms: list[str], source: str = "--arms") -> ExperimentSpec:
@@ -257,6 +267,34 @@ def _check_server(values: dict[str, Any], source: str) -> None:
             f"'server.command' in {source} must be a command line with {{port}} in it",
             'e.g. command = "myserver --listen 0.0.0.0:{port} --threads {workers}"',
         )
+
+
+def _check_clients(values: dict[str, Any], source: str) -> None:
+    """client-mix gives every connection a client address of its own, on hosts it creates.
+
+    >>> ExperimentSpec.from_dict({"workload": {"profile": "client-mix", "connections": 300}})
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: profile client-mix in the spec gives each of a client host's \
+connections an address of its own: at most 250 connections; got 300
+    """
+    if values["workload.profile"] != "client-mix":
+        return
+    if values["workload.connections"] > MAX_CLIENT_ADDRESSES:
+        raise TunerError(
+            f"profile client-mix in {source} gives each of a client host's connections an "
+            f"address of its own: at most {MAX_CLIENT_ADDRESSES} connections; "
+            f"got {values['workload.connections']}"
+        )
+    if values["cluster.server_hosts"]:
+        raise TunerError(
+            f"profile client-mix in {source} adds addresses to the client hosts, which it "
+            "does only to the namespaces it creates",
+            "run it without cluster.server_hosts",
+        )
+    if values["server.protocol"] != "tcp":
+        raise TunerError(f"profile client-mix in {source} places TCP connections",
+                         "set server.protocol = \"tcp\"")  # fmt: skip
 
 
 def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) -> None:

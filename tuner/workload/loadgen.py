@@ -39,7 +39,7 @@ import numpy as np
 
 from tuner.errors import TunerError
 from tuner.workload.profiles import Profile
-from tuner.workload.protocol import RESPONSE, ServiceTime
+from tuner.workload.protocol import MAX_SERVICE_US, RESPONSE, ServiceTime
 from tuner.workload.wire import HttpWire, ReferenceWire, Wire
 
 PORT_LO, PORT_HI = 20000, 60000  # source ports drawn from the seed
@@ -76,6 +76,9 @@ class LoadSpec:
     # HTTP/1.1 instead of the reference protocol: {"paths", "costs_us", "workers"} of a
     # tuner.workload.wire.HttpWire
     http: dict[str, Any] | None = None
+    # source addresses: connection i comes from sources[i mod len] (the client's identity the
+    # server sees); []: the host's own address
+    sources: list[str] = field(default_factory=list)
 
 
 class _Conn:
@@ -116,7 +119,15 @@ class LoadGenerator:
         if not 1 <= s.connections <= 4096:
             raise TunerError(f"connections must be 1 to 4096; got {s.connections}")
         ServiceTime.parse(s.service)
-        Profile(s.profile, s.connections, s.seed, **s.profile_args)
+        Profile(s.profile, s.connections, s.seed, **self._profile_args())
+        if s.sources and s.udp:
+            raise TunerError("sources are for TCP connections; a UDP load uses the host's own")
+
+    def _profile_args(self) -> dict[str, Any]:
+        """The profile's arguments; client-mix has one client per source address."""
+        s = self.spec
+        clients = {"clients": len(s.sources)} if s.profile == "client-mix" and s.sources else {}
+        return {**s.profile_args, **clients}
 
     def stop(self) -> None:
         """End the run early (what Ctrl-C does); answers in flight are still awaited."""
@@ -126,15 +137,18 @@ class LoadGenerator:
         if self.spec.udp:
             await self._open_udp(conn)
             return
+        src = self.spec.sources[slot % len(self.spec.sources)] if self.spec.sources else "0.0.0.0"
         try:
             try:
                 reader, writer = await asyncio.open_connection(
-                    self.spec.host, self.spec.port, local_addr=("0.0.0.0", sport)
+                    self.spec.host, self.spec.port, local_addr=(src, sport)
                 )
             except OSError as e:
                 if not sport or e.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL):
                     raise
-                reader, writer = await asyncio.open_connection(self.spec.host, self.spec.port)
+                reader, writer = await asyncio.open_connection(
+                    self.spec.host, self.spec.port, local_addr=(src, 0)
+                )
             # close with a reset: no TIME_WAIT, so the same source port can be used again in
             # the next arm, and the kernel's reuseport hash sees the same 4-tuples there
             writer.get_extra_info("socket").setsockopt(
@@ -220,7 +234,8 @@ class LoadGenerator:
         spec = self.spec
         rng = random.Random(spec.seed)
         ports = random.Random(spec.seed + 7919)
-        profile = Profile(spec.profile, spec.connections, spec.seed, **spec.profile_args)
+        profile = Profile(spec.profile, spec.connections, spec.seed, **self._profile_args())
+        costs = profile.costs()
         service = ServiceTime.parse(spec.service)
         s = self.samples
         tasks: set[asyncio.Task] = set()
@@ -259,7 +274,8 @@ class LoadGenerator:
                     reopen(slot, next_t)
                 conn = conns[slot]
                 rid = next(ids)
-                us = self.wire.cost(service.draw(rng))
+                us = self.wire.cost(min(max(1, int(service.draw(rng) * costs[slot])),
+                                        MAX_SERVICE_US))  # fmt: skip
                 for k, v in (("t_send", next_t), ("latency", np.nan), ("conn", slot)):
                     s[k].append(v)
                 s["worker"].append(-1)

@@ -9,12 +9,19 @@ share of requests it sends) and a factor on the arrival rate.
 - ``periodic-bursts``: uniform, except for ``burst_s`` of every ``period_s`` seconds, when the
   rate is ``burst_factor`` times higher and comes from a few heavy connections.
 - ``noisy-neighbour``: uniform; the experiment runner adds a CPU hog beside worker 0.
+- ``client-mix``: uniform weights, but connection ``i`` belongs to client ``i mod clients``
+  (a source address of its own in an experiment), and a few clients (``heavy_share`` of
+  them) send requests that cost ``heavy_factor`` times more (:meth:`Profile.costs`). Nothing
+  in a connection's first packet or its request rate tells it apart: only what that
+  client's connections cost before.
 
 >>> p = Profile("heavy-hitters", connections=4, seed=1)
 >>> [round(float(w), 3) for w in p.weights(0.0)]
 [0.48, 0.24, 0.16, 0.12]
 >>> p.rate_factor(0.0)
 1.0
+>>> [round(float(c), 2) for c in Profile("client-mix", connections=4, seed=1).costs()]
+[0.36, 0.36, 0.36, 2.91]
 """
 
 from __future__ import annotations
@@ -25,7 +32,8 @@ import numpy as np
 
 from tuner.errors import TunerError
 
-NAMES = ("uniform", "heavy-hitters", "shifting-hotspot", "periodic-bursts", "noisy-neighbour")
+NAMES = ("uniform", "heavy-hitters", "shifting-hotspot", "periodic-bursts", "noisy-neighbour",
+         "client-mix")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -40,6 +48,9 @@ class Profile:
     period_s: float = 4.0
     burst_s: float = 1.0
     burst_factor: float = 2.0
+    heavy_share: float = 0.125  # client-mix: share of the clients that are heavy
+    heavy_factor: float = 8.0  # client-mix: how much more a heavy client's request costs
+    clients: int = 0  # client-mix: connection i is client i mod clients (0: one per connection)
 
     def __post_init__(self) -> None:
         if self.name not in NAMES:
@@ -78,6 +89,19 @@ class Profile:
             extra = self._zipf(0) * (self.burst_factor - 1.0)
             return (self._uniform() + extra) / self.burst_factor
         return self._uniform()
+
+    def costs(self) -> np.ndarray:
+        """Each connection's factor on the service time, mean 1 over the connections (so a
+        calibrated rate means the same load); all ones except for client-mix."""
+        if self.name != "client-mix":
+            return np.ones(self.connections)
+        clients = self.clients or self.connections
+        heavy = max(1, round(self.heavy_share * clients))
+        rng = np.random.default_rng([self.seed, 7])
+        of_client = np.ones(clients)
+        of_client[rng.permutation(clients)[:heavy]] = self.heavy_factor
+        c = of_client[np.arange(self.connections) % clients]
+        return c / c.mean()
 
     def rate_factor(self, t: float) -> float:
         """Arrival rate at ``t`` relative to the configured rate."""
