@@ -231,6 +231,32 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
     assert "[backends]" in cfg and "namespaces = [" in cfg
 
 
+@pytest.mark.kernel
+def test_client_mix_gives_clients_addresses_and_the_active_arm_places_heavy_ones(
+    tmp_path, tuner_cli, no_leftover_cluster
+):
+    # every connection from an address of its own; the agent learns each client's cost from
+    # the bytes it sends and the workers' CPU time, and writes heavy clients' places
+    text = (
+        textwrap.dedent(SHORT)
+        .replace('profile = "heavy-hitters"', 'profile = "client-mix"\nheavy_factor = 20.0')
+        .replace("duration_s = 3", "duration_s = 5")
+        .replace("[tuner.model]", "[tuner.agent]\nsockets = true\n\n[tuner.policy]\n"
+                 "clients = true\n\n[tuner.model]")
+    )  # fmt: skip
+    summary, rows = _kernel_and_active(tmp_path, tuner_cli, text)
+    for arm in ("kernel", "active"):
+        assert summary["arms"][arm]["errors"] == 0, summary["arms"][arm]
+    active = summary["arms"]["active"]
+    assert active["client_mae"] is not None and active["heavy_clients"] >= 1, active
+    sockets = [r["sockets"] for r in rows if "sockets" in r]
+    assert max(s["clients"]["followed"] for s in sockets) == 16  # 8 addresses on each host
+    placed = [r["workers"]["clients"] for r in rows if "clients" in r.get("workers", {})]
+    written = [p for p in placed if p["written"] and p["placed"]]
+    assert written, placed[-1]
+    assert all(a.startswith(("198.18.32.", "198.18.33.")) for p in written for a in p["placed"])
+
+
 # -- arms that are not results (issue 18, items 2, 3 and 15) ----------------------------------
 def test_a_cpu_the_machine_lacks_is_named(tmp_path, tuner_cli):
     path = tmp_path / "cpus.toml"

@@ -284,4 +284,8 @@ def _status_text(reply: dict[str, Any]) -> str:
         f"loop        p50 {reply['loop_ms_p50']} ms  p99 {reply['loop_ms_p99']} ms;"
         f" records lost {reply['records_lost']}",
     ]
+    c = reply.get("clients")
+    if c:
+        lines.insert(3, f"clients     {c['followed']} followed, {c['heavy']} heavy; MAE {c['mae']}"
+                        f"  (one cost for all: {c['baseline_mae']})")  # fmt: skip
     return "\n".join(lines)
