@@ -192,6 +192,20 @@ def test_sigkill_loses_no_connection_and_kernel_takes_over(server):
     assert not Path(PIN_ROOT, "t-kill").exists() and not Path(STATE_ROOT, "t-kill.json").exists()
 
 
+def _accepted(socks: list[socket.socket]) -> list[int]:
+    """Index of the socket that accepted each pending connection."""
+    out = []
+    for i, s in enumerate(socks):
+        while True:
+            try:
+                c, _ = s.accept()
+            except BlockingIOError:
+                break
+            c.close()
+            out.append(i)
+    return out
+
+
 def test_owned_sockets_on_loopback():
     socks = []
     for _ in range(3):
@@ -205,15 +219,7 @@ def test_owned_sockets_on_loopback():
         with ReuseportSteering(name="t-owned", sockets=socks, mode="active") as st:
             st.apply([1] * 256)
             clients = [socket.create_connection(("127.0.0.1", 7401)) for _ in range(20)]
-            accepted = []
-            for i, s in enumerate(socks):
-                while True:
-                    try:
-                        c, _ = s.accept()
-                    except BlockingIOError:
-                        break
-                    c.close()
-                    accepted.append(i)
+            accepted = _accepted(socks)
             for c in clients:
                 c.close()
             assert accepted == [1] * 20
@@ -221,20 +227,6 @@ def test_owned_sockets_on_loopback():
     finally:
         for s in socks:
             s.close()
-
-
-def _accepted(socks: list[socket.socket]) -> list[int]:
-    """Index of the socket that accepted each pending connection."""
-    out = []
-    for i, s in enumerate(socks):
-        while True:
-            try:
-                c, _ = s.accept()
-            except BlockingIOError:
-                break
-            c.close()
-            out.append(i)
-    return out
 
 
 def test_heavy_clients_are_placed_by_source_address_before_the_table():
