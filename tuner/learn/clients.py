@@ -12,7 +12,9 @@ costs are fitted online by normalised least mean squares (one step per worker an
 costs kept non-negative), which needs no matrix over all clients and costs O(bytes seen).
 
 A client is *heavy* when its cost per byte is at least ``factor`` times the median of the
-clients seen for at least ``min_windows`` windows; its connection's expected load per window
+clients seen for at least ``min_windows`` windows, and at least the geometric mean of that
+median and the highest cost (a light client that shared workers with a much heavier one
+carries part of its cost for a while); its connection's expected load per window
 is its cost per byte times the bytes per window its connections send.
 
 Scoring (:meth:`ClientCosts.scores`): each window, before learning from it, the model's
@@ -151,10 +153,14 @@ class ClientCosts:
         if len(known) < 2:
             return {}
         idx = np.array([i for _, i in known])
-        median = float(np.median(self._cost[idx]))
+        costs = self._cost[idx]
+        median = float(np.median(costs))
         if median <= 0:
             return {}
-        hot = self._cost[idx] >= factor * median
+        # and at least halfway (geometrically) from the median to the highest: a light client
+        # that shared workers with a much heavier one carries some of its cost for a while
+        floor = max(factor * median, float(np.sqrt(median * costs.max())))
+        hot = costs >= floor
         return {a: float(self._cost[i] * self._bytes[i])
                 for (a, i), h in zip(known, hot, strict=True) if h}  # fmt: skip
 
