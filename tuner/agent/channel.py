@@ -95,17 +95,19 @@ class Channel:
         features = step.features.get(self.name, {})
         preds = step.predicted.get(self.name, {})
         shares = self.in_force
+        who = self.identities(step)
         none: dict[str, float] = {}
+        chosen = decided if decided is not None else [None] * len(own.loads)
         return tuple(
-            EntityState(e, load, features.get(e, none), preds.get(e), shares.get(e),
-                        decided[i] if decided is not None else None, *self.describe(e, step))
-            for i, (e, load) in enumerate(own.loads.items())
+            EntityState(e, load, features.get(e, none), preds.get(e), shares.get(e), d,
+                        *who.get(e, NO_IDENTITY))
+            for (e, load), d in zip(own.loads.items(), chosen, strict=True)
         )  # fmt: skip
 
-    def describe(self, entity: str, step: Step) -> Identity:
-        """Who an entity is, for its :class:`~tuner.window.EntityState`: pid, tid, cpu and
-        that CPU's load (None where it does not apply)."""
-        return NO_IDENTITY
+    def identities(self, step: Step) -> Mapping[str, Identity]:
+        """Who each entity is, for its :class:`~tuner.window.EntityState`: pid, tid, cpu and
+        that CPU's load (an entity not named: none of them apply). Made once a window."""
+        return {}
 
     def set_mode(self, mode: str) -> None:
         """The agent switched mode."""

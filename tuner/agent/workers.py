@@ -116,6 +116,15 @@ class WorkerMap:
         return [e.entity for e in self.entities]
 
     @functools.cached_property
+    def identities(self) -> dict[str, tuple[int, int | None, int | None, None]]:
+        """Each entity's pid, tid and CPU (and no CPU load), made once per map.
+
+        >>> WorkerMap.from_pids([7, 8], cpus=[0, None]).identities["worker:1"]
+        (8, None, None, None)
+        """
+        return {e.entity: (e.pid, e.tid, e.cpu, None) for e in self.entities}
+
+    @functools.cached_property
     def _lookup(self) -> tuple[dict[int, int], dict[int, int], dict[str, WorkerEntity]]:
         """Entity index by member pid (whole processes) and by member tid (threads), and each
         entity by name: made once per map, used every window."""

@@ -56,7 +56,9 @@ HEADS = (
 LOAD, HOT, FAR, FAR_HOT = range(4)
 
 
-@dataclass(frozen=True)
+# not frozen: one is made per entity per window, and a frozen dataclass's __init__ (an
+# object.__setattr__ per field) costs five times a plain one's; nothing changes it after
+@dataclass(slots=True)
 class Prediction:
     """What the learner expects of one entity."""
 
@@ -206,17 +208,12 @@ class Learner:
                 out[:, FAR_HOT],
             )
             self._queue.add(rows, Z, base, out[:, FAR], p_far, far)
-        return {
-            e: Prediction(
-                e,
-                float(chosen[i]),
-                float(base[i]),
-                float(p_hot[i]),
-                float(far[i]) if far is not None else None,
-                float(p_far[i]) if p_far is not None else None,
-            )
-            for i, e in enumerate(names)
-        }
+        # lists of Python floats first: a float() per numpy element is most of this loop's cost
+        nones = [None] * len(names)
+        cols = zip(names, chosen.tolist(), base.tolist(), p_hot.tolist(),
+                   far.tolist() if far is not None else nones,
+                   p_far.tolist() if p_far is not None else nones, strict=True)  # fmt: skip
+        return {c[0]: Prediction(*c) for c in cols}
 
     def _learn_next(self, rows: np.ndarray, y: np.ndarray) -> None:
         if self._pending is None:
