@@ -10,8 +10,9 @@ decision made, p50 and p99 from its status) is reported beside it.
 Start-up is measured on the 4-worker agent: ``startup_s`` is the time from starting the
 process to its first window decided, ``ready_s`` to its control socket answering, and
 ``first_table_s`` to its first decision that is the model's (after ``model.warmup_windows``).
-The agent is started twice (``first`` and ``again``): the second start finds the BPF
-programs it compiled the first time (see :mod:`tuner.probes.compile_cache`).
+The agent is started twice (``first`` and ``again``): BCC compiles the programs from C at
+every start (it has no public way to load one compiled before; docs/cost.md), so the second
+start is the same work on a warm machine (files and libraries in the page cache).
 
 >>> r = AgentRun(4, 0.012345, 0.4, 1.3, 0.9, 1.1, 3.1, 20.0, 200, 0)
 >>> r.to_json()["cpu_frac"], r.to_json()["startup_s"]
