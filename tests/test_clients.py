@@ -145,3 +145,17 @@ def test_client_mix_specs_are_checked_and_give_each_connection_an_address():
     assert cfg["profile_args"]["heavy_factor"] == 8.0
     uniform = load_spec(spec, 0, 5.0, "198.18.0.1", None, 500.0, "uniform", ("198.18.32.1",))
     assert uniform["sources"] == []  # calibration under another profile: the host's address
+
+
+def test_status_shows_the_client_model():
+    from tuner.agent.cli import _status_text
+    from tuner.bench.loop import frames_for
+
+    cfg = AgentConfig.from_dict({"agent": {"sockets": True}, "policy": {"clients": True}})
+    agent = build_agent(cfg, WorkerMap.from_pids([1, 2]), NullSteering(2))
+    for w in range(3):
+        agent.step(frames_for(2, w))
+    status = agent.status()
+    assert status["clients"] == {"followed": 0, "heavy": 0, "windows": 0, "mae": None,
+                                 "baseline_mae": None}  # fmt: skip
+    assert "clients     0 followed, 0 heavy" in _status_text(status)
