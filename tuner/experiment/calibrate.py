@@ -15,7 +15,8 @@ sustains (and nginx, even under uniform load, answers more while overloaded than
 sustains): every arm then runs overloaded, queues grow for as long as the arm lasts, and no
 ratio between arms means anything. So the rate is then **checked** under the spec's own
 profile with the kernel's placement for :data:`SECONDS`: while that run does not keep up
-(:func:`kept_up`), the rate steps down by :data:`STEP`, at most :data:`CHECKS` times. The
+(:func:`kept_up`: answers, median latency, and a queue that does not grow), the rate
+steps down by :data:`STEP`, at most :data:`CHECKS` times. The
 rate a round runs at is thus at most ``u x capacity``, and one that the kernel's placement
 sustained for this workload.
 
@@ -45,6 +46,7 @@ SECONDS = 5.0  # the calibration run
 MEASURED_FROM = 1.0  # seconds of it skipped (connections opening, queues filling)
 STEP = 0.8  # a rate the kernel's placement did not sustain is lowered by this factor
 CHECKS = 4  # checks at most: the rate is at least STEP ** (CHECKS - 1) x u x capacity
+GROWTH = 25  # service times the median latency may grow by, a check's first half to second
 
 
 @dataclass(frozen=True)
@@ -91,23 +93,37 @@ def kept_up(samples: np.ndarray, mean_service_us: float) -> bool:
     arm: (from :data:`MEASURED_FROM` on) at least 95 % of the requests answered, and a median
     latency under 50 mean service times (a queue that grows for the whole run reaches
     seconds). Hotspots that come and go lengthen the tail, not the median: that is what the
-    arms are there to compare.
+    arms are there to compare. And the queue must not be growing: the median latency of the
+    run's second half may exceed its first half's by at most :data:`GROWTH` service times
+    (a rate a little over what the server sustains grows its queue slowly: a few seconds of
+    check pass the median test, and the arm, five times longer, runs overloaded).
 
     >>> from tuner.workload.loadgen import SAMPLE
-    >>> x = np.zeros(400, dtype=SAMPLE); x["ok"] = 1; x["t_send"] = np.linspace(0, 4, 400)
+    >>> x = np.zeros(400, dtype=SAMPLE); x["ok"] = 1; x["t_send"] = np.linspace(0, 5, 400)
     >>> x["latency"] = 0.01
     >>> kept_up(x, 2000.0)
     True
     >>> x["latency"] = np.linspace(0.01, 3.0, 400); kept_up(x, 2000.0)
+    False
+    >>> x["latency"] = np.linspace(0.0, 0.15, 400)   # median under 100 ms, but growing
+    >>> kept_up(x, 2000.0)
     False
     """
     run = samples[samples["t_send"] >= MEASURED_FROM]
     if run.size == 0:
         return False
     answered = run["ok"] == 1
-    median_s = float(np.median(np.where(answered, run["latency"], np.inf)))
+    latency = np.where(answered, run["latency"], np.inf)
+    median_s = float(np.median(latency))
     arm = {"requests": run.size, "errors": int((~answered).sum()), "p50_ms": median_s * 1e3}
-    return not overloaded(arm, mean_service_us)
+    if overloaded(arm, mean_service_us):
+        return False
+    t = run["t_send"]
+    late = t >= (t.min() + t.max()) / 2
+    if late.all() or not late.any():
+        return True
+    growth = float(np.median(latency[late]) - np.median(latency[~late]))
+    return growth <= GROWTH * mean_service_us / 1e6
 
 
 def overloaded(arm: dict[str, Any], mean_service_us: float) -> bool:
