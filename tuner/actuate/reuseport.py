@@ -115,7 +115,7 @@ class ReuseportSteering(BpfSteering):
     #: the latest override sets asked for, written or not (shadow), as (time, mode, overrides)
     override_log: deque = field(default_factory=lambda: deque(maxlen=1000), init=False)
     _overrides: dict[int, int] = field(default_factory=dict, init=False, repr=False)
-    _clients: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _clients: dict[int, int] = field(default_factory=dict, init=False, repr=False)  # by key
     _socks: list[socket.socket] = field(default_factory=list, init=False, repr=False)
     _taken: bool = field(default=False, init=False, repr=False)
     _sockmap: int = field(default=-1, init=False, repr=False)
@@ -259,16 +259,7 @@ class ReuseportSteering(BpfSteering):
         self.override_log.append((time.time(), self.mode, dict(overrides)))
         if self.mode != "active" or self._bpf is None:
             return False
-        m = self._bpf[b"overrides"]
-        for h in set(self._overrides) - set(overrides):
-            try:
-                del m[m.Key(h)]
-            except KeyError:
-                pass
-        for h, t in overrides.items():
-            if self._overrides.get(h) != t:
-                m[m.Key(h)] = m.Leaf(t)
-        self._overrides = dict(overrides)
+        self._overrides = self._sync(b"overrides", self._overrides, overrides)
         return True
 
     @property
@@ -281,25 +272,30 @@ class ReuseportSteering(BpfSteering):
         shadow: nothing. True if written."""
         if len(clients) > MAX_CLIENTS:
             raise TunerError(f"{len(clients)} clients to place; at most {MAX_CLIENTS}")
-        keys = {}
+        wanted = {}
         for addr, t in clients.items():
             if not 0 <= t < self.targets():
                 raise TunerError(f"client {addr} sent to target {t}, not in the group of "
                                  f"{self.targets()}")  # fmt: skip
-            keys[addr] = _addr_key(addr)
+            wanted[_addr_key(addr)] = t
         if self.mode != "active" or self._bpf is None:
             return False
-        m = self._bpf[b"clients"]
-        for addr in set(self._clients) - set(clients):
+        self._clients = self._sync(b"clients", self._clients, wanted)
+        return True
+
+    def _sync(self, name: bytes, held: dict[int, int], wanted: Mapping[int, int]) -> dict[int, int]:
+        """Make the kernel map ``name`` (key -> target), which holds ``held``, hold ``wanted``:
+        keys not wanted deleted, changed ones written, the rest left; returns what it holds."""
+        m = self._bpf[name]
+        for k in held.keys() - wanted.keys():
             try:
-                del m[m.Key(_addr_key(addr))]
+                del m[m.Key(k)]
             except KeyError:
                 pass
-        for addr, t in clients.items():
-            if self._clients.get(addr) != t:
-                m[m.Key(keys[addr])] = m.Leaf(t)
-        self._clients = dict(clients)
-        return True
+        for k, t in wanted.items():
+            if held.get(k) != t:
+                m[m.Key(k)] = m.Leaf(t)
+        return dict(wanted)
 
     def placed_clients(self) -> dict[str, int]:
         """The client placements the kernel holds (address -> target)."""
