@@ -22,15 +22,15 @@ account of each worker's load from the bytes it received is compared with the ac
 does not know who sent them (one cost per byte for everyone, an average over recent
 windows). ``mae`` below ``baseline_mae`` says that knowing the client explains the load.
 
->>> c = ClientCosts(rate=0.5, min_windows=1)
+>>> c = ClientCosts(rate=0.5, min_windows=1, factor=2.0)
 >>> pairs = [("1", "2", "3", "4"), ("1", "3", "2", "4"), ("1", "4", "2", "3")]
 >>> for _ in range(60):   # client 1 costs 0.8 CPU a window, the others 0.1
 ...     for a, b, c_, d in pairs:
 ...         c.update([WorkerBytes(0.9, {f"10.0.0.{a}": 100.0, f"10.0.0.{b}": 100.0}),
 ...                   WorkerBytes(0.2, {f"10.0.0.{c_}": 100.0, f"10.0.0.{d}": 100.0})])
->>> sorted(c.heavy(factor=2.0))
+>>> sorted(c.heavy())
 ['10.0.0.1']
->>> round(c.heavy(factor=2.0)["10.0.0.1"], 2)   # load per window of one of its connections
+>>> round(c.heavy()["10.0.0.1"], 2)   # load per window of one of its connections
 0.8
 """
 
@@ -70,8 +70,8 @@ class ClientCosts:
     """Each client's cost per byte, learned online (see the module text).
 
     ``rate``: the step of the normalised LMS update, in (0, 1]; ``min_windows``: windows a
-    client must have been seen in before it can be called heavy; ``factor``: the default of
-    :meth:`heavy`.
+    client must have been seen in before it can be called heavy; ``factor``: how many times
+    the median client's cost per byte makes a client heavy (see :meth:`heavy`).
     """
 
     def __init__(self, rate: float = 0.2, min_windows: int = 5, factor: float = 3.0) -> None:
@@ -86,6 +86,7 @@ class ClientCosts:
         self._window = 0
         self._per_byte = 0.0  # everyone's cost per byte, smoothed (the baseline)
         self._errors: deque[tuple[float, float]] = deque(maxlen=SCORED_WINDOWS)
+        self._heavy: dict[str, float] = {}  # as of the last update (placement and scores read it)
 
     def _slots(self, addrs: Sequence[str]) -> np.ndarray:
         out = np.empty(len(addrs), dtype=np.int64)
@@ -144,11 +145,15 @@ class ClientCosts:
             self._last[idx] = self._window
             b = self._bytes[idx]
             self._bytes[idx] = np.where(b > 0, 0.8 * b + 0.2 * x, x)
+        self._heavy = self._find_heavy()
 
-    def heavy(self, factor: float | None = None) -> dict[str, float]:
+    def heavy(self) -> dict[str, float]:
         """Clients whose cost per byte is at least ``factor`` times the median of the clients
-        seen long enough, with the expected load per window of one of their connections."""
-        factor = self.factor if factor is None else factor
+        seen long enough, with the expected load per window of one of their connections (as
+        of the last :meth:`update`)."""
+        return self._heavy
+
+    def _find_heavy(self) -> dict[str, float]:
         known = [(a, i) for a, i in self._index.items() if self._seen[i] >= self.min_windows]
         if len(known) < 2:
             return {}
@@ -159,7 +164,7 @@ class ClientCosts:
             return {}
         # and at least halfway (geometrically) from the median to the highest: a light client
         # that shared workers with a much heavier one carries some of its cost for a while
-        floor = max(factor * median, float(np.sqrt(median * costs.max())))
+        floor = max(self.factor * median, float(np.sqrt(median * costs.max())))
         hot = costs >= floor
         return {a: float(self._cost[i] * self._bytes[i])
                 for (a, i), h in zip(known, hot, strict=True) if h}  # fmt: skip
@@ -176,4 +181,4 @@ class ClientCosts:
         if n:
             arr = np.array(self._errors)
             mae, base = float(arr[:, 0].mean()), float(arr[:, 1].mean())
-        return ClientScores(n, mae, base, len(self._index), len(self.heavy()))
+        return ClientScores(n, mae, base, len(self._index), len(self._heavy))
