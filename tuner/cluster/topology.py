@@ -201,10 +201,9 @@ class Cluster(HostList):
                         ns.addr("add", index=eth, address=h.address, prefixlen=24)
                         for a in h.aliases:
                             ns.addr("add", index=eth, address=a, prefixlen=32)
-                        if h.role == "server" and self.client_addresses:
-                            ns.link("set", index=eth, state="up")
-                            ns.route("add", dst=CLIENT_NET, oif=eth, scope=253)  # link
                         ns.link("set", index=eth, state="up")
+                        if h.role == "server" and self.client_addresses:
+                            ns.route("add", dst=CLIENT_NET, oif=eth, scope=253)  # link
                         ns.link("set", index=ns.link_lookup(ifname="lo")[0], state="up")
             if self.backends:
                 self._route_to_backends()
