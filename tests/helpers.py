@@ -153,7 +153,7 @@ class Agent:
         return sum(
             1
             for e in self.entries()
-            if max(e.get("workers", {}).get("loads", {"-": 0.0}).values()) > 0.05
+            if max(e.get("workers", {}).get("loads", [0.0])) > 0.05
             and all(e.get(k, e["workers"].get(k)) == v for k, v in match.items())
         )
 

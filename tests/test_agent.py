@@ -15,6 +15,7 @@ from conftest import REPO, run_tuner
 from helpers import Agent, tuner_prog_ids, wait_for
 
 from tuner.actuate.pins import PIN_ROOT, read_pins
+from tuner.agent.decisions import by_entity
 from tuner.schema import to_toml
 
 pytestmark = pytest.mark.kernel
@@ -35,8 +36,8 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
             assert pins["generation"] == 0 and pins["lease_left_ms"] < 0  # untouched
         steered = [e["xdp"] for e in agent.entries() if "xdp" in e]
         cpus = {"cpu:0", "cpu:1"}
-        assert steered and all(set(x["loads"]) == cpus and not x["written"] for x in steered)
-        assert all(set(x["predictions"]) == cpus for x in steered)
+        assert steered and all(set(x["entities"]) == cpus and not x["written"] for x in steered)
+        assert all(set(by_entity(x, "predictions")) == cpus for x in steered)
         st = agent.status()
         assert st["mode"] == "shadow" and st["shadow"]["mean_gap_to_balanced"] >= 0
         decided = [e for e in agent.entries() if e.get("workers", {}).get("changed")]
@@ -44,10 +45,10 @@ def test_shadow_decides_and_scores_but_writes_nothing_then_mode_switches(served,
         assert all(len(e["workers"]["table"]) == 256 for e in decided)
         # the served workers are pinned to CPUs 0 and 1: those CPUs are entities too, loaded
         # by the workers (and the load generator), and the shares count room per CPU
-        busy = [e["cpus"]["loads"] for e in agent.entries() if "cpus" in e]
+        busy = [by_entity(e["cpus"], "loads") for e in agent.entries() if "cpus" in e]
         assert busy and set(busy[-1]) == {"cpu:0", "cpu:1"}
         assert max(max(b.values()) for b in busy) > 0.1
-        assert all(set(e["cpus"]["predictions"]) == {"cpu:0", "cpu:1"} for e in decided)
+        assert all(set(by_entity(e["cpus"], "predictions")) == {"cpu:0", "cpu:1"} for e in decided)
 
         r = run_tuner("mode", "active", "--socket", agent.sock)
         assert r.returncode == 0 and "active" in r.stdout
@@ -267,21 +268,21 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
     assert done.returncode == 0, done.stderr
     assert not tuner_prog_ids()  # the network probe is detached with the rest
     busy = [e for e in agent.entries()
-            if "sockets" in e and max(e["workers"]["loads"].values()) > 0.05]  # fmt: skip
+            if "sockets" in e and max(e["workers"]["loads"]) > 0.05]  # fmt: skip
     assert len(busy) >= 10
     # the connections are followed: open ones across windows, closes seen as they happen
     assert max(e["sockets"]["followed"] for e in busy) >= 8
     assert sum(e["sockets"]["closed"] for e in busy) >= 10
     for e in busy:
-        loads = e["workers"]["loads"]
-        for w, x in e["workers"]["features"].items():
+        loads = by_entity(e["workers"], "loads")
+        for w, x in by_entity(e["workers"], "features").items():
             assert 0 <= x["live_load"] <= loads[w] + 1e-9
         for sk, p in e["sockets"]["hottest"].items():
             assert int(sk.split(":")[1]) in pids
             assert p["load"] >= 0 and 0 <= p["p_hot"] <= 1
     # some window lost load to closed connections: live_load below load
-    assert any(x["live_load"] < e["workers"]["loads"][w] - 0.01 for e in busy
-               for w, x in e["workers"]["features"].items())  # fmt: skip
+    assert any(x["live_load"] < by_entity(e["workers"], "loads")[w] - 0.01 for e in busy
+               for w, x in by_entity(e["workers"], "features").items())  # fmt: skip
     t = read_trace(str(trace))
     live = t.matrix("live_load")
     assert (live >= 0).sum() >= t.windows * 4 * 0.9  # recorded for (almost) every window, worker

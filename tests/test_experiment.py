@@ -203,7 +203,7 @@ def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no
     out = tmp_path / "out"
     xdp = [row["xdp"] for row in rows if "xdp" in row]
     assert xdp and any(x["written"] for x in xdp), rows[-1]
-    assert all(set(x["loads"]) == {f"cpu:{i}" for i in range(len(x["loads"]))} for x in xdp)
+    assert all(x["entities"] == [f"cpu:{i}" for i in range(len(x["loads"]))] for x in xdp)
     cfg = (out / "active" / "agent.toml").read_text()
     assert 'interface = "eth0"' in cfg and "netns = " in cfg
 
@@ -224,7 +224,7 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
         assert summary["arms"][arm]["requests"] > 0
     workers = pq.read_table(out / "samples.parquet").column("worker").to_pylist()
     assert set(workers) == {0, 1, 2, 3}  # numbered on across the two backends
-    assert set(rows[-1]["workers"]["loads"]) == {"backend:0", "backend:1"}
+    assert rows[-1]["workers"]["entities"] == ["backend:0", "backend:1"]
     assert any(r["workers"].get("written") and r["workers"].get("table") for r in rows
                if "workers" in r), rows[-1]  # fmt: skip
     cfg = (out / "active" / "agent.toml").read_text()
@@ -349,10 +349,7 @@ def _loaded(log: Path) -> bool:
         lines = log.read_text().splitlines()
     except OSError:
         return False
-    return any(
-        max(json.loads(x).get("workers", {}).get("loads", {0: 0}).values()) > 0.05
-        for x in lines[:-1]
-    )
+    return any(max(json.loads(x).get("workers", {}).get("loads", [0.0])) > 0.05 for x in lines[:-1])
 
 
 def _agent_pid(config: Path) -> int | None:

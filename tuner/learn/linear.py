@@ -164,12 +164,17 @@ class LeastSquares:
         self.B = np.zeros(width + 1)
         self.W = np.zeros(width + 1)
         self.decay, self.ridge = decay, ridge
+        self._ridge = ridge * np.eye(width + 1)
 
     def learn(self, Z: np.ndarray, y: np.ndarray) -> None:
-        Z1 = np.column_stack([Z, np.ones(len(Z))])
-        self.A = self.decay * self.A + Z1.T @ Z1
-        self.B = self.decay * self.B + Z1.T @ y
-        self.W = np.linalg.solve(self.A + self.ridge * np.eye(len(self.B)), self.B)
+        Z1 = np.empty((len(Z), Z.shape[1] + 1))  # Z and a column of ones
+        Z1[:, :-1] = Z
+        Z1[:, -1] = 1.0
+        self.A *= self.decay
+        self.A += Z1.T @ Z1
+        self.B *= self.decay
+        self.B += Z1.T @ y
+        self.W = np.linalg.solve(self.A + self._ridge, self.B)
 
     def predict(self, Z: np.ndarray) -> np.ndarray:
         return Z @ self.W[:-1] + self.W[-1]

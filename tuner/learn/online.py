@@ -53,7 +53,12 @@ HEADS = (
     Head("hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
     Head("far_hot", logistic=True, lr=0.05, intercept_lr=0.05, clip=1.0),
 )
-LOAD, HOT, FAR, FAR_HOT = range(4)
+LOAD, HOT, FAR, FAR_HOT = range(4)  # the outputs' columns; the hotspot ones are HOT::2
+
+
+def _clip(x: np.ndarray) -> np.ndarray:
+    """Loads within [0, CLIP] (np.clip's wrapper costs twice the two ufuncs)."""
+    return np.minimum(np.maximum(x, 0.0), CLIP)
 
 
 # not frozen: one is made per entity per window, and a frozen dataclass's __init__ (an
@@ -148,6 +153,7 @@ class Learner:
         self._next_batch: list[tuple[np.ndarray, ...]] = []  # outcomes not learned from yet
         self._far_batch: list[tuple[np.ndarray, ...]] = []
         self._steps = 0
+        self._outputs = self._weights()
         self.windows_ = 0
         self.challenge_: Challenge | None = None  # a new model on trial (model.reload_s)
         self._challenged: tuple[np.ndarray, np.ndarray] | None = None  # rows, its prediction
@@ -163,16 +169,18 @@ class Learner:
         ``extra`` adds per-entity probe features; ``shares`` gives each entity's share of the
         table that was in force (a feature: a worker given less traffic sheds load)."""
         names = list(loads)
-        gone = [e for e in self.history_.index if e not in loads]
+        index = self.history_.index
+        gone = [] if index.keys() == loads.keys() else [e for e in index if e not in loads]
         if gone:  # an entity missing from a window is gone (a closed connection): forgotten
             self.forget(gone)
         if not names:
             self._pending = None
             return {}
         rows = self.history_.rows(names)
+        ix = self.history_.at(rows)  # a slice where it can be: cheaper to index with
         y = np.fromiter(loads.values(), dtype=float, count=len(names))
         self._learn_next(rows, y)
-        if self.horizon > 1 and (done := self._queue.push(rows, y)) is not None:
+        if self.horizon > 1 and (done := self._queue.push(ix, y)) is not None:
             self._far_batch.append(done)  # Z, base, raw, p_far, mean, peak
         self._steps += 1
         if self._steps % LEARN_EVERY == 0:
@@ -188,14 +196,10 @@ class Learner:
         base = X[:, 0]
         self.heads_.observe(X)
         Z = self.heads_.standardize(X)
-        hot = self.heads_.predict(Z)
-        out = np.column_stack([self.load_.predict(Z), hot[:, 0], self.far_load_.predict(Z),
-                               hot[:, 1]])  # fmt: skip
-        model = (
-            np.clip(base + out[:, LOAD], 0.0, CLIP)
-            if self.model_ is None
-            else self.model_.predict_many(X)
-        )
+        W, b = self._outputs
+        out = Z @ W + b  # the four outputs in one product; the hotspot ones are logistic
+        out[:, HOT::2] = 1.0 / (1.0 + np.exp(-np.minimum(np.maximum(out[:, HOT::2], -30), 30)))
+        model = _clip(base + out[:, LOAD]) if self.model_ is None else self.model_.predict_many(X)
         chosen = self._next.mix(model, base)
         if self.challenge_ is not None:
             self._challenged = (rows, self.challenge_.predict(X))
@@ -203,11 +207,8 @@ class Learner:
         self._pending = (rows, Z, base, model, chosen, out, X)
         far = p_far = None
         if self.horizon > 1:
-            far, p_far = (
-                self._far.mix(np.clip(base + out[:, FAR], 0.0, CLIP), base),
-                out[:, FAR_HOT],
-            )
-            self._queue.add(rows, Z, base, out[:, FAR], p_far, far)
+            far, p_far = self._far.mix(_clip(base + out[:, FAR]), base), out[:, FAR_HOT]
+            self._queue.add(ix, Z, base, out[:, FAR], p_far, far)
         # lists of Python floats first: a float() per numpy element is most of this loop's cost
         nones = [None] * len(names)
         cols = zip(names, chosen.tolist(), base.tolist(), p_hot.tolist(),
@@ -219,7 +220,7 @@ class Learner:
         if self._pending is None:
             return
         prev_rows, *arrays = self._pending
-        if len(prev_rows) == len(rows) and np.array_equal(prev_rows, rows):
+        if prev_rows is rows or (len(prev_rows) == len(rows) and np.array_equal(prev_rows, rows)):
             target = y  # the same entities in the same order: the common case
         else:
             pos = {int(r): i for i, r in enumerate(rows)}
@@ -257,9 +258,18 @@ class Learner:
             self._far_batch.clear()
             hot = peak > self.threshold
             self.far_.add(chosen, p_far, base, mean, hot=hot)
-            self._far.add(np.clip(base + raw, 0.0, CLIP), base, mean)
+            self._far.add(_clip(base + raw), base, mean)
             self.far_load_.learn(Z, mean - base)
             self.heads_.learn(Z, hot[:, None], slice(1, 2), p_far[:, None])
+        self._outputs = self._weights()
+
+    def _weights(self) -> tuple[np.ndarray, np.ndarray]:
+        """The weights and intercepts of the four outputs side by side (:data:`LOAD`,
+        :data:`HOT`, :data:`FAR`, :data:`FAR_HOT`), so that a window predicts all of them in
+        one product: made again whenever a learning step changed them."""
+        heads, load, far = self.heads_, self.load_, self.far_load_
+        W = np.column_stack([load.W[:-1], heads.W[:, 0], far.W[:-1], heads.W[:, 1]])
+        return W, np.array([load.W[-1], heads.b[0], far.W[-1], heads.b[1]])
 
     def challenge(self, challenger: Challenge) -> None:
         """Put a new load model on trial beside the one in use (see

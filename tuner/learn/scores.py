@@ -41,20 +41,29 @@ class Scores:
         by default, ``actual`` over the threshold)."""
         hot = actual > self.threshold if hot is None else hot
         n = len(actual)
-        e = np.abs(np.stack([model, base]) - actual)
-        self.err["model"] += float(e[0].sum())
-        self.err["baseline"] += float(e[1].sum())
+        e = np.empty((2, n))  # the absolute errors of the model and of the baseline
+        np.subtract(model, actual, out=e[0])
+        np.subtract(base, actual, out=e[1])
+        np.abs(e, out=e)
+        sums = np.add.reduce(e, axis=1).tolist()
+        self.err["model"] += sums[0]
+        self.err["baseline"] += sums[1]
         k = min(n, RECENT)
         pos = (self.n + np.arange(n - k, n)) % RECENT
         self._ring[:, pos] = e[:, n - k :]
         self.n += n
         self._filled = min(RECENT, self._filled + n)
-        for name, said in (("model", p_hot > 0.5), ("baseline", base > self.threshold)):
-            tp = int(np.count_nonzero(said & hot))
-            h = self.hits[name]
+        said = np.empty((5, n), dtype=bool)  # called hot by each, right by each, and was hot
+        np.greater(p_hot, 0.5, out=said[0])
+        np.greater(base, self.threshold, out=said[1])
+        np.logical_and(said[:2], hot, out=said[2:4])
+        said[4] = hot
+        called_m, called_b, tp_m, tp_b, was = np.count_nonzero(said, axis=1).tolist()
+        for h, tp, called in ((self.hits["model"], tp_m, called_m),
+                              (self.hits["baseline"], tp_b, called_b)):  # fmt: skip
             h[0] += tp
-            h[1] += int(np.count_nonzero(said)) - tp
-            h[2] += int(np.count_nonzero(hot)) - tp
+            h[1] += called - tp
+            h[2] += was - tp
 
     def recent_mae(self) -> tuple[float, float]:
         """(model, baseline) mean absolute error over the last :data:`RECENT` predictions."""
@@ -146,12 +155,15 @@ class HorizonQueue:
                 a[:, : old.shape[1]] = getattr(self, name)
             setattr(self, name, a)
 
-    def _fit(self, rows: np.ndarray) -> None:
-        need = int(rows.max()) + 1 if len(rows) else 0
+    def _fit(self, rows: np.ndarray | slice) -> None:
+        if isinstance(rows, slice):
+            need = rows.stop
+        else:
+            need = int(rows.max()) + 1 if len(rows) else 0
         if need > self.valid.shape[1]:
             self._alloc(max(need, 2 * self.valid.shape[1]))
 
-    def add(self, rows: np.ndarray, Z: np.ndarray, base: np.ndarray, far: np.ndarray,
+    def add(self, rows: np.ndarray | slice, Z: np.ndarray, base: np.ndarray, far: np.ndarray,
             p_far: np.ndarray, chosen: np.ndarray) -> None:  # fmt: skip
         """This window's horizon predictions for ``rows`` (``far``: the model's raw output;
         ``chosen``: the load predicted, the model's or the baseline's)."""
@@ -163,10 +175,10 @@ class HorizonQueue:
         self.far[k, rows], self.p_far[k, rows], self.chosen[k, rows] = far, p_far, chosen
         self.total[k, rows], self.peak[k, rows], self.seen[k, rows] = 0.0, -np.inf, 0
 
-    def push(self, rows: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
-        """One more window's loads. Returns the slot whose horizon is now complete, as
-        (Z, base, far, p_far, chosen, mean load, peak load) of its rows seen in every
-        window of it, or None."""
+    def push(self, rows: np.ndarray | slice, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
+        """One more window's loads (``rows``: an array of rows, or a slice of them). Returns
+        the slot whose horizon is now complete, as (Z, base, far, p_far, chosen, mean load,
+        peak load) of its rows seen in every window of it, or None."""
         self._fit(rows)
         self.total[:, rows] += y
         self.peak[:, rows] = np.maximum(self.peak[:, rows], y)
