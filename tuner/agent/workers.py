@@ -138,6 +138,22 @@ class WorkerMap:
                     by_tid[tid] = i
         return by_pid, by_tid, {e.entity: e for e in self.entities}
 
+    @functools.cached_property
+    def _frame_index(self) -> dict[str, int]:
+        """Each scheduler frame's entity (``task:<tid>``) seen so far -> the index of the
+        worker it belongs to, -1 for none: a task's thread group does not change, so each is
+        worked out once per map instead of once per window."""
+        return {}
+
+    def _index_of(self, f: Frame) -> int:
+        if not f.entity.startswith("task:"):
+            return -1
+        by_pid, by_tid, _ = self._lookup
+        i = by_tid.get(int(f.entity[5:]))
+        if i is None:
+            i = by_pid.get(int(f.labels.get("tgid", 0)))
+        return -1 if i is None else i
+
     def entity(self, name: str) -> WorkerEntity:
         """The entity called ``name`` (``worker:3``)."""
         return self._lookup[2][name]
@@ -145,18 +161,18 @@ class WorkerMap:
     def measure(self, frames: list[Frame]) -> Measurement:
         """Each entity's load and run-queue share this window; an entity without frames was
         idle (load 0)."""
-        by_pid, by_tid, _ = self._lookup
+        index = self._frame_index
         n = len(self.entities)
         busy, wait = [0.0] * n, [0.0] * n
         lo, hi = [0] * n, [1] * n
         seen = [False] * n
         for f in frames:
-            if f.probe != "sched" or not f.entity.startswith("task:"):
+            if f.probe != "sched":
                 continue
-            i = by_tid.get(int(f.entity[5:]))
+            i = index.get(f.entity)
             if i is None:
-                i = by_pid.get(int(f.labels.get("tgid", 0)))
-            if i is None:
+                i = index[f.entity] = self._index_of(f)
+            if i < 0:
                 continue
             x = f.features
             q = x.get("runq_wait_ns", 0.0)

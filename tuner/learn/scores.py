@@ -134,26 +134,22 @@ class HorizonQueue:
 
     def __init__(self, horizon: int, width: int) -> None:
         self.horizon, self.width = horizon, width
+        w = width
+        # the columns of a slot's row: what was predicted from what, then the sum, peak and
+        # count of the loads seen since (one array, so that a slot is written and read whole)
+        self._base, self._far, self._p_far, self._chosen = w, w + 1, w + 2, w + 3
+        self._total, self._peak, self._seen = w + 4, w + 5, w + 6
         self.t = 0  # windows pushed
+        self.data = np.zeros((horizon, 0, w + 7))
+        self.valid = np.zeros((horizon, 0), dtype=bool)
         self._alloc(16)
 
     def _alloc(self, cap: int) -> None:
-        h, old = self.horizon, getattr(self, "valid", None)
-        new = {
-            "Z": np.zeros((h, cap, self.width)),
-            "base": np.zeros((h, cap)),
-            "far": np.zeros((h, cap)),
-            "p_far": np.zeros((h, cap)),
-            "chosen": np.zeros((h, cap)),
-            "total": np.zeros((h, cap)),
-            "peak": np.full((h, cap), -np.inf),
-            "seen": np.zeros((h, cap), dtype=np.int64),
-            "valid": np.zeros((h, cap), dtype=bool),
-        }
-        for name, a in new.items():
-            if old is not None:
-                a[:, : old.shape[1]] = getattr(self, name)
-            setattr(self, name, a)
+        h, old = self.horizon, self.valid.shape[1]
+        data = np.zeros((h, cap, self.width + 7))
+        valid = np.zeros((h, cap), dtype=bool)
+        data[:, :old], valid[:, :old] = self.data, self.valid
+        self.data, self.valid = data, valid
 
     def _fit(self, rows: np.ndarray | slice) -> None:
         if isinstance(rows, slice):
@@ -171,27 +167,35 @@ class HorizonQueue:
         k = self.t % self.horizon
         self.valid[k] = False
         self.valid[k, rows] = True
-        self.Z[k, rows], self.base[k, rows] = Z, base
-        self.far[k, rows], self.p_far[k, rows], self.chosen[k, rows] = far, p_far, chosen
-        self.total[k, rows], self.peak[k, rows], self.seen[k, rows] = 0.0, -np.inf, 0
+        B = np.empty((len(Z), self.width + 7))
+        B[:, : self.width] = Z
+        B[:, self._base], B[:, self._far], B[:, self._p_far] = base, far, p_far
+        B[:, self._chosen], B[:, self._total], B[:, self._seen] = chosen, 0.0, 0.0
+        B[:, self._peak] = -np.inf
+        self.data[k, rows] = B
 
     def push(self, rows: np.ndarray | slice, y: np.ndarray) -> tuple[np.ndarray, ...] | None:
         """One more window's loads (``rows``: an array of rows, or a slice of them). Returns
         the slot whose horizon is now complete, as (Z, base, far, p_far, chosen, mean load,
         peak load) of its rows seen in every window of it, or None."""
         self._fit(rows)
-        self.total[:, rows] += y
-        self.peak[:, rows] = np.maximum(self.peak[:, rows], y)
-        self.seen[:, rows] += 1
+        acc = slice(self._total, self._seen + 1)
+        A = self.data[:, rows, acc]  # every slot's sums: a view for a slice, else a copy
+        A[:, :, 0] += y
+        np.maximum(A[:, :, 1], y, out=A[:, :, 1])
+        A[:, :, 2] += 1.0
+        if not isinstance(rows, slice):
+            self.data[:, rows, acc] = A
         self.t += 1
         k = self.t % self.horizon  # the slot made `horizon` windows ago
-        full = self.valid[k] & (self.seen[k] == self.horizon)
+        full = self.valid[k] & (self.data[k, :, self._seen] == self.horizon)
         self.valid[k] = False
         if not full.any():
             return None
-        return (self.Z[k, full], self.base[k, full], self.far[k, full], self.p_far[k, full],
-                self.chosen[k, full], self.total[k, full] / self.horizon,
-                self.peak[k, full])  # fmt: skip
+        S, w = self.data[k, full], self.width
+        return (S[:, :w], S[:, self._base], S[:, self._far], S[:, self._p_far],
+                S[:, self._chosen], S[:, self._total] / self.horizon,
+                S[:, self._peak])  # fmt: skip
 
     def forget(self, rows: set[int]) -> None:
         """Entities forgotten: their rows may go to new entities, so drop them here."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import struct
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from tuner.errors import TunerError
 from tuner.probes.config import ProbeConfig
 
 
-@dataclass(frozen=True)
+# not frozen: one is made per entity per window, and a frozen dataclass's __init__ (an
+# object.__setattr__ per field) costs five times a plain one's; nothing changes it after
+@dataclass(slots=True)
 class Frame:
     """One entity's features for one window, as the learner sees them.
 
@@ -157,12 +160,19 @@ class Probe:
     def to_frame(self, record: Any) -> Frame:
         raise NotImplementedError
 
-    # -- internals ------------------------------------------------------------------------
-    def _on_record(self, _ctx: Any, data: Any, size: int) -> None:
+    def decode(self, data: int, size: int) -> Frame | None:
+        """A ring-buffer record (its address and size) as a :class:`Frame`, None when it is
+        too short. By default through the ctypes mirror and :meth:`to_frame`; a probe whose
+        records come every window for every entity may read the bytes more cheaply."""
         if size < ctypes.sizeof(self.record_type):
-            return
-        rec = ctypes.cast(data, ctypes.POINTER(self.record_type)).contents
-        self._pending.append(self.to_frame(rec))
+            return None
+        return self.to_frame(ctypes.cast(data, ctypes.POINTER(self.record_type)).contents)
+
+    # -- internals ------------------------------------------------------------------------
+    def _on_record(self, _ctx: Any, data: int, size: int) -> None:
+        frame = self.decode(data, size)
+        if frame is not None:
+            self._pending.append(frame)
 
     def _check_layout(self) -> None:
         """The C struct (as BCC parsed it) and our ctypes mirror must agree field by field."""
@@ -189,6 +199,43 @@ class Probe:
             self._bpf[b"filter_cgroups"][ctypes.c_uint64(cfg.cgroup_id())] = one
         for name in self.decision_maps:
             self._bpf[name.encode()].clear()
+
+
+_CODES = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_int32: "i",
+          ctypes.c_uint64: "Q", ctypes.c_int64: "q"}  # fmt: skip
+
+
+def struct_of(record: type[ctypes.Structure]) -> struct.Struct:
+    """A :class:`struct.Struct` that unpacks the bytes of a flat ctypes record (integers and
+    ``c_char`` arrays, which unpack as ``bytes``) into its fields in order, with the same
+    offsets and size: refused otherwise, so the ctypes mirror stays the one definition.
+
+    >>> class R(ctypes.Structure):
+    ...     _fields_ = [("a", ctypes.c_uint32), ("name", ctypes.c_char * 4), ("b", ctypes.c_uint64)]
+    >>> s = struct_of(R)
+    >>> s.format, s.unpack(bytes(R(1, b"ab", 2)))
+    ('=I4sQ', (1, b'ab\\x00\\x00', 2))
+    """
+    fmt, at = "=", 0
+    for name, ctype in record._fields_:
+        offset = getattr(record, name).offset
+        if offset > at:
+            fmt += f"{offset - at}x"
+        if issubclass(ctype, ctypes.Array) and ctype._type_ is ctypes.c_char:
+            code = f"{ctype._length_}s"
+        elif ctype in _CODES:
+            code = _CODES[ctype]
+        else:
+            raise TunerError(f"{record.__name__}.{name}: {ctype.__name__} has no struct code",
+                             "decode this record through its ctypes mirror")  # fmt: skip
+        fmt += code
+        at = offset + ctypes.sizeof(ctype)
+    fmt += f"{ctypes.sizeof(record) - at}x" if ctypes.sizeof(record) > at else ""
+    out = struct.Struct(fmt)
+    if out.size != ctypes.sizeof(record):
+        raise TunerError(f"{record.__name__}: struct size {out.size} is not "
+                         f"{ctypes.sizeof(record)}", "check its fields")  # fmt: skip
+    return out
 
 
 def wait_for_window(window_ms: int, grace_ms: float = 5.0) -> None:

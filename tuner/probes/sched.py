@@ -12,7 +12,7 @@ import ctypes
 from typing import Any
 
 from tuner.btf import Btf, check_raw_tracepoints
-from tuner.probes.base import Frame, Probe
+from tuner.probes.base import Frame, Probe, struct_of
 
 KIND_TASK, KIND_CPU = 1, 2
 COUNTERS = (
@@ -60,6 +60,9 @@ class SchedRecord(ctypes.Structure):
     ] + [(c, ctypes.c_uint64) for c in COUNTERS]
 
 
+RECORD = struct_of(SchedRecord)  # the same layout, for struct.unpack
+
+
 class SchedProbe(Probe):
     """Raw tracepoints ``sched_switch``, ``sched_wakeup``, ``sched_wakeup_new``,
     ``sched_migrate_task``. Entities ``task:<tid>`` and ``cpu:<n>``."""
@@ -80,16 +83,27 @@ class SchedProbe(Probe):
                 pass
 
     def to_frame(self, r: Any) -> Frame:
-        if r.kind == KIND_CPU:
-            entity, labels = f"cpu:{r.id}", {}
+        return self.frame_of(bytes(r))
+
+    def decode(self, data: int, size: int) -> Frame | None:
+        # a record per active task per window: read with one unpack instead of a ctypes
+        # attribute per field (a third of the cost per record)
+        return self.frame_of(ctypes.string_at(data, RECORD.size)) if size >= RECORD.size else None
+
+    def frame_of(self, raw: bytes) -> Frame:
+        """The frame of one record's bytes (``struct sched_record``).
+
+        >>> r = SchedRecord(window_start=0, window_end=100, kind=KIND_TASK, id=7, tgid=5,
+        ...                 comm=b"nginx", oncpu_ns=60)
+        >>> f = SchedProbe.__new__(SchedProbe).frame_of(bytes(r))
+        >>> f.entity, f.labels, f.features["oncpu_ns"], f.features["wakeups"]
+        ('task:7', {'tgid': '5', 'comm': 'nginx'}, 60.0, 0.0)
+        """
+        start, end, kind, id_, tgid, _, comm, *counts = RECORD.unpack(raw[: RECORD.size])
+        if kind == KIND_CPU:
+            entity, labels = f"cpu:{id_}", {}
         else:
-            entity = f"task:{r.id}"
-            labels = {"tgid": str(r.tgid), "comm": r.comm.decode(errors="replace")}
-        return Frame(
-            self.name,
-            entity,
-            r.window_start,
-            r.window_end,
-            {c: float(getattr(r, c)) for c in COUNTERS},
-            labels,
-        )
+            entity = f"task:{id_}"
+            labels = {"tgid": str(tgid), "comm": comm.split(b"\0", 1)[0].decode(errors="replace")}
+        features = dict(zip(COUNTERS, map(float, counts), strict=True))
+        return Frame(self.name, entity, start, end, features, labels)
