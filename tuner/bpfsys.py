@@ -66,11 +66,19 @@ def bpf(cmd: int, attr: bytearray) -> int:
 
     Raises :class:`OSError` with the kernel's errno on failure.
     """
+    return _call(cmd, (ctypes.c_char * len(attr)).from_buffer(attr))
+
+
+@functools.cache
+def _nr() -> int:
     nr = _NR_BPF.get(platform.machine())
     if nr is None:
         raise OSError(f"bpf(2) syscall number unknown for {platform.machine()}")
-    buf = (ctypes.c_char * len(attr)).from_buffer(attr)
-    ret = _libc().syscall(nr, cmd, buf, len(attr))
+    return nr
+
+
+def _call(cmd: int, buf: ctypes.Array) -> int:
+    ret = _libc().syscall(_nr(), cmd, buf, len(buf))
     if ret < 0:
         err = ctypes.get_errno()
         raise OSError(err, os.strerror(err))
@@ -156,20 +164,35 @@ def prog_test_run(
     ``data_out``. Raw tracepoint programs take ``ctx`` (their u64 arguments) and no data; they
     run once.
     """
-    data_in = ctypes.create_string_buffer(data, len(data)) if data else None
-    ctx_in = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
-    out = ctypes.create_string_buffer(out_size) if out_size else None
-    attr = bytearray(_ATTR_SIZE)
+    return PreparedRun(prog_fd, data, repeat, out_size, ctx)()
 
-    def addr(buf: ctypes.Array | None) -> int:
-        return ctypes.addressof(buf) if buf is not None else 0
 
-    struct.pack_into("IIII", attr, 0, prog_fd, 0, len(data), out_size)
-    struct.pack_into("QQ", attr, 16, addr(data_in), addr(out))
-    struct.pack_into("I", attr, 32, max(1, repeat) if data else 0)
-    struct.pack_into("II", attr, 40, len(ctx), 0)
-    struct.pack_into("Q", attr, 48, addr(ctx_in))
-    bpf(BPF_PROG_TEST_RUN, attr)
-    retval, _, size_out = struct.unpack_from("III", attr, 4)
-    (duration,) = struct.unpack_from("I", attr, 36)
-    return TestRun(retval, duration, out.raw[:size_out] if out is not None else b"")
+class PreparedRun:
+    """:func:`prog_test_run`'s arguments laid out once, for a program run again and again
+    (a probe's window kick, every window): each call then costs the system call alone."""
+
+    def __init__(
+        self, prog_fd: int, data: bytes = b"", repeat: int = 1, out_size: int = 0, ctx: bytes = b""
+    ) -> None:
+        self._data = ctypes.create_string_buffer(data, len(data)) if data else None
+        self._ctx = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
+        self._out = ctypes.create_string_buffer(out_size) if out_size else None
+        attr = bytearray(_ATTR_SIZE)
+
+        def addr(buf: ctypes.Array | None) -> int:
+            return ctypes.addressof(buf) if buf is not None else 0
+
+        struct.pack_into("IIII", attr, 0, prog_fd, 0, len(data), out_size)
+        struct.pack_into("QQ", attr, 16, addr(self._data), addr(self._out))
+        struct.pack_into("I", attr, 32, max(1, repeat) if data else 0)
+        struct.pack_into("II", attr, 40, len(ctx), 0)
+        struct.pack_into("Q", attr, 48, addr(self._ctx))
+        self._attr = attr
+        self._buf = (ctypes.c_char * len(attr)).from_buffer(attr)
+
+    def __call__(self) -> TestRun:
+        _call(BPF_PROG_TEST_RUN, self._buf)
+        retval, _, size_out = struct.unpack_from("III", self._attr, 4)
+        (duration,) = struct.unpack_from("I", self._attr, 36)
+        out = self._out.raw[:size_out] if self._out is not None else b""
+        return TestRun(retval, duration, out)

@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -49,6 +49,11 @@ FLUSH_S = 1.0
 DIGITS = 4  # floats are rounded to this many digits
 IDENTITY = ("pid", "tid", "cpu")  # who an entity is: logged when it changes, not every window
 PREDICTED = ("load", "baseline", "p_hot", "horizon_load", "p_hot_horizon")
+SMALL = 8  # numbers up to which Python's round() costs less than numpy's, call for call
+_PREDICTION: dict[str, Callable[[Prediction], float | None]] = {  # the predictions' columns
+    "load": lambda p: p.load, "baseline": lambda p: p.baseline, "p_hot": lambda p: p.p_hot,
+    "horizon_load": lambda p: p.horizon_load, "p_hot_horizon": lambda p: p.p_hot_horizon,
+}  # fmt: skip
 
 
 def _r(x: float) -> float:
@@ -77,27 +82,41 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
         return out
     ents = c.entities
     out["entities"] = [e.entity for e in ents]
-    out["loads"] = _rounded_list([e.load for e in ents])
-    keys = list(dict.fromkeys(k for e in ents for k in e.features))
-    if keys:  # one column per feature, rounded all at once (NaN: not given, null in JSON)
-        nan = math.nan
-        values = _rounded_list([e.features.get(k, nan) for k in keys for e in ents])
-        n = len(ents)
-        out["features"] = {k: values[i * n : (i + 1) * n] for i, k in enumerate(keys)}
+    # every number of the line's columns in one list, rounded in one call, then cut up
+    columns: list[tuple[str, str, int]] = []  # (field, column or "", length)
+    flat: list[float | None] = [e.load for e in ents]
+    columns.append(("loads", "", len(ents)))
+    nan = math.nan
+    for k in dict.fromkeys(k for e in ents for k in e.features):  # NaN: not given
+        flat += [e.features.get(k, nan) for e in ents]
+        columns.append(("features", k, len(ents)))
     preds = [e.prediction for e in ents]
     if any(p is not None for p in preds):
-        out["predictions"] = _predictions(preds)
+        far = any(p is not None and p.horizon_load is not None for p in preds)
+        for name in PREDICTED if far else PREDICTED[:3]:
+            flat += [None if p is None else _PREDICTION[name](p) for p in preds]
+            columns.append(("predictions", name, len(ents)))
     shares = [e.share for e in ents]
     if any(s is not None for s in shares):
-        out["in_force"] = _rounded_list(shares)
+        flat += shares
+        columns.append(("in_force", "", len(ents)))
+    if c.outcome is not None:
+        flat += c.outcome.shares
+        columns.append(("shares", "", len(c.outcome.shares)))
+    rounded, at = _rounded_list(flat), 0
+    for name, col, n in columns:
+        part, at = rounded[at : at + n], at + n
+        if col:
+            out.setdefault(name, {})[col] = part
+        else:
+            out[name] = part
     for key in IDENTITY:
         values = [getattr(e, key) for e in ents]
         if any(v is not None for v in values):
             out[key] = values
     if c.outcome is not None:
         o = c.outcome
-        out.update(written=o.written, changed=o.changed, shares=_rounded_list(o.shares),
-                   why=o.why)  # fmt: skip
+        out.update(written=o.written, changed=o.changed, why=o.why)
         if o.table is not None:
             out["table"] = list(o.table)
     if c.flows is not None:
@@ -110,23 +129,16 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
     return out
 
 
-def _rounded_list(values: Sequence[float]) -> list[float]:
-    """Floats rounded to :data:`DIGITS`, all at once (a Python call per float is most of
-    a line's cost when there are many entities)."""
+def _rounded_list(values: Sequence[float | None]) -> list[float]:
+    """Floats rounded to :data:`DIGITS` (None: NaN, ``null`` in the line): one by one for a
+    few, all at once with numpy for many, whichever costs less.
+
+    >>> _rounded_list([0.123456, None]), _rounded_list([0.123456] * 40)[-1]
+    ([0.1235, nan], 0.1235)
+    """
+    if len(values) <= SMALL:
+        return [math.nan if v is None else round(v, DIGITS) for v in values]
     return np.round(np.asarray(values, dtype=float), DIGITS).tolist()
-
-
-def _predictions(preds: list[Prediction | None]) -> dict[str, list[float]]:
-    """The predictions as columns (an entity without one: NaN, null in JSON); the horizon's
-    only when there are any."""
-    far = any(p is not None and p.horizon_load is not None for p in preds)
-    none = (None,) * 5
-    rows = [
-        none if p is None else (p.load, p.baseline, p.p_hot, p.horizon_load, p.p_hot_horizon)
-        for p in preds
-    ]
-    cols = np.round(np.asarray(rows, dtype=float).T, DIGITS).tolist()
-    return dict(zip(PREDICTED if far else PREDICTED[:3], cols, strict=False))
 
 
 def by_entity(channel: dict[str, Any], key: str) -> dict[str, Any]:

@@ -93,9 +93,10 @@ class Probe:
             self._check_layout()
             self._fill_filters(cfg)
             self.setup(self._bpf)
-            self._kick = bcc_runtime.load_function(
+            kick = bcc_runtime.load_function(
                 self._bpf, "tuner_kick", bpfsys.ProgType.RAW_TRACEPOINT
             )
+            self._kick = bpfsys.PreparedRun(kick.fd, ctx=bytes(16))  # run once a window
             self._bpf[b"records"].open_ring_buffer(self._on_record)
         except BaseException:
             self.close()
@@ -128,7 +129,7 @@ class Probe:
         the last call (does not block)."""
         if self._bpf is None:
             raise TunerError(f"probe {self.name} is not open")
-        bpfsys.prog_test_run(self._kick.fd, ctx=bytes(16))
+        self._kick()
         self._bpf.ring_buffer_consume()
         frames, self._pending = self._pending, []
         return frames
