@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 import pytest
 from conftest import REPO, one_line_error, run_tuner
 
+from tuner.agent.decisions import by_entity
 from tuner.learn.boost import OfflineModel, feature_matrix
 from tuner.learn.features import FEATURES, History
 from tuner.learn.modelfile import load_model
@@ -94,6 +95,23 @@ def test_a_trace_from_before_the_cpu_columns_still_replays(tmp_path):
     pq.write_table(old, part)
     rp = json.loads(run_tuner("replay", src, "--json", check=True).stdout)
     assert rp["windows"] == 50
+
+
+def test_replay_log_is_the_decision_log_as_strict_json(tmp_path):
+    # the replayed decisions in the live log's form: columns by entity, a missing number null
+    # (strict JSON: Python's json would write NaN)
+    src = synthetic_trace(str(tmp_path / "t.parquet"), windows=40)
+    log = tmp_path / "replayed.jsonl"
+    run_tuner("replay", src, "--log", str(log), check=True)
+
+    def refuse(name):
+        raise ValueError(name)
+
+    lines = [json.loads(x, parse_constant=refuse) for x in log.read_text().splitlines()]
+    assert len(lines) == 40
+    w = lines[-1]["workers"]
+    assert len(w["loads"]) == len(w["entities"]) and set(w["predictions"]) >= {"load", "p_hot"}
+    assert set(by_entity(w, "predictions")) == set(w["entities"])
 
 
 def _write_part(path, rows: int, meta: dict) -> None:

@@ -173,6 +173,17 @@ def entry(r: WindowRecord) -> dict[str, Any]:
     return out
 
 
+def line(r: WindowRecord) -> bytes:
+    """The decision-log line of one window, as written (JSON, a missing number ``null``).
+
+    >>> from tuner.window import ChannelWindow, EntityState, WindowRecord
+    >>> s = EntityState("worker:0", 0.5, {}, None, share=None)
+    >>> line(WindowRecord(1, 0.0, 0, "shadow", "", None, (ChannelWindow("workers", (s,)),)))
+    b'{"t":0.0,"window":1,"mode":"shadow","workers":{"entities":["worker:0"],"loads":[0.5]}}\\n'
+    """
+    return _dumps(entry(r))
+
+
 class DecisionLog:
     """Appends decision-log lines to ``path`` in blocks; :meth:`event` lines at once."""
 

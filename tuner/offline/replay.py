@@ -27,7 +27,7 @@ from tuner.actuate.steering import NullSteering
 from tuner.agent.build import build_agent
 from tuner.agent.channel import Measurement
 from tuner.agent.config import SCHEMA, AgentConfig
-from tuner.agent.decisions import entry
+from tuner.agent.decisions import line
 from tuner.agent.workers import WorkerMap
 from tuner.trace.reader import Trace
 from tuner.window import WindowRecord
@@ -125,11 +125,9 @@ def replay(trace: Trace, config: AgentConfig | None = None, keep: bool = False) 
 
 def write_log(result: ReplayResult, path: str) -> None:
     """The replayed decisions as JSON lines, in the live agent's decision-log format."""
-    import json
-
-    with open(path, "w") as f:
+    with open(path, "wb") as f:
         for r in result.records:
-            f.write(json.dumps(entry(r)) + "\n")
+            f.write(line(r))
 
 
 def _features(runq: float, live: float) -> dict[str, float]:
