@@ -85,8 +85,8 @@ def test_threads_of_one_process_are_steered_and_a_growing_pool_followed(tmp_path
             os.kill(info["workers"][0], signal.SIGUSR1)  # the pool grows by a thread
             grown = json.loads(srv.stdout.readline())["threads"]
             wait_for(lambda: agent.status()["entities"] == 3)
-            changes = [e["changes"] for e in agent.entries() if "changes" in e]
-            assert changes and "2 -> 3 sockets" in changes[-1][0]
+            changes = wait_for(lambda: _logged_changes(agent))  # the status changes first
+            assert "2 -> 3 sockets" in changes[-1][0]
             steered(agent)
             index = grown.index(group(c, protocol=protocol).sockets[0].worker.tid)
             wait_for(lambda: set(ask(c, protocol, 10)) == {index})
@@ -135,6 +135,12 @@ def test_haproxy_threads_from_debian_are_steered(tmp_path):
     assert done.returncode == 0, done.stderr
 
 
+def _logged_changes(agent: Agent) -> list:
+    """The worker changes in the agent's decision log. The status shows a change as soon as
+    the agent retargets; the log line comes with the next window, so a test waits for it."""
+    return [e["changes"] for e in agent.entries() if "changes" in e]
+
+
 def _try_group(c: Cluster, port: int = PORT) -> list:
     try:
         return list(group(c, port).sockets)
@@ -163,8 +169,8 @@ def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path)
                 wait_for(lambda: not set(agent.status()["pids"]) & set(pids), seconds=60)
                 answers = json.loads(during.communicate(timeout=120)[0])
                 assert None not in answers  # no request failed across the reload
-                changes = [e["changes"] for e in agent.entries() if "changes" in e]
-                assert changes and "workers changed" in changes[-1][0]
+                changes = wait_for(lambda: _logged_changes(agent))
+                assert "workers changed" in changes[-1][0]
                 steered(agent)
                 wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {target0(c)})
             finally:
