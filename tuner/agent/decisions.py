@@ -36,7 +36,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, BinaryIO
 
 import numpy as np
@@ -49,11 +49,6 @@ FLUSH_S = 1.0
 DIGITS = 4  # floats are rounded to this many digits
 IDENTITY = ("pid", "tid", "cpu")  # who an entity is: logged when it changes, not every window
 PREDICTED = ("load", "baseline", "p_hot", "horizon_load", "p_hot_horizon")
-SMALL = 8  # numbers up to which Python's round() costs less than numpy's, call for call
-_PREDICTION: dict[str, Callable[[Prediction], float | None]] = {  # the predictions' columns
-    "load": lambda p: p.load, "baseline": lambda p: p.baseline, "p_hot": lambda p: p.p_hot,
-    "horizon_load": lambda p: p.horizon_load, "p_hot_horizon": lambda p: p.p_hot_horizon,
-}  # fmt: skip
 
 
 def _r(x: float) -> float:
@@ -93,8 +88,12 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
     preds = [e.prediction for e in ents]
     if any(p is not None for p in preds):
         far = any(p is not None and p.horizon_load is not None for p in preds)
-        for name in PREDICTED if far else PREDICTED[:3]:
-            flat += [None if p is None else _PREDICTION[name](p) for p in preds]
+        none = (None,) * len(PREDICTED)
+        rows = [none if p is None else _predicted(p) for p in preds]
+        for name, col in zip(
+            PREDICTED if far else PREDICTED[:3], zip(*rows, strict=True), strict=False
+        ):
+            flat += col
             columns.append(("predictions", name, len(ents)))
     shares = [e.share for e in ents]
     if any(s is not None for s in shares):
@@ -130,15 +129,17 @@ def _channel(c: ChannelWindow) -> dict[str, Any]:
 
 
 def _rounded_list(values: Sequence[float | None]) -> list[float]:
-    """Floats rounded to :data:`DIGITS` (None: NaN, ``null`` in the line): one by one for a
-    few, all at once with numpy for many, whichever costs less.
+    """Floats rounded to :data:`DIGITS` all at once (None: NaN, ``null`` in the line).
 
-    >>> _rounded_list([0.123456, None]), _rounded_list([0.123456] * 40)[-1]
-    ([0.1235, nan], 0.1235)
+    >>> _rounded_list([0.123456, None])
+    [0.1235, nan]
     """
-    if len(values) <= SMALL:
-        return [math.nan if v is None else round(v, DIGITS) for v in values]
     return np.round(np.asarray(values, dtype=float), DIGITS).tolist()
+
+
+def _predicted(p: Prediction) -> tuple[float | None, ...]:
+    """A prediction's numbers in :data:`PREDICTED` order."""
+    return p.load, p.baseline, p.p_hot, p.horizon_load, p.p_hot_horizon
 
 
 def by_entity(channel: dict[str, Any], key: str) -> dict[str, Any]:

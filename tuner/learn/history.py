@@ -44,8 +44,6 @@ _SEASON = _span(SEASON)
 _K = np.arange(1, LAGS + 1)  # lag k needs more than k windows pushed
 _EW = np.array([FAST, SLOW])  # the newest window's weight in each moving average
 _BACK = np.arange(-1, AHEAD)  # the season's window offsets from one period back
-if [_COL[f] for f in SEASON] != [_SEASON.start, _SEASON.start + 1, _SEASON.start + 2]:
-    raise AssertionError("features: season, season_delta, season_ahead, in this order")
 
 
 class BatchHistory:

@@ -99,7 +99,7 @@ class SchedProbe(Probe):
         >>> f.entity, f.labels, f.features["oncpu_ns"], f.features["wakeups"]
         ('task:7', {'tgid': '5', 'comm': 'nginx'}, 60.0, 0.0)
         """
-        start, end, kind, id_, tgid, _, comm, *counts = RECORD.unpack(raw[: RECORD.size])
+        start, end, kind, id_, tgid, _, comm, *counts = RECORD.unpack_from(raw)
         if kind == KIND_CPU:
             entity, labels = f"cpu:{id_}", {}
         else:
