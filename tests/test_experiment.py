@@ -426,6 +426,11 @@ def test_load_given_as_utilization_is_calibrated_each_round(
     assert cal["sustained"] and summary["rate"] == pytest.approx(cal["checked"][-1], rel=0.01)
     for a, b in itertools.pairwise(cal["checked"]):  # each try 0.8 of the one before
         assert b == pytest.approx(0.8 * a, rel=0.01)
+    # what each check saw: the last one kept up, with a median of at most ten service times
+    checks = cal["checks"]
+    assert [c["rate"] for c in checks] == cal["checked"]
+    assert [c["kept_up"] for c in checks] == [False] * (len(checks) - 1) + [True]
+    assert checks[-1]["answered"] >= 0.95 and checks[-1]["p50_ms"] <= 5.0  # exp:500: the floor
     kernel = summary["arms"]["kernel"]
     assert kernel["overloaded"] is False and kernel["errors"] == 0
     assert kernel["throughput_rps"] == pytest.approx(summary["rate"], rel=0.15)

@@ -328,12 +328,25 @@ def _calibrated(summary: dict[str, Any]) -> str:
     text = f"{c['utilization']:.0%} of the {c['capacity']:g} req/s measured{floor}"
     checked = c.get("checked") or []
     if len(checked) > 1 or not c.get("sustained", True):
-        tried = ", ".join(f"{r:g}" for r in checked)
+        tried = ", ".join(_check(x) for x in c.get("checks") or []) or ", ".join(
+            f"{r:g}" for r in checked
+        )
         if c.get("sustained", True):
             text += f"; lowered until the kernel's placement kept up with the profile ({tried})"
         else:
             text += f"; the kernel's placement kept up with the profile at none of {tried}"
     return f" ({text})"
+
+
+def _check(x: dict[str, Any]) -> str:
+    """One calibration check in words.
+
+    >>> _check({"rate": 665.0, "answered": 1.0, "p50_ms": 24.66, "growth_ms": -4.8})
+    '665 req/s: median 24.7 ms'
+    """
+    if x.get("p50_ms") is None:
+        return f"{x['rate']:g} req/s: unanswered"
+    return f"{x['rate']:g} req/s: median {x['p50_ms']:.3g} ms"
 
 
 def _side_by_side(summary: dict[str, Any]) -> str:

@@ -155,16 +155,19 @@ class Runner:
         """Lower ``c.rate`` until the kernel's placement keeps up with it under the spec's
         own profile (see :mod:`.calibrate`)."""
         mean_us = ServiceTime.parse(self.spec.get("workload.service")).mean_us
-        rate, tried = c.rate, []
+        rate, checks = c.rate, []
         for i in range(calibrate.CHECKS):
-            tried.append(rate)
             self.progress("calibrate", 1.0, f"checking {rate:.0f} req/s under the profile")
             server = servers.start(self.spec, cluster, arm_dir, self.costs_us)
-            if calibrate.kept_up(self._kernel_run(cluster, arm_dir, server, rate), mean_us):
-                return replace(c, rate=rate, checked=tuple(tried))
+            samples = self._kernel_run(cluster, arm_dir, server, rate)
+            checks.append(calibrate.check(samples, rate, mean_us))
+            if checks[-1].kept_up:
+                break
             if i + 1 < calibrate.CHECKS:
                 rate *= calibrate.STEP
-        return replace(c, rate=rate, checked=tuple(tried), sustained=False)
+        tried = tuple(x.rate for x in checks)
+        return replace(c, rate=rate, checked=tried, checks=tuple(checks),
+                       sustained=checks[-1].kept_up)  # fmt: skip
 
     def _kernel_run(
         self, cluster: Hosts, arm_dir: Path, server: Any, rate: float, profile: str | None = None
