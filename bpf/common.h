@@ -9,6 +9,7 @@
  *   FILTER_PIDS    1: observe tgids listed in the filter_pids map
  *   FILTER_CGROUP  1: observe tasks whose cgroup v2 id is in the filter_cgroups map
  *   FILTER_COMM    "name": observe tasks with this command name
+ *   JIFFY_NS       nanoseconds per kernel tick (1e9 / CONFIG_HZ)
  * With no FILTER_* define every process is observed. Filters combine with OR.
  */
 #ifndef TUNER_COMMON_H
@@ -28,6 +29,9 @@
 #ifndef RINGBUF_PAGES
 #define RINGBUF_PAGES 64
 #endif
+#ifndef JIFFY_NS
+#define JIFFY_NS 10000000ULL  /* a tick; unknown: the longest one (HZ=100), which errs early */
+#endif
 
 #define SLOT_EXCLUDED (-1)
 
@@ -39,6 +43,7 @@ struct tuner_control {
     u64 lost;           /* records dropped because the ring buffer was full */
     u64 records;        /* records submitted */
     u64 flushes;        /* windows closed */
+    u64 check_jiffies;  /* from this jiffy on, the window may have ended (tuner_window_due) */
 };
 
 /* Take the value of a counter and subtract it atomically, so concurrent adds are kept. */

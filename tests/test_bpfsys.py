@@ -45,3 +45,25 @@ def test_prog_test_run_returns_verdict_and_duration():
         assert run.data_out == bytes(60)
     finally:
         bpf.cleanup()
+
+
+def test_run_statistics_count_runs_while_enabled_only():
+    """bpfstats: the kernel times every run of a program while the statistics are on (through
+    the fd BPF_ENABLE_STATS returns), and stops when they go off."""
+    from tuner import bpfstats
+
+    bpf = bcc_runtime.compile_program(text="int x(struct xdp_md *c) { return XDP_PASS; }")
+    try:
+        fd = bcc_runtime.load_function(bpf, "x", ProgType.XDP).fd
+        with bpfstats.enabled():
+            before = bpfstats.prog_stats(fd)
+            bpfsys.prog_test_run(fd, bytes(60), repeat=1000)
+            during = bpfstats.prog_stats(fd) - before
+        bpfsys.prog_test_run(fd, bytes(60), repeat=1000)
+        after = bpfstats.prog_stats(fd) - before
+    finally:
+        bpf.cleanup()
+    assert during.runs == 1000 and during.run_ns > 0 and during.ns_per_run > 0
+    # off again, unless another process on the host keeps them on
+    if open("/proc/sys/kernel/bpf_stats_enabled").read().strip() == "0":
+        assert after.runs == during.runs

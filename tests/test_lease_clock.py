@@ -6,8 +6,8 @@ import time
 
 import pytest
 
-from tuner.actuate.lease import JiffiesClock, kernel_hz, parse_timer_list, read_clock
 from tuner.errors import TunerError
+from tuner.jiffies import JiffiesClock, kernel_hz, parse_timer_list, read_clock
 
 
 def test_measured_tick_rate_agrees_with_the_kernel_config(tmp_path):

@@ -77,9 +77,17 @@ def test_bench_overhead_json(tuner_cli):
     # nanoseconds added per operation beside the ratios; the interest set and duty arms ran
     assert r["syscall_sysfloor_ns"] > 0 and r["syscall_probe_over_floor"] > 0
     assert 0 < r["syscall_interest_ratio"] < 2 and 0 < r["syscall_duty_ratio"] < 2
-    # nginx from Debian, started by the bench: bare, the agent's probes, all probes
+    # nginx from Debian, started by the bench: bare, the agent's probes, all probes, and the
+    # empty programs on all their attach points
     assert r["nginx_bare_rps"] > 100 and 0 < r["nginx_agent_ratio"] < 2
-    assert len(r["nginx_all_round_ratios"]) == 1
+    assert len(r["nginx_all_round_ratios"]) == 1 and 0 < r["nginx_floor_ratio"] < 2
+    assert "nginx_all_us" in r and "nginx_floor_us" in r
+    # ns per event by attach point, from the kernel's run-time statistics: a ping-pong
+    # round trip is two context switches, a getppid loop one sys_enter per call
+    ctx, sys_ = r["per_event"]["ctxswitch"], r["per_event"]["syscall"]
+    assert ctx["sched_switch"]["per_op"] == pytest.approx(2.0, abs=0.2)
+    assert sys_["sys_enter"]["per_op"] == pytest.approx(1.0, abs=0.1)
+    assert ctx["sched_switch"]["probe_ns"] > 0 and ctx["sched_switch"]["empty_ns"] > 0
 
 
 def test_observe_ctrl_c_detaches_everything():

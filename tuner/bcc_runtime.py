@@ -173,6 +173,27 @@ def compile_program(
     )
 
 
+def attached_programs(bpf: Any) -> dict[str, int]:
+    """The tracepoint programs BCC attached on load, by attach point, and their fds
+    (``sched_switch`` for a raw tracepoint, ``sock:inet_sock_set_state`` for a tracepoint).
+
+    >>> class Fn:
+    ...     def __init__(self, fd): self.fd = fd
+    >>> class B:
+    ...     funcs = {b"raw_tracepoint__sys_enter": Fn(7), b"tracepoint__tcp__tcp_probe": Fn(8),
+    ...              b"tuner_kick": Fn(9)}
+    >>> attached_programs(B())
+    {'sys_enter': 7, 'tcp:tcp_probe': 8}
+    """
+    out = {}
+    for name, fn in bpf.funcs.items():
+        text = name.decode() if isinstance(name, bytes) else name
+        for prefix in ("raw_tracepoint__", "tracepoint__"):
+            if text.startswith(prefix):
+                out[text[len(prefix) :].replace("__", ":")] = fn.fd
+    return out
+
+
 def load_function(bpf: Any, name: str, prog_type: int) -> Any:
     """Load function ``name`` of a compiled program as ``prog_type``; return BCC's handle.
 

@@ -29,7 +29,7 @@ BPF_OBJ_PIN = 6
 BPF_OBJ_GET = 7
 BPF_PROG_TEST_RUN = 10
 
-_ATTR_SIZE = 128
+ATTR_SIZE = 128
 
 
 class MapType(enum.IntEnum):
@@ -95,7 +95,7 @@ def map_create(
         fd = map_create(MapType.RINGBUF, 0, 0, 4096)
         os.close(fd)
     """
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("IIIII", attr, 0, map_type, key_size, value_size, max_entries, flags)
     struct.pack_into("16s", attr, 28, name.encode()[:15])
     return bpf(BPF_MAP_CREATE, attr)
@@ -106,7 +106,7 @@ def map_update(map_fd: int, key: bytes, value: bytes, flags: int = 0) -> None:
     values are socket fds)."""
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value, len(value))
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("IxxxxQQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v), flags)
     bpf(BPF_MAP_UPDATE_ELEM, attr)
 
@@ -115,7 +115,7 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes:
     """``bpf_map_lookup_elem`` on a map fd: the value's bytes."""
     k = ctypes.create_string_buffer(key, len(key))
     v = ctypes.create_string_buffer(value_size)
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("IxxxxQQ", attr, 0, map_fd, ctypes.addressof(k), ctypes.addressof(v))
     bpf(BPF_MAP_LOOKUP_ELEM, attr)
     return v.raw
@@ -124,7 +124,7 @@ def map_lookup(map_fd: int, key: bytes, value_size: int) -> bytes:
 def map_delete(map_fd: int, key: bytes) -> None:
     """``bpf_map_delete_elem`` on a map fd."""
     k = ctypes.create_string_buffer(key, len(key))
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("IxxxxQ", attr, 0, map_fd, ctypes.addressof(k))
     bpf(BPF_MAP_DELETE_ELEM, attr)
 
@@ -132,7 +132,7 @@ def map_delete(map_fd: int, key: bytes) -> None:
 def obj_pin(fd: int, path: str) -> None:
     """Pin a map or program in bpffs at ``path`` (it then outlives this process)."""
     p = ctypes.create_string_buffer(path.encode())
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("QI", attr, 0, ctypes.addressof(p), fd)
     bpf(BPF_OBJ_PIN, attr)
 
@@ -140,7 +140,7 @@ def obj_pin(fd: int, path: str) -> None:
 def obj_get(path: str) -> int:
     """Open a pinned map or program and return a new fd."""
     p = ctypes.create_string_buffer(path.encode())
-    attr = bytearray(_ATTR_SIZE)
+    attr = bytearray(ATTR_SIZE)
     struct.pack_into("QI", attr, 0, ctypes.addressof(p), 0)
     return bpf(BPF_OBJ_GET, attr)
 
@@ -177,7 +177,7 @@ class PreparedRun:
         self._data = ctypes.create_string_buffer(data, len(data)) if data else None
         self._ctx = ctypes.create_string_buffer(ctx, len(ctx)) if ctx else None
         self._out = ctypes.create_string_buffer(out_size) if out_size else None
-        attr = bytearray(_ATTR_SIZE)
+        attr = bytearray(ATTR_SIZE)
 
         def addr(buf: ctypes.Array | None) -> int:
             return ctypes.addressof(buf) if buf is not None else 0

@@ -226,7 +226,7 @@ class Doctor:
         return Check("bpffs", True, f"{self.bpffs} (bpf)")
 
     def _lease_clock(self) -> Check:
-        from tuner.actuate.lease import read_clock
+        from tuner.jiffies import read_clock
 
         try:
             clock = read_clock(timer_list=self.timer_list)

@@ -104,9 +104,8 @@ def run_observe(args) -> int:
     if args.ebpf:
         for n in names:
             probe = PROBES[n]()
-            defines = probe.kernel_cflags()
-            if defines:
-                print(f"/* compiled with, for this kernel: {' '.join(defines)} */")
+            defines = probe.kernel_defines()
+            print(f"/* compiled with, for this kernel: {' '.join(defines)} */")
             print(probe.source())
         return 0
     pids = list(args.pid)

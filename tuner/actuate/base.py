@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from tuner import bpfsys
-from tuner.actuate.lease import JiffiesClock, read_clock
 from tuner.actuate.pins import (
     PIN_ROOT,
     PINNED,
@@ -32,6 +31,7 @@ from tuner.actuate.pins import (
 )
 from tuner.actuate.steering import MODES, Decision, check_mode
 from tuner.errors import TunerError
+from tuner.jiffies import JiffiesClock, read_clock
 from tuner.table import SLOTS, check_table
 
 MAX_TARGETS = 64  # sockets of a reuseport group / XDP targets (bpf/steer.h, passed as -D)

@@ -41,7 +41,8 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "with all probes observing them, and (getppid) with the syscall probe timing\n"
         "one call in 16, counting only the net and poll classes (interest), and\n"
         "attached 0.2 of each second (duty); then nginx (2 workers, wrk on loopback)\n"
-        "bare, with the agent's probes and with all probes. Arms rotate each round.\n"
+        "bare, with the agent's probes, with all probes and with the floor. Arms\n"
+        "rotate each round.\n"
         "Prints each throughput ratio to bare, the nanoseconds each arm adds to one\n"
         "operation, raw events per second seen in the kernel, and records lost.",
         epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 3 --rounds 5"

@@ -1,6 +1,7 @@
 """nginx under ``tuner bench overhead``: requests per second of a real server, bare, with the
-agent's default probes attached (the scheduler probe, on nginx's processes), and with all
-probes attached (scheduler, syscalls, network), the arms alternated round by round.
+agent's default probes attached (the scheduler probe, on nginx's processes), with all
+probes attached (scheduler, syscalls, network), and with empty programs on all their attach
+points (the floor no probe on them can undercut), the arms alternated round by round.
 
 nginx (Debian's package, :mod:`tuner.workload.nginx`) runs 2 workers on loopback; ``wrk``
 (closed loop, 1 thread, 32 connections, keep-alive) asks for its 1 KiB file. The probes'
@@ -22,12 +23,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from tuner.bench.floor import empty_programs
 from tuner.errors import TunerError
 from tuner.probes.config import ProbeConfig
 from tuner.probes.stream import FeatureStream
 from tuner.workload.nginx import Nginx
 
-ARMS = {"bare": (), "agent": ("sched",), "all": ("sched", "syscalls", "net")}
+ARMS = {"bare": (), "agent": ("sched",), "all": ("sched", "syscalls", "net"), "floor": ()}
 WORKERS = 2
 PATH = "/cost/0.txt"
 
@@ -61,6 +63,9 @@ def _wrk(port: int, seconds: float) -> subprocess.Popen:
 
 
 def _one(port: int, pids: tuple[int, ...], arm: str, seconds: float) -> float:
+    if arm == "floor":
+        with empty_programs("floor"):
+            return requests_per_s(_wrk(port, seconds).communicate()[0])
     if not ARMS[arm]:
         return requests_per_s(_wrk(port, seconds).communicate()[0])
     with FeatureStream(ProbeConfig(window_ms=100, pids=pids), ARMS[arm]) as stream:
@@ -96,9 +101,15 @@ def run(seconds: float, rounds: int, progress: Callable[[str], None] | None = No
             n.stop()
     bare = median(got["bare"])
     out = {"nginx_bare_rps": round(bare)}
-    for arm in ("agent", "all"):
+    for arm in ("agent", "all", "floor"):
         out[f"nginx_{arm}_ratio"] = round(median(got[arm]) / bare, 4)
         out[f"nginx_{arm}_round_ratios"] = [
             round(a / b, 4) for a, b in zip(got[arm], got["bare"], strict=True)
         ]
+    # microseconds each arm adds to a request, and all probes' over the floor's (as for the
+    # other workloads: 1.0 would be probes that cost nothing beyond being attached)
+    added = {a: 1e6 / median(got[a]) - 1e6 / bare for a in ("all", "floor")}
+    out["nginx_all_us"], out["nginx_floor_us"] = round(added["all"], 3), round(added["floor"], 3)
+    if added["floor"] > 0:
+        out["nginx_all_over_floor"] = round(added["all"] / added["floor"], 3)
     return out

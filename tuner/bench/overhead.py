@@ -25,7 +25,10 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from tuner.bench import nginx
+from tuner import bpfstats
+from tuner.bench import nginx, per_event
+from tuner.bench.floor import FLOORS, empty_programs
+from tuner.bpfstats import RunStats
 from tuner.errors import TunerError
 from tuner.probes.config import ProbeConfig
 from tuner.probes.stream import FeatureStream
@@ -81,8 +84,6 @@ INTEREST = ("net", "poll")
 DUTY = 0.2
 #: (argument of workload.c, label in the results)
 WORKLOADS = (("sys", "syscall"), ("ctx", "ctxswitch"), ("tcp", "tcp"))
-#: Empty-program arms and the defines bpf/bench_floor.c gets for them.
-FLOORS = {"floor": [], "sysfloor": ["-DONLY_RAW_SYSCALLS"]}
 SAMPLED_LATENCY = 16
 
 
@@ -102,15 +103,8 @@ def attached(arm: str) -> Iterator[FeatureStream | None]:
     if arm == "bare":
         yield None
     elif arm in FLOORS:
-        from tuner import bcc_runtime
-
-        floor = bcc_runtime.compile_program(
-            src_file=bcc_runtime.bpf_dir() / "bench_floor.c", cflags=FLOORS[arm]
-        )
-        try:
+        with empty_programs(arm):
             yield None
-        finally:
-            floor.cleanup()
     else:
         cfg = ProbeConfig(
             window_ms=100,
@@ -174,11 +168,42 @@ def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
         result.update(_figures(label, runs[label]))
         result["records_lost"] += result[f"{label}_records_lost"]
     result["latency_sample"] = SAMPLED_LATENCY
+    costs = per_event_costs(binary, seconds, progress)
+    result["per_event"] = {lb: {r.attach: r.to_json() for r in rows} for lb, rows in costs.items()}
     try:
         result.update(nginx.run(seconds, rounds, progress))
     except TunerError as e:  # nginx or wrk missing: the other workloads still count
         result["nginx_skipped"] = e.problem
     return result
+
+
+def per_event_costs(
+    binary: Path, seconds: float, progress=None
+) -> dict[str, list[per_event.PerEvent]]:
+    """Each workload once more under the empty programs and once under all probes, with the
+    kernel's run-time statistics on: the ns per event of each attach point (see
+    :mod:`tuner.bench.per_event`). Host-wide: other processes' events on the same attach
+    points count too, as they do in the throughput arms."""
+    out = {}
+    with bpfstats.enabled():
+        for kind, label in WORKLOADS:
+            if progress:
+                progress(f"{label}: ns per event")
+            with empty_programs("floor") as programs:
+                before = per_event.snapshot(programs)
+                run_workload(binary, kind, seconds)
+                empty = _changes(per_event.snapshot(programs), before)
+            with attached("probed") as stream:
+                assert stream is not None
+                before = per_event.snapshot(stream.programs())
+                r = run_workload(binary, kind, seconds, stream)
+                probe = _changes(per_event.snapshot(stream.programs()), before)
+            out[label] = per_event.per_event(probe, empty, r.ops_per_s * r.seconds)
+    return out
+
+
+def _changes(after: dict[str, RunStats], before: dict[str, RunStats]) -> dict[str, RunStats]:
+    return {k: after[k] - before[k] for k in after if k in before}
 
 
 def _figures(label: str, runs: dict[str, list[Run]]) -> dict:
@@ -261,10 +286,14 @@ def render(r: dict) -> str:
     if "nginx_bare_rps" in r:
         ns_lines.append(
             f"nginx {r['nginx_bare_rps']:,} req/s bare; with the agent's probes "
-            f"{r['nginx_agent_ratio']:.3f} of it, with all probes {r['nginx_all_ratio']:.3f}"
+            f"{r['nginx_agent_ratio']:.3f} of it, with all probes {r['nginx_all_ratio']:.3f}, "
+            f"with empty programs on their attach points {r['nginx_floor_ratio']:.3f}"
         )
     elif "nginx_skipped" in r:
         ns_lines.append(f"nginx: skipped ({r['nginx_skipped']})")
+    if r.get("per_event"):
+        rows = {lb: [_row(a, x) for a, x in v.items()] for lb, v in r["per_event"].items()}
+        ns_lines += per_event.render(rows)
     return "\n".join(
         [
             *lines,
@@ -274,6 +303,10 @@ def render(r: dict) -> str:
             f"interest: syscall classes {','.join(INTEREST)}; duty: {DUTY:g} of a s",
         ]
     )
+
+
+def _row(attach: str, x: dict[str, float]) -> per_event.PerEvent:
+    return per_event.PerEvent(attach, x["per_op"], x["probe_ns"], x["empty_ns"])
 
 
 def _cell(v: float | None, width: int, fmt: str) -> str:

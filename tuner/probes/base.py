@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from tuner import bcc_runtime, bpfsys
 from tuner.errors import TunerError
+from tuner.jiffies import tick_ns
 from tuner.probes.config import ProbeConfig
 
 
@@ -86,7 +87,7 @@ class Probe:
         bcc_runtime.require_tracefs()
         self._bpf = bcc_runtime.compile_program(
             text=self.source(),
-            cflags=cfg.cflags() + self.kernel_cflags(),
+            cflags=cfg.cflags() + self.kernel_defines(),
             where=f"bpf/{self.name}.c",
         )
         try:
@@ -108,8 +109,17 @@ class Probe:
         from its BTF), checked before compiling."""
         return []
 
+    def kernel_defines(self) -> list[str]:
+        """Every -D define that describes the running kernel: the probe's own
+        (:meth:`kernel_cflags`) and the tick length every probe's window test uses."""
+        return [*self.kernel_cflags(), f"-DJIFFY_NS={tick_ns()}ULL"]
+
     def setup(self, bpf: Any) -> None:
         """Hook for subclasses: fill their own maps, attach extra programs."""
+
+    def programs(self) -> dict[str, int]:
+        """The attached programs by attach point, and their fds (none while closed)."""
+        return bcc_runtime.attached_programs(self._bpf) if self._bpf is not None else {}
 
     def close(self) -> None:
         """Detach every program and free the maps. Safe to call twice."""

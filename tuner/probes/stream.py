@@ -79,6 +79,10 @@ class FeatureStream:
         for p in self._open:
             p.watch_pids(pids)
 
+    def programs(self) -> dict[str, int]:
+        """The attached programs of every open probe by attach point, and their fds."""
+        return {k: fd for p in self._open for k, fd in p.programs().items()}
+
     def stats(self) -> dict[str, ProbeStats]:
         """Kernel-side counters of each open probe."""
         return {p.name: p.stats() for p in self._open}

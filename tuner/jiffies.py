@@ -1,7 +1,8 @@
-"""The lease's clock. The steering programs compare ``bpf_jiffies64()`` with a deadline in
-jiffies, because the verifier inlines that helper into one load, whereas any clock helper is a
-kernel call (tens of ns on a kernel with return-stack mitigations, more than the rest of the
-XDP fast path). The tuner thinks in ``CLOCK_MONOTONIC`` nanoseconds, so it calibrates once:
+"""Kernel jiffies against ``CLOCK_MONOTONIC``. BPF programs on hot paths compare
+``bpf_jiffies64()`` with a deadline in jiffies, because the verifier inlines that helper into
+one load, whereas any clock helper is a kernel call (tens of ns on a kernel with return-stack
+mitigations): the steering programs' lease, and the probes' test for a window that may have
+ended. The tuner thinks in ``CLOCK_MONOTONIC`` nanoseconds, so it calibrates once:
 ``/proc/timer_list`` gives the kernel's monotonic time and jiffies side by side, and
 ``/proc/config.gz`` the tick rate (or it is measured).
 
@@ -79,6 +80,11 @@ def kernel_hz(config: str = KERNEL_CONFIG, timer_list: str = TIMER_LIST) -> int:
     t1, j1 = _sample(timer_list)
     rate = (j1 - j0) * 1e9 / max(t1 - t0, 1)
     return min(TICK_RATES, key=lambda hz: abs(hz - rate))
+
+
+def tick_ns(config: str = KERNEL_CONFIG, timer_list: str = TIMER_LIST) -> int:
+    """Nanoseconds per kernel tick (see :func:`kernel_hz`)."""
+    return 1_000_000_000 // kernel_hz(config, timer_list)
 
 
 def read_clock(config: str = KERNEL_CONFIG, timer_list: str = TIMER_LIST) -> JiffiesClock:
