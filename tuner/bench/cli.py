@@ -44,7 +44,9 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "bare, with the agent's probes, with all probes and with the floor. Arms\n"
         "rotate each round.\n"
         "Prints each throughput ratio to bare, the nanoseconds each arm adds to one\n"
-        "operation, raw events per second seen in the kernel, and records lost.",
+        "operation, raw events per second seen in the kernel, and records lost; then,\n"
+        "from one more run of each workload with the kernel's BPF run-time statistics\n"
+        "on, the nanoseconds per event of each attach point, probe against empty program.",
         epilog="examples:\n  tuner bench overhead\n  tuner bench overhead --seconds 3 --rounds 5"
         " --json",
     )

@@ -8,7 +8,9 @@ round by round so that drifts in machine load hit all alike (each arm attached o
 the workloads run under it in turn); then nginx
 (:mod:`tuner.bench.nginx`). Reports the throughput ratios (with / without), the nanoseconds
 each arm adds to one operation, the raw events per second the BPF side saw, summary records
-delivered and records lost.
+delivered and records lost; then the nanoseconds per event of each attach point, from one
+more run of each workload with the kernel's run-time statistics on
+(:mod:`tuner.bench.per_event`).
 
 >>> median([3.0, 1.0, 2.0])
 2.0
@@ -28,7 +30,6 @@ from pathlib import Path
 from tuner import bpfstats
 from tuner.bench import nginx, per_event
 from tuner.bench.floor import FLOORS, empty_programs
-from tuner.bpfstats import RunStats
 from tuner.errors import TunerError
 from tuner.probes.config import ProbeConfig
 from tuner.probes.stream import FeatureStream
@@ -189,21 +190,13 @@ def per_event_costs(
         for kind, label in WORKLOADS:
             if progress:
                 progress(f"{label}: ns per event")
-            with empty_programs("floor") as programs:
-                before = per_event.snapshot(programs)
+            with empty_programs("floor") as programs, per_event.counted(programs) as empty:
                 run_workload(binary, kind, seconds)
-                empty = _changes(per_event.snapshot(programs), before)
-            with attached("probed") as stream:
-                assert stream is not None
-                before = per_event.snapshot(stream.programs())
+            cfg = ProbeConfig(window_ms=100, comm=WORKLOAD_COMM)
+            with FeatureStream(cfg) as stream, per_event.counted(stream.programs()) as probe:
                 r = run_workload(binary, kind, seconds, stream)
-                probe = _changes(per_event.snapshot(stream.programs()), before)
             out[label] = per_event.per_event(probe, empty, r.ops_per_s * r.seconds)
     return out
-
-
-def _changes(after: dict[str, RunStats], before: dict[str, RunStats]) -> dict[str, RunStats]:
-    return {k: after[k] - before[k] for k in after if k in before}
 
 
 def _figures(label: str, runs: dict[str, list[Run]]) -> dict:

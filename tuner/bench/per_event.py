@@ -17,7 +17,8 @@ program's figure, so the difference is the probe's work.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 from tuner.bpfstats import RunStats, prog_stats
@@ -52,6 +53,16 @@ class PerEvent:
 def snapshot(programs: Mapping[str, int]) -> dict[str, RunStats]:
     """The run statistics of each program (attach point -> fd) now."""
     return {attach: prog_stats(fd) for attach, fd in programs.items()}
+
+
+@contextlib.contextmanager
+def counted(programs: Mapping[str, int]) -> Iterator[dict[str, RunStats]]:
+    """Yield a dict that, when the block ends, holds each program's runs during the block
+    (with the statistics on, :func:`tuner.bpfstats.enabled`)."""
+    before = snapshot(programs)
+    out: dict[str, RunStats] = {}
+    yield out
+    out.update({k: v - before[k] for k, v in snapshot(programs).items() if k in before})
 
 
 def per_event(
