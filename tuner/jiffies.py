@@ -19,6 +19,7 @@ falls back at most about two ticks after the nanosecond deadline, never before i
 
 from __future__ import annotations
 
+import functools
 import gzip
 import re
 import time
@@ -65,9 +66,11 @@ def _sample(timer_list: str) -> tuple[int, int]:
         ) from None
 
 
+@functools.cache
 def kernel_hz(config: str = KERNEL_CONFIG, timer_list: str = TIMER_LIST) -> int:
     """The kernel's tick rate: ``CONFIG_HZ`` if the kernel config is exposed, else measured
-    over 0.2 s and rounded to the nearest rate the kernel can be built with."""
+    over 0.2 s and rounded to the nearest rate the kernel can be built with. Found once per
+    process (each probe and each steering program asks for it at load)."""
     try:
         with gzip.open(config, "rt") as f:
             for line in f:

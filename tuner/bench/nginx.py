@@ -14,6 +14,7 @@ points too, as every process's would on a production host.
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import socket
@@ -63,11 +64,9 @@ def _wrk(port: int, seconds: float) -> subprocess.Popen:
 
 
 def _one(port: int, pids: tuple[int, ...], arm: str, seconds: float) -> float:
-    if arm == "floor":
-        with empty_programs("floor"):
+    if not ARMS[arm]:  # bare, or the empty programs
+        with empty_programs("floor") if arm == "floor" else contextlib.nullcontext():
             return requests_per_s(_wrk(port, seconds).communicate()[0])
-    if not ARMS[arm]:
-        return requests_per_s(_wrk(port, seconds).communicate()[0])
     with FeatureStream(ProbeConfig(window_ms=100, pids=pids), ARMS[arm]) as stream:
         proc = _wrk(port, seconds)
         for _ in stream.windows():

@@ -107,15 +107,23 @@ def attached(arm: str) -> Iterator[FeatureStream | None]:
         with empty_programs(arm):
             yield None
     else:
-        cfg = ProbeConfig(
-            window_ms=100,
-            comm=WORKLOAD_COMM,
-            latency_sample=SAMPLED_LATENCY if arm == "sampled" else 1,
-            syscall_classes=INTEREST if arm == "interest" else (),
-            syscall_duty=DUTY if arm == "duty" else 1.0,
-        )
-        with FeatureStream(cfg) as stream:
+        with FeatureStream(probe_config(arm)) as stream:
             yield stream
+
+
+def probe_config(arm: str) -> ProbeConfig:
+    """The probes' settings in an arm that attaches them (see :data:`ARMS`).
+
+    >>> probe_config("sampled").latency_sample, probe_config("probed").latency_sample
+    (16, 1)
+    """
+    return ProbeConfig(
+        window_ms=100,
+        comm=WORKLOAD_COMM,
+        latency_sample=SAMPLED_LATENCY if arm == "sampled" else 1,
+        syscall_classes=INTEREST if arm == "interest" else (),
+        syscall_duty=DUTY if arm == "duty" else 1.0,
+    )
 
 
 def run_workload(
@@ -192,8 +200,10 @@ def per_event_costs(
                 progress(f"{label}: ns per event")
             with empty_programs("floor") as programs, per_event.counted(programs) as empty:
                 run_workload(binary, kind, seconds)
-            cfg = ProbeConfig(window_ms=100, comm=WORKLOAD_COMM)
-            with FeatureStream(cfg) as stream, per_event.counted(stream.programs()) as probe:
+            with (
+                FeatureStream(probe_config("probed")) as stream,
+                per_event.counted(stream.programs()) as probe,
+            ):
                 r = run_workload(binary, kind, seconds, stream)
             out[label] = per_event.per_event(probe, empty, r.ops_per_s * r.seconds)
     return out

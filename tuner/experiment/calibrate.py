@@ -72,13 +72,12 @@ class Calibration:
     rate: float  # the rate the round runs at: utilization x capacity
     utilization: float
     saturated: bool  # the server answered clearly less than offered: capacity is real
-    checked: tuple[float, ...] = ()  # rates tried under the spec's profile, the last one kept
     sustained: bool = True  # the kernel's placement kept up at the rate kept
-    checks: tuple[Check, ...] = ()  # what each check saw, in the order of ``checked``
+    checks: tuple[Check, ...] = ()  # the rates tried under the spec's profile, the last kept
 
     def to_json(self) -> dict[str, Any]:
         out = {k: _rounded(v) for k, v in asdict(self).items()}
-        out["checked"] = [round(r, 2) for r in self.checked]
+        out["checked"] = [round(c.rate, 2) for c in self.checks]
         out["checks"] = [{k: _rounded(v) for k, v in asdict(c).items()} for c in self.checks]
         return out
 
@@ -140,6 +139,7 @@ def check(samples: np.ndarray, rate: float, mean_service_us: float) -> Check:
     if run.size == 0:
         return Check(rate, 0.0, float("inf"), float("nan"), False)
     answered = run["ok"] == 1
+    share = float(answered.mean())
     latency = np.where(answered, run["latency"], np.inf)
     median_s = float(np.median(latency))
     t = run["t_send"]
@@ -149,11 +149,11 @@ def check(samples: np.ndarray, rate: float, mean_service_us: float) -> Check:
         growth = float(np.median(latency[late]) - np.median(latency[~late]))
     service_s = mean_service_us / 1e6
     ok = (
-        answered.mean() >= 0.95
+        share >= 0.95
         and median_s <= max(MEDIAN * service_s, MEDIAN_FLOOR_S)
         and not growth > GROWTH * service_s  # nan (inf - inf) is a queue that never drained
     )
-    return Check(rate, float(answered.mean()), median_s * 1e3, growth * 1e3, bool(ok))
+    return Check(rate, share, median_s * 1e3, growth * 1e3, bool(ok))
 
 
 def overloaded(arm: dict[str, Any], mean_service_us: float) -> bool:

@@ -326,11 +326,9 @@ def _calibrated(summary: dict[str, Any]) -> str:
         return ""
     floor = "" if c["saturated"] else " (at least: the server kept up with all it was offered)"
     text = f"{c['utilization']:.0%} of the {c['capacity']:g} req/s measured{floor}"
-    checked = c.get("checked") or []
-    if len(checked) > 1 or not c.get("sustained", True):
-        tried = ", ".join(_check(x) for x in c.get("checks") or []) or ", ".join(
-            f"{r:g}" for r in checked
-        )
+    checks = c.get("checks") or []
+    if len(checks) > 1 or not c.get("sustained", True):
+        tried = ", ".join(_check(x) for x in checks)
         if c.get("sustained", True):
             text += f"; lowered until the kernel's placement kept up with the profile ({tried})"
         else:

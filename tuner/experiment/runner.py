@@ -165,9 +165,7 @@ class Runner:
                 break
             if i + 1 < calibrate.CHECKS:
                 rate *= calibrate.STEP
-        tried = tuple(x.rate for x in checks)
-        return replace(c, rate=rate, checked=tried, checks=tuple(checks),
-                       sustained=checks[-1].kept_up)  # fmt: skip
+        return replace(c, rate=rate, checks=tuple(checks), sustained=checks[-1].kept_up)
 
     def _kernel_run(
         self, cluster: Hosts, arm_dir: Path, server: Any, rate: float, profile: str | None = None
