@@ -9,9 +9,6 @@ RAW_TRACEPOINT_PROBE(sys_enter) { return 0; }
 RAW_TRACEPOINT_PROBE(sys_exit) { return 0; }
 #ifndef ONLY_RAW_SYSCALLS  /* the `sysfloor` arm: the syscall probe's attach points alone */
 RAW_TRACEPOINT_PROBE(sched_switch) { return 0; }
-RAW_TRACEPOINT_PROBE(sched_wakeup) { return 0; }
-RAW_TRACEPOINT_PROBE(sched_wakeup_new) { return 0; }
-RAW_TRACEPOINT_PROBE(sched_migrate_task) { return 0; }
 RAW_TRACEPOINT_PROBE(sock_send_length) { return 0; }
 RAW_TRACEPOINT_PROBE(sock_recv_length) { return 0; }
 TRACEPOINT_PROBE(sock, inet_sock_set_state) { return 0; }

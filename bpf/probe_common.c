@@ -7,6 +7,7 @@ BPF_ARRAY(control, struct tuner_control, 1);
 BPF_PERCPU_ARRAY(events, u64, 1);           /* raw events seen, per CPU */
 BPF_HASH(filter_pids, u32, u8, 1024);
 BPF_HASH(filter_cgroups, u64, u8, 64);
+BPF_ARRAY(filter_gen, u32, 1);  /* bumped by the loader when the filter gains processes */
 BPF_RINGBUF_OUTPUT(records, RINGBUF_PAGES);
 
 static __always_inline void tuner_count_event(void)
@@ -47,6 +48,15 @@ static __always_inline int tuner_wanted(u32 tgid)
 #else
     return 1;
 #endif
+}
+
+/* The filter's generation: a task decided out under an older one is decided again (a
+ * server's new worker may have run before the loader added its pid). */
+static __always_inline u32 tuner_filter_gen(void)
+{
+    int zero = 0;
+    u32 *g = filter_gen.lookup(&zero);
+    return g ? *g : 0;
 }
 
 /* Hand out the next entity slot, or SLOT_EXCLUDED when all are taken. */

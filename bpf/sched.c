@@ -1,70 +1,106 @@
 /* Scheduler probe: per task and per CPU, on-CPU time, run-queue wait, voluntary and involuntary
- * context switches, migrations. Raw tracepoints sched_switch, sched_wakeup, sched_wakeup_new and
- * sched_migrate_task: cheaper than the tracepoints of the same names, which first copy their
- * fields (two command names for a switch) into a perf buffer. Their arguments are the kernel's
- * own (ctx->args[i], checked by the loader against the running kernel's BTF prototypes), and the
- * one struct field read through them, task_struct.pid, is at TASK_PID_OFF, which the loader
- * takes from the running kernel's BTF: no struct layout from the (older) headers is used. One
- * record per active entity per window. */
+ * context switches, migrations, wakeups. One attach point, the raw tracepoint sched_switch
+ * (cheaper than the tracepoint of that name, which first copies two command names into a perf
+ * buffer), and no clock read per event: the times are the scheduler's own accounting, read
+ * from the task_struct of the task switched out, which is the current task here:
+ *   se.sum_exec_runtime   time on a CPU, brought up to date just before the switch;
+ *   sched_info.run_delay  time runnable on a run queue (CONFIG_SCHED_INFO), and
+ *   sched_info.pcount     times it was switched in, each ending such a wait;
+ *   se.nr_migrations      moves between CPUs.
+ * The current task comes BTF-typed (bpf_get_current_task_btf), so these are plain loads, and
+ * its per-task state lives in task-local storage (freed with the task); the next task comes
+ * as a raw pointer, read once with bpf_probe_read_kernel (its sum_exec_runtime, where the
+ * CPU's account starts). The offsets come from the loader, from the running kernel's BTF
+ * (tuner/probes/sched.py); the verifier checks each load against that BTF too.
+ *
+ * Windows close on the clock only near their end (tuner_window_due); a task still running at
+ * a boundary is charged what the scheduler accounted for it so far (its sum_exec_runtime is
+ * brought up to date at every tick). One record per active entity per window. */
 #include "common.h"
 #include "sched.h"
 /* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
 
-struct task_state {
-    int slot;          /* SLOT_EXCLUDED when the task is not observed */
+#if !defined(TASK_PID_OFF) || !defined(TASK_SUM_EXEC_OFF) || !defined(TASK_RUN_DELAY_OFF) || \
+    !defined(TASK_PCOUNT_OFF) || !defined(TASK_MIGRATIONS_OFF)
+#error "the task_struct offsets come from the loader, tuner/probes/sched.py"
+#endif
+
+struct task_state {     /* of a task switched out at least once since load */
+    int slot;           /* SLOT_EXCLUDED when the task is not observed */
+    u32 gen;            /* the filter generation it was decided under */
+    u64 run_delay;      /* sched_info.run_delay at its last switch-out */
+    u64 pcount;         /* sched_info.pcount at its last switch-out */
+    u64 migrations;     /* se.nr_migrations at its last switch-out */
+    u32 slept;          /* its last switch-out was voluntary: it was woken since */
     u32 reserved;
-    u64 wakeup_ts;     /* when it was last woken, 0 once it has run */
 };
 
-#define UNDECIDED (-2)
-
-struct cpu_current {   /* what runs on this CPU, since when */
-    u64 since;
-    u32 tid;
-    int slot;          /* slot of the running task; -2 = not decided yet */
+struct cpu_current {    /* what runs on this CPU */
+    u64 task;           /* its task_struct; 0 while a switch rewrites this entry */
+    u64 base;           /* its sum_exec_runtime already charged (at switch-in, or a flush) */
 };
 
-BPF_TABLE("lru_hash", u32, struct task_state, tasks, MAX_ENTITIES * 16);
+BPF_TASK_STORAGE(tasks, struct task_state);
+BPF_TABLE("lru_hash", u32, int, slots, MAX_ENTITIES * 4);  /* tid -> slot, for the flush */
 BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
 BPF_ARRAY(current_task, struct cpu_current, MAX_CPUS);  /* by CPU: the flush reads all of them */
 BPF_ARRAY(layout, struct sched_record, 1);  /* never written: lets the loader check the layout */
 
-#ifndef TASK_PID_OFF
-#error "TASK_PID_OFF (task_struct.pid) comes from the loader, tuner/probes/sched.py"
-#endif
+/* A field of the current task (BTF-typed): a load the verifier checks, no helper call. */
+#define CURRENT_U64(t, off) (*(volatile u64 *)((char *)(t) + (off)))
+#define CURRENT_U32(t, off) (*(volatile u32 *)((char *)(t) + (off)))
 
-/* The thread id of a task a raw tracepoint points at. */
-static __always_inline u32 task_tid(u64 task)
+/* A u64 field of a task behind a raw pointer. */
+static __always_inline u64 task_u64(u64 task, u32 off)
 {
-    u32 tid = 0;
-    bpf_probe_read_kernel(&tid, sizeof(tid), (void *)(task + TASK_PID_OFF));
-    return tid;
+    u64 v = 0;
+    bpf_probe_read_kernel(&v, sizeof(v), (void *)(task + off));
+    return v;
 }
 
-
-/* The current task's slot, deciding (filter + slot) the first time it is seen. */
-static __always_inline int current_slot(u32 tid)
+static __always_inline void add(u64 *field, u64 v)
 {
-    struct task_state *t = tasks.lookup(&tid);
-    if (t)
-        return t->slot;
+    if (v)
+        __sync_fetch_and_add(field, v);
+}
+
+/* The current task's state; decided (filter + slot) the first time it is switched out, and
+ * again after the filter gained processes if it was left out. */
+static __always_inline struct task_state *current_state(struct task_struct *task, u32 tid)
+{
+    u32 gen = tuner_filter_gen();
+    struct task_state *t = tasks.task_storage_get(task, 0, 0);
+    if (t && (t->slot >= 0 || t->gen == gen))
+        return t;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    struct task_state n = {.slot = SLOT_EXCLUDED};
+    int slot = SLOT_EXCLUDED;
     if (tuner_wanted(tgid)) {
-        n.slot = tuner_alloc_slot();
-        if (n.slot >= 0) {
-            u32 k = n.slot;
+        slot = tuner_alloc_slot();
+        if (slot >= 0) {
+            u32 k = slot;
             struct sched_acc *a = task_acc.lookup(&k);
             if (a) {
                 a->tgid = tgid;
                 a->tid = tid;
                 bpf_get_current_comm(a->comm, sizeof(a->comm));
             }
+            slots.update(&tid, &slot);
         }
     }
-    tasks.update(&tid, &n);
-    return n.slot;
+    /* counting starts here: what the scheduler accounted before is not this probe's */
+    struct task_state n = {
+        .slot = slot,
+        .gen = gen,
+        .run_delay = CURRENT_U64(task, TASK_RUN_DELAY_OFF),
+        .pcount = CURRENT_U64(task, TASK_PCOUNT_OFF),
+        .migrations = CURRENT_U64(task, TASK_MIGRATIONS_OFF),
+    };
+    if (t) {
+        *t = n;
+        return t;
+    }
+    return tasks.task_storage_get(task, &n, BPF_LOCAL_STORAGE_GET_F_CREATE);
 }
 
 static __always_inline void emit(u64 start, u64 end, u32 kind, u32 id, struct sched_acc *a,
@@ -93,6 +129,35 @@ static __always_inline void emit(u64 start, u64 end, u32 kind, u32 id, struct sc
     tuner_submit(r, c);
 }
 
+/* The time a CPU's running task has had since its account's base, claimed against the switch
+ * that may end its run meanwhile. */
+static __always_inline void charge_running(u32 cpu)
+{
+    u32 k = cpu;
+    struct cpu_current *cur = current_task.lookup(&k);
+    if (!cur)
+        return;
+    u64 task = cur->task, base = cur->base;
+    if (!task)
+        return;
+    u64 sum = task_u64(task, TASK_SUM_EXEC_OFF);
+    if (sum <= base || cur->task != task || !__sync_bool_compare_and_swap(&cur->base, base, sum))
+        return;
+    u64 ran = sum - base;
+    struct sched_acc *ca = cpu_acc.lookup(&k);
+    if (ca)
+        add(&ca->oncpu_ns, ran);
+    u32 tid = 0;
+    bpf_probe_read_kernel(&tid, sizeof(tid), (void *)(task + TASK_PID_OFF));
+    int *slot = slots.lookup(&tid);
+    if (slot && *slot >= 0) {
+        u32 s = *slot;
+        struct sched_acc *a = task_acc.lookup(&s);
+        if (a)
+            add(&a->oncpu_ns, ran);
+    }
+}
+
 static __always_inline void flush(u64 now)
 {
     struct tuner_control *c = 0;
@@ -100,29 +165,10 @@ static __always_inline void flush(u64 now)
     if (!end || !c)
         return;
     u64 start = end - WINDOW_NS;
-    /* Tasks still running at the boundary: charge their time so far to this window, so a task
-     * that never switches out still shows its CPU time window by window. */
-    for (u32 i = 0; i < MAX_CPUS; i++) {
-        u32 k = i;
-        struct cpu_current *cur = current_task.lookup(&k);
-        if (!cur)
-            continue;
-        u64 since = cur->since;
-        /* a task not yet decided (seen only since load) keeps its time until it switches out */
-        if (cur->slot == UNDECIDED || !since || since >= end ||
-            !__sync_bool_compare_and_swap(&cur->since, since, end))
-            continue;
-        u64 ran = end - since;
-        struct sched_acc *ca = cpu_acc.lookup(&k);
-        if (ca && cur->tid)
-            __sync_fetch_and_add(&ca->oncpu_ns, ran);
-        if (cur->slot >= 0) {
-            u32 s = cur->slot;
-            struct sched_acc *a = task_acc.lookup(&s);
-            if (a)
-                __sync_fetch_and_add(&a->oncpu_ns, ran);
-        }
-    }
+    /* tasks still running at the boundary: charge their time so far to this window, so that
+     * a task that never switches out still shows its CPU time window by window */
+    for (u32 i = 0; i < MAX_CPUS; i++)
+        charge_running(i);
     u64 n = c->nslots;
     for (u32 i = 0; i < MAX_ENTITIES; i++) {
         if (i >= n)
@@ -153,125 +199,63 @@ int tuner_kick(struct bpf_raw_tracepoint_args *ctx)
 RAW_TRACEPOINT_PROBE(sched_switch)
 {
     tuner_count_event();
-    u64 now = bpf_ktime_get_ns();
-    flush(now);
+    if (tuner_window_due())
+        flush(bpf_ktime_get_ns());
     u32 cpu = bpf_get_smp_processor_id();
     struct cpu_current *cur = current_task.lookup(&cpu);
     if (!cur)
         return 0;
-    u32 prev = (u32)bpf_get_current_pid_tgid(), next = task_tid(ctx->args[2]);
-    /* preempted, or switched out while still runnable (TASK_RUNNING is 0) */
-    int involuntary = (ctx->args[0] & 1) || (u32)ctx->args[3] == 0;
-    /* claim [since, now) against a concurrent flush that may charge part of it first */
-    u64 since = cur->since;
-    if (since && !__sync_bool_compare_and_swap(&cur->since, since, now))
-        since = cur->since;
-    u64 ran = (since && since < now && cur->tid == prev) ? now - since : 0;
-
-    struct sched_acc *ca = cpu_acc.lookup(&cpu);
-    if (ca && prev)
-        __sync_fetch_and_add(&ca->oncpu_ns, ran);
-
-    /* prev is the current task: account its time on the CPU */
-    if (prev) {
-        int slot = (cur->tid == prev && cur->slot != UNDECIDED) ? cur->slot : current_slot(prev);
-        if (slot >= 0) {
-            u32 k = slot;
-            struct sched_acc *a = task_acc.lookup(&k);
-            if (a) {
-                __sync_fetch_and_add(&a->oncpu_ns, ran);
-                if (involuntary)
-                    __sync_fetch_and_add(&a->switches_invol, 1);
-                else
-                    __sync_fetch_and_add(&a->switches_vol, 1);
-            }
-            if (ca) {
-                if (involuntary)
-                    __sync_fetch_and_add(&ca->switches_invol, 1);
-                else
-                    __sync_fetch_and_add(&ca->switches_vol, 1);
-            }
-        }
-    }
-
-    /* prev preempted: still runnable, so it waits on the run queue from now on (as BCC's
-     * runqlat counts it); without this, CPU-bound tasks that share a CPU show no wait */
-    if (prev && involuntary) {
-        struct task_state *pt = tasks.lookup(&prev);
-        if (pt && pt->slot >= 0)
-            pt->wakeup_ts = now;
-    }
-
-    /* next: its wait since wakeup or preemption ends now */
-    int nslot = UNDECIDED;
-    if (next) {
-        struct task_state *t = tasks.lookup(&next);
-        if (t) {
-            nslot = t->slot;
-            if (t->slot >= 0 && t->wakeup_ts && now > t->wakeup_ts) {
-                u64 wait = now - t->wakeup_ts;
-                u32 k = t->slot;
-                struct sched_acc *a = task_acc.lookup(&k);
-                if (a) {
-                    __sync_fetch_and_add(&a->runq_wait_ns, wait);
-                    __sync_fetch_and_add(&a->runq_waits, 1);
-                }
-                if (ca) {
-                    __sync_fetch_and_add(&ca->runq_wait_ns, wait);
-                    __sync_fetch_and_add(&ca->runq_waits, 1);
-                }
-            }
-            t->wakeup_ts = 0;
-        }
-    }
-    cur->since = now;
-    cur->tid = next;
-    cur->slot = nslot;
-    return 0;
-}
-
-static __always_inline void woken(u32 tid)
-{
-    tuner_count_event();
-    struct task_state *t = tasks.lookup(&tid);
-    if (!t || t->slot < 0)
-        return;
-    t->wakeup_ts = bpf_ktime_get_ns();
-    u32 k = t->slot;
-    struct sched_acc *a = task_acc.lookup(&k);
-    if (a)
-        __sync_fetch_and_add(&a->wakeups, 1);
-}
-
-/* (struct task_struct *p) */
-RAW_TRACEPOINT_PROBE(sched_wakeup)
-{
-    woken(task_tid(ctx->args[0]));
-    return 0;
-}
-
-/* (struct task_struct *p) */
-RAW_TRACEPOINT_PROBE(sched_wakeup_new)
-{
-    woken(task_tid(ctx->args[0]));
-    return 0;
-}
-
-/* (struct task_struct *p, int dest_cpu) */
-RAW_TRACEPOINT_PROBE(sched_migrate_task)
-{
-    tuner_count_event();
-    u32 tid = task_tid(ctx->args[0]);
-    struct task_state *t = tasks.lookup(&tid);
-    if (!t || t->slot < 0)
-        return 0;
-    u32 k = t->slot;
-    struct sched_acc *a = task_acc.lookup(&k);
-    if (a)
-        __sync_fetch_and_add(&a->migrations, 1);
-    u32 cpu = (u32)ctx->args[1];
+    struct task_struct *task = (struct task_struct *)bpf_get_current_task_btf();
+    u64 prev = ctx->args[1], next = ctx->args[2];
+    u64 sum = CURRENT_U64(task, TASK_SUM_EXEC_OFF);
+    /* claim what prev ran since switch-in or the last flush, against a concurrent flush */
+    u64 base = cur->base;
+    if (!__sync_bool_compare_and_swap(&cur->base, base, sum))
+        base = cur->base;
+    u64 ran = (cur->task == prev && base && sum > base) ? sum - base : 0;
     struct sched_acc *ca = cpu_acc.lookup(&cpu);
     if (ca)
-        __sync_fetch_and_add(&ca->migrations, 1);
+        add(&ca->oncpu_ns, ran);
+
+    u32 tid = CURRENT_U32(task, TASK_PID_OFF);
+    struct task_state *t = tid ? current_state(task, tid) : 0;  /* tid 0: the idle task */
+    if (t && t->slot >= 0) {
+        /* preempted, or switched out while still runnable (TASK_RUNNING is 0) */
+        int involuntary = (ctx->args[0] & 1) || (u32)ctx->args[3] == 0;
+        u64 delay = CURRENT_U64(task, TASK_RUN_DELAY_OFF);
+        u64 pcount = CURRENT_U64(task, TASK_PCOUNT_OFF);
+        u64 migrations = CURRENT_U64(task, TASK_MIGRATIONS_OFF);
+        u64 wait = delay > t->run_delay ? delay - t->run_delay : 0;
+        u64 waits = pcount > t->pcount ? pcount - t->pcount : 0;
+        u64 moved = migrations > t->migrations ? migrations - t->migrations : 0;
+        u32 woken = t->slept;
+        t->run_delay = delay;
+        t->pcount = pcount;
+        t->migrations = migrations;
+        t->slept = !involuntary;
+        u32 k = t->slot;
+        struct sched_acc *a = task_acc.lookup(&k);
+        if (a) {
+            add(&a->oncpu_ns, ran);
+            add(&a->runq_wait_ns, wait);
+            add(&a->runq_waits, waits);
+            add(&a->migrations, moved);
+            add(&a->wakeups, woken);
+            add(involuntary ? &a->switches_invol : &a->switches_vol, 1);
+        }
+        if (ca) {
+            add(&ca->runq_wait_ns, wait);
+            add(&ca->runq_waits, waits);
+            add(&ca->migrations, moved);
+            add(involuntary ? &ca->switches_invol : &ca->switches_vol, 1);
+        }
+    }
+
+    /* next's account starts at what the scheduler has charged it so far; the entry reads as
+     * empty to a flush while it is rewritten */
+    u64 next_base = task_u64(next, TASK_SUM_EXEC_OFF);
+    *(volatile u64 *)&cur->task = 0;
+    *(volatile u64 *)&cur->base = next_base;
+    *(volatile u64 *)&cur->task = next;
     return 0;
 }

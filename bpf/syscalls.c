@@ -26,7 +26,7 @@ struct sys_task {
     u32 cls;        /* class of the syscall in flight; CLS_NONE when none is counted */
     u64 ts;         /* when it entered; 0 when it is not timed */
     u32 rng;        /* xorshift32 state of the latency sampling; never 0 */
-    u32 reserved;
+    u32 gen;        /* the filter generation it was decided under */
 };
 
 BPF_TASK_STORAGE(tasks, struct sys_task);       /* freed with the task */
@@ -36,12 +36,14 @@ BPF_ARRAY(classes, u8, 512);
 BPF_ARRAY(armed, u32, 1);   /* set by the loader once the filters are filled: decide after */
 BPF_ARRAY(layout, struct sys_record, 1);      /* never written: lets the loader check the layout */
 
-/* The current thread's state; on its first syscall, decide whether it is observed. */
+/* The current thread's state; on its first syscall, decide whether it is observed (and
+ * again after the filter gained processes, if it was left out). */
 static __always_inline struct sys_task *task_state(void)
 {
     struct task_struct *cur = (struct task_struct *)bpf_get_current_task_btf();
     struct sys_task *t = tasks.task_storage_get(cur, 0, 0);
-    if (t)
+    u32 gen = tuner_filter_gen();
+    if (t && (t->slot >= 0 || t->gen == gen))
         return t;
     int zero = 0;
     u32 *on = armed.lookup(&zero);
@@ -49,7 +51,8 @@ static __always_inline struct sys_task *task_state(void)
         return 0;
     u64 id = bpf_get_current_pid_tgid();
     u32 tgid = id >> 32;
-    struct sys_task n = {.slot = SLOT_EXCLUDED, .cls = CLS_NONE, .rng = (u32)id * 2654435761u | 1};
+    struct sys_task n = {
+        .slot = SLOT_EXCLUDED, .cls = CLS_NONE, .rng = (u32)id * 2654435761u | 1, .gen = gen};
     int *known = procs.lookup(&tgid);
     if (known) {
         n.slot = *known;
@@ -64,6 +67,10 @@ static __always_inline struct sys_task *task_state(void)
             }
             procs.update(&tgid, &n.slot);
         }
+    }
+    if (t) {
+        *t = n;  /* left out under an older filter: decided again */
+        return t;
     }
     return tasks.task_storage_get(cur, &n, BPF_LOCAL_STORAGE_GET_F_CREATE);
 }

@@ -6,7 +6,7 @@ import pytest
 
 from tuner.btf import Btf
 from tuner.errors import TunerError
-from tuner.probes.sched import RAW_ARGS, kernel_defines
+from tuner.probes.sched import FIELDS, RAW_ARGS, kernel_defines
 
 
 def test_running_kernel_gives_the_pid_offset_and_the_expected_prototypes():
@@ -14,7 +14,13 @@ def test_running_kernel_gives_the_pid_offset_and_the_expected_prototypes():
     assert btf.member_offset("task_struct", "tgid") == btf.member_offset("task_struct", "pid") + 4
     for name, args in RAW_ARGS.items():
         assert btf.raw_tracepoint_args(name) == args
-    assert kernel_defines(btf) == [f"-DTASK_PID_OFF={btf.member_offset('task_struct', 'pid')}"]
+    defines = kernel_defines(btf)
+    assert defines[0] == f"-DTASK_PID_OFF={btf.member_offset('task_struct', 'pid')}"
+    assert [d.split("=")[0] for d in defines] == [f"-D{name}" for name in FIELDS]
+    sum_exec = btf.member_offset("task_struct", "se") + btf.member_offset(
+        "sched_entity", "sum_exec_runtime"
+    )
+    assert f"-DTASK_SUM_EXEC_OFF={sum_exec}" in defines
 
 
 def _blob(types: bytes, strings: bytes) -> bytes:
@@ -50,3 +56,15 @@ def test_a_corrupt_or_missing_btf_is_a_clear_error(tmp_path):
         Btf.load(tmp_path / "absent")
     with pytest.raises(TunerError, match="has no task_struct"):
         Btf(_blob(b"", b"\0")).member_offset("task_struct", "pid")
+
+
+def test_a_kernel_without_sched_info_is_a_clear_error():
+    # a BTF with the tracepoint as bpf/sched.c reads it but a task_struct without sched_info
+    class Without(Btf):
+        def member_offset(self, struct_name: str, member: str) -> int:
+            if member == "sched_info":
+                raise TunerError(f"kernel BTF: struct {struct_name} has no member {member}")
+            return super().member_offset(struct_name, member)
+
+    with pytest.raises(TunerError, match="CONFIG_SCHED_INFO"):
+        kernel_defines(Without.load())

@@ -8,7 +8,6 @@ that mirrors the C struct in ``bpf/<name>.h``) and how a record turns into a :cl
 from __future__ import annotations
 
 import ctypes
-import os
 import struct
 import time
 from collections.abc import Iterable
@@ -60,7 +59,8 @@ class Probe:
     record_type: ClassVar[type[ctypes.Structure]]
     #: maps that cache per-task filter decisions; cleared once the filters are filled, since
     #: BCC attaches the programs (and they start deciding) before the filter maps can be set
-    decision_maps: ClassVar[tuple[str, ...]] = ("tasks",)
+    #: (decisions kept in task-local storage are redone through the filter's generation)
+    decision_maps: ClassVar[tuple[str, ...]] = ()
     #: constants shared with ``bpf/<name>.h``, checked against it at load
     constants: ClassVar[dict[str, int]] = {}
 
@@ -146,21 +146,18 @@ class Probe:
 
     def watch_pids(self, pids: Iterable[int]) -> None:
         """Observe these processes too, from now on (a server's new workers). Their tasks
-        may have been seen and left out already: that cached decision is dropped."""
+        may have been seen and left out already: the filter's generation goes up, and the
+        probes decide again each task they left out under an older one."""
         if self._bpf is None:
             raise TunerError(f"probe {self.name} is not open")
         one = ctypes.c_uint8(1)
-        tids = []
         for pid in pids:
             self._bpf[b"filter_pids"][ctypes.c_uint32(pid)] = one
-            try:
-                tids += [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-            except OSError:
-                continue
-        self.forget_tasks(tids)
+        self._next_filter_gen()
 
-    def forget_tasks(self, tids: list[int]) -> None:
-        """Hook for subclasses: drop cached per-task decisions of these threads."""
+    def _next_filter_gen(self) -> None:
+        gen = self._bpf[b"filter_gen"]
+        gen[ctypes.c_int(0)] = ctypes.c_uint32(gen[ctypes.c_int(0)].value + 1)
 
     def stats(self) -> ProbeStats:
         """Read the kernel-side counters."""
@@ -210,6 +207,7 @@ class Probe:
             self._bpf[b"filter_cgroups"][ctypes.c_uint64(cfg.cgroup_id())] = one
         for name in self.decision_maps:
             self._bpf[name.encode()].clear()
+        self._next_filter_gen()
 
 
 _CODES = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctypes.c_int32: "i",

@@ -12,6 +12,7 @@ import ctypes
 from typing import Any
 
 from tuner.btf import Btf, check_raw_tracepoints
+from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe, struct_of
 
 KIND_TASK, KIND_CPU = 1, 2
@@ -27,23 +28,50 @@ COUNTERS = (
 
 #: The raw tracepoints' arguments as bpf/sched.c reads them (``ctx->args[i]``).
 TASK = "struct task_struct *"
-RAW_ARGS = {
-    "sched_switch": ["bool", TASK, TASK, "unsigned int"],
-    "sched_wakeup": [TASK],
-    "sched_wakeup_new": [TASK],
-    "sched_migrate_task": [TASK, "int"],
+RAW_ARGS = {"sched_switch": ["bool", TASK, TASK, "unsigned int"]}
+
+#: The task_struct fields bpf/sched.c reads, as -D names and paths through nested structs:
+#: the scheduler's own accounting of each task (CONFIG_SCHED_INFO for ``sched_info``).
+FIELDS = {
+    "TASK_PID_OFF": ("task_struct", "pid"),
+    "TASK_SUM_EXEC_OFF": ("task_struct", "se", "sched_entity", "sum_exec_runtime"),
+    "TASK_MIGRATIONS_OFF": ("task_struct", "se", "sched_entity", "nr_migrations"),
+    "TASK_RUN_DELAY_OFF": ("task_struct", "sched_info", "sched_info", "run_delay"),
+    "TASK_PCOUNT_OFF": ("task_struct", "sched_info", "sched_info", "pcount"),
 }
 
 
+def field_offset(btf: Btf, path: tuple[str, ...]) -> int:
+    """Byte offset of a field reached through nested structs: ``(struct, member, [member's
+    struct, member, ...])``.
+
+    >>> btf = Btf.load()
+    >>> field_offset(btf, FIELDS["TASK_SUM_EXEC_OFF"]) == (
+    ...     btf.member_offset("task_struct", "se")
+    ...     + btf.member_offset("sched_entity", "sum_exec_runtime"))
+    True
+    """
+    off = btf.member_offset(path[0], path[1])
+    for i in range(2, len(path), 2):
+        off += btf.member_offset(path[i], path[i + 1])
+    return off
+
+
 def kernel_defines(btf: Btf) -> list[str]:
-    """Check the raw tracepoints' prototypes against :data:`RAW_ARGS` and return the offset of
-    ``task_struct.pid`` as ``-DTASK_PID_OFF``, all from the running kernel's BTF.
+    """Check the raw tracepoint's prototype against :data:`RAW_ARGS` and return the offsets of
+    :data:`FIELDS` as ``-D`` flags, all from the running kernel's BTF.
 
     >>> kernel_defines(Btf.load())  # doctest: +ELLIPSIS
-    ['-DTASK_PID_OFF=...']
+    ['-DTASK_PID_OFF=...', '-DTASK_SUM_EXEC_OFF=...', ...]
     """
     check_raw_tracepoints(btf, RAW_ARGS, "bpf/sched.c")
-    return [f"-DTASK_PID_OFF={btf.member_offset('task_struct', 'pid')}"]
+    try:
+        return [f"-D{name}={field_offset(btf, path)}" for name, path in FIELDS.items()]
+    except TunerError as e:
+        raise TunerError(
+            f"the scheduler probe reads the scheduler's own accounting, and {e.problem}",
+            "a kernel with CONFIG_SCHED_INFO (set by CONFIG_SCHEDSTATS or CONFIG_TASK_DELAY_ACCT)",
+        ) from None
 
 
 class SchedRecord(ctypes.Structure):
@@ -64,8 +92,7 @@ RECORD = struct_of(SchedRecord)  # the same layout, for struct.unpack
 
 
 class SchedProbe(Probe):
-    """Raw tracepoints ``sched_switch``, ``sched_wakeup``, ``sched_wakeup_new``,
-    ``sched_migrate_task``. Entities ``task:<tid>`` and ``cpu:<n>``."""
+    """Raw tracepoint ``sched_switch``. Entities ``task:<tid>`` and ``cpu:<n>``."""
 
     name = "sched"
     constants = {"SCHED_KIND_TASK": KIND_TASK, "SCHED_KIND_CPU": KIND_CPU}
@@ -73,14 +100,6 @@ class SchedProbe(Probe):
 
     def kernel_cflags(self) -> list[str]:
         return kernel_defines(Btf.load())
-
-    def forget_tasks(self, tids: list[int]) -> None:
-        tasks = self._bpf[b"tasks"]
-        for tid in tids:
-            try:
-                del tasks[ctypes.c_uint32(tid)]
-            except KeyError:
-                pass
 
     def to_frame(self, r: Any) -> Frame:
         return self.frame_of(bytes(r))
