@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import select
 import time
 
 import pytest
@@ -192,6 +193,84 @@ def test_sched_two_processes_that_wake_each_other():
         assert total(frames, ent, "oncpu_ns") > 0
     observed = {f.entity for f in frames if f.entity.startswith("task:")}
     assert observed <= {f"task:{ta.pid}", f"task:{tb.pid}"}
+
+
+def test_sched_times_are_the_schedulers_own_accounting():
+    # two CPU-bound children share CPU 0, so each runs about half the time and waits on the
+    # run queue the rest; each reads its own /proc/thread-self/schedstat (time on the CPU,
+    # time waiting) before and after, then blocks: the probe's totals are those deltas
+    body = """
+        import os, sys, time
+        os.sched_setaffinity(0, {0})
+        time.sleep(0.01)  # switched out once: observed from here on
+        def stat():
+            with open("/proc/thread-self/schedstat") as f:
+                return [int(x) for x in f.read().split()[:2]]
+        before = stat()
+        end = time.thread_time() + 0.25
+        while time.thread_time() < end:
+            pass
+        after = stat()
+        print(after[0] - before[0], after[1] - before[1], flush=True)
+        sys.stdin.buffer.read(1)
+        """
+    kids = [Gated(body), Gated(body)]
+    said: dict[int, str] = {}
+
+    def both_said() -> bool:
+        for k in kids:
+            if k.pid not in said and select.select([k.proc.stdout], [], [], 0)[0]:
+                said[k.pid] = k.proc.stdout.readline().decode()
+        return len(said) == len(kids)
+
+    try:
+        with SchedProbe(ProbeConfig(window_ms=WINDOW, pids=tuple(k.pid for k in kids))) as p:
+            for k in kids:
+                k.go()
+            frames = collect(p, both_said)
+    finally:
+        for k in kids:
+            k.kill()
+    assert both_said(), said
+    for k in kids:
+        ran, waited = map(int, said[k.pid].split())
+        oncpu, wait = (total(frames, f"task:{k.pid}", f) for f in ("oncpu_ns", "runq_wait_ns"))
+        assert ran >= 0.2e9 and waited > 0.05e9, said  # they did share the CPU
+        # what the child does outside its two reads (a wakeup, a print) is a few ms at most
+        assert abs(oncpu - ran) <= 0.02 * ran + 5e6, (oncpu, ran)
+        assert abs(wait - waited) <= 0.02 * waited + 5e6, (wait, waited)
+
+
+@pytest.mark.parametrize("probe_cls, entity", [(SchedProbe, "task:{}"), (SyscallProbe, "proc:{}")])
+def test_a_process_watched_later_is_observed_from_then_on(probe_cls, entity):
+    # the child switches and makes syscalls before the probe is told of it, so the probe
+    # decides to leave it out; watch_pids (a server's new worker) must undo that decision
+    child = Gated(
+        """
+        import os, time
+        for i in range(100000):
+            os.getppid()
+            time.sleep(0.002)
+            if i == 20:
+                print("running", flush=True)
+        """
+    )
+    ent = entity.format(child.pid)
+    try:
+        with probe_cls(ProbeConfig(window_ms=WINDOW, pids=(os.getpid(),))) as p:
+            child.go()
+            assert child.proc.stdout.readline() == b"running\n"
+            frames = collect(p, lambda: True)
+            assert ent not in {f.entity for f in frames}
+            p.watch_pids([child.pid])
+            seen: set[str] = set()
+            deadline = time.monotonic() + 30
+            while ent not in seen and time.monotonic() < deadline:
+                wait_for_window(WINDOW)
+                seen |= {f.entity for f in p.poll()}
+            assert ent in seen
+    finally:
+        child.kill()
 
 
 def test_sched_busy_task_is_charged_every_window():
