@@ -63,6 +63,27 @@ def test_client_costs_find_the_heavy_clients_and_explain_the_loads_better():
     assert s.mae < 0.5 * s.baseline_mae  # knowing the client explains the load
 
 
+def test_client_costs_find_clients_heavy_by_volume_alone():
+    # every byte costs the same, but 3 of 32 clients send 10x the requests of the others
+    # (heavy hitters as clients): their connections are the heavy ones
+    rng = np.random.default_rng(3)
+    n, w = 32, 4
+    rate = np.full(n, 1.0)
+    rate[[5, 11, 20]] = 10.0
+    where = rng.integers(0, w, n)
+    costs = ClientCosts()
+    for _ in range(200):
+        moved = rng.random(n) < 0.1
+        where[moved] = rng.integers(0, w, moved.sum())
+        sent = rng.poisson(rate) * 100.0
+        workers = []
+        for k in range(w):
+            got = {f"10.0.0.{i}": sent[i] for i in range(n) if where[i] == k and sent[i] > 0}
+            workers.append(WorkerBytes(1e-4 * sum(got.values()), got))
+        costs.update(workers)
+    assert set(costs.heavy()) == {"10.0.0.5", "10.0.0.11", "10.0.0.20"}
+
+
 def test_client_costs_call_nobody_heavy_when_nobody_is():
     costs = ClientCosts()
     for _ in range(100):
@@ -100,6 +121,18 @@ def test_placement_spreads_heavy_clients_and_keeps_them_where_they_are():
     assert p.decide({"10.0.0.1": 0.3}, [0.1]).why == "one target"
 
 
+def test_placement_spreads_heavy_clients_over_cpus_before_workers():
+    # 4 workers pinned 2 per CPU (nginx's workers with cpus = [0, 1]): the two heaviest
+    # clients go to different CPUs, whatever the workers' predicted loads say
+    cpus = [0, 1, 0, 1]
+    d = ClientPolicy().decide({"a": 0.3, "b": 0.3, "c": 0.1}, [0.1, 0.5, 0.2, 0.6], cpus)
+    assert cpus[d.placed["a"]] != cpus[d.placed["b"]]
+    assert d.placed["c"] not in (d.placed["a"], d.placed["b"])
+    # unpinned workers are each a CPU of their own, as before
+    free = ClientPolicy().decide({"a": 0.3, "b": 0.3}, [0.1, 0.5, 0.2, 0.6], [None] * 4)
+    assert free.placed == {"a": 0, "b": 2}
+
+
 def test_socket_table_counts_bytes_per_client_and_worker():
     t = SocketTable(pids=[7, 8])
 
@@ -131,20 +164,30 @@ def test_policy_clients_needs_the_sockets_channel_and_a_reuseport_group():
 def test_client_mix_specs_are_checked_and_give_each_connection_an_address():
     with pytest.raises(TunerError, match="at most 250 connections"):
         ExperimentSpec.from_dict({"workload": {"profile": "client-mix", "connections": 251}})
-    with pytest.raises(TunerError, match="does only to the namespaces it creates"):
+    with pytest.raises(TunerError, match="added to the namespaces the runner creates only"):
         ssh = {"server_hosts": ["a"], "client_hosts": ["b"]}
         ExperimentSpec.from_dict({"workload": {"profile": "client-mix"}, "cluster": ssh})
-    with pytest.raises(TunerError, match="places TCP connections"):
+    with pytest.raises(TunerError, match="TCP connections only"):
         ExperimentSpec.from_dict({"workload": {"profile": "client-mix"},
                                   "server": {"protocol": "udp"}})  # fmt: skip
-    with pytest.raises(TunerError, match="places TCP connections"):
+    with pytest.raises(TunerError, match="TCP connections only"):
         ExperimentSpec.from_dict({"server": {"protocol": "udp"}}).with_profile("client-mix")
+    with pytest.raises(TunerError, match="at most 250 connections"):
+        ExperimentSpec.from_dict({"workload": {"addresses": "connection", "connections": 251}})
     spec = ExperimentSpec.from_dict({"workload": {"profile": "client-mix"}})
     cfg = load_spec(spec, 0, 5.0, "198.18.0.1", None, 500.0, None, ("198.18.32.1", "198.18.32.2"))
     assert cfg["sources"] == ["198.18.32.1", "198.18.32.2"]
     assert cfg["profile_args"]["heavy_factor"] == 8.0
     uniform = load_spec(spec, 0, 5.0, "198.18.0.1", None, 500.0, "uniform", ("198.18.32.1",))
     assert uniform["sources"] == []  # calibration under another profile: the host's address
+    # any profile, each connection from an address of its own: heavy hitters as clients
+    own = {"workload": {"profile": "heavy-hitters", "addresses": "connection"}}
+    spec = ExperimentSpec.from_dict(own)
+    cfg = load_spec(spec, 0, 5.0, "198.18.0.1", None, 500.0, None, ("198.18.32.1",))
+    assert cfg["sources"] == ["198.18.32.1"] and cfg["profile"] == "heavy-hitters"
+    assert load_spec(spec, 0, 5.0, "198.18.0.1", None, 500.0, "uniform", ("198.18.32.1",))[
+        "sources"
+    ] == ["198.18.32.1"]
 
 
 def test_status_shows_the_client_model():

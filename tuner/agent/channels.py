@@ -182,7 +182,8 @@ class WorkerChannel(SteeredChannel):
         costs = self.sockets.clients if self.sockets is not None else None
         if self.client_policy is None or costs is None:
             return None
-        placement = self.client_policy.decide(costs.heavy(), predicted)
+        cpus = [e.cpu for e in self.workers.entities]
+        placement = self.client_policy.decide(costs.heavy(), predicted, cpus)
         written = self.steering.set_clients(placement.placed)
         return ClientPins(placement.placed, written, placement.why)
 

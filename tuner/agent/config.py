@@ -152,7 +152,8 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         float,
         3.0,
         (1.1, 100.0),
-        "a client is heavy when its cost per byte is this many times the median client's",
+        "a client is heavy when a connection of it costs this many times the median client's "
+        "(its cost per byte times the bytes a connection sends per window)",
     ),
     "guard.enabled": (bool, True, None, "go back to shadow when active makes things worse"),
     "guard.margin": (float, 0.25, (0.0, 10.0), "allowed worsening, fraction of shadow level"),

@@ -27,7 +27,7 @@ import numpy as np
 from tuner.cluster import Cluster, Hosts, SshHosts
 from tuner.cluster.remote import HostLost
 from tuner.cluster.topology import VIP
-from tuner.experiment.spec import ExperimentSpec
+from tuner.experiment.spec import ExperimentSpec, own_addresses
 from tuner.workload.loadgen import SAMPLE
 
 ARM_SAMPLE = np.dtype(SAMPLE.descr + [("client", "u1")])  # SAMPLE plus the client host
@@ -38,7 +38,7 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
     """The groups ``spec`` runs on, not yet up (each is a context manager)."""
     servers = spec.get("cluster.server_hosts")
     if not servers:
-        per_host = spec.get("workload.connections") if client_mix(spec) else 0
+        per_host = spec.get("workload.connections") if own_addresses(spec.values) else 0
         return [
             Cluster(
                 clients=spec.get("cluster.clients"),
@@ -59,11 +59,6 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
         )
         for g, server in enumerate(servers)
     ]
-
-
-def client_mix(spec: ExperimentSpec) -> bool:
-    """Whether the client hosts need an address per connection (the client-mix profile)."""
-    return spec.get("workload.profile") == "client-mix"
 
 
 @dataclass
@@ -127,7 +122,8 @@ def load_spec(
     sources: Sequence[str] = (),
 ) -> dict[str, Any]:
     """The load generator's config for client ``i`` (:mod:`tuner.workload.loadgen`); its
-    connections come from ``sources`` (the host's addresses) with the client-mix profile.
+    connections come from ``sources`` (the host's addresses) when each has an address of its
+    own (:func:`~tuner.experiment.spec.own_addresses`).
 
     >>> cfg = load_spec(ExperimentSpec.from_dict({}), 1, 5.0, "198.18.0.1", None, 500.0)
     >>> cfg["rate"], cfg["seed"], cfg["profile"]
@@ -158,7 +154,9 @@ def load_spec(
                 "heavy_factor",
             )
         },  # fmt: skip
-        "sources": list(sources) if (profile or w["profile"]) == "client-mix" else [],
+        "sources": list(sources)
+        if own_addresses({**spec.values, "workload.profile": profile or w["profile"]})
+        else [],
     }
 
 

@@ -129,6 +129,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "workload.connections": (int, 32, (1, 4096), "logical connections per client"),
     "workload.service": (str, "exp:500", None, "service time KIND:MICROSECONDS"),
     "workload.lifetime_s": (float, 1.0, (0.0, 3600.0), "mean connection lifetime (0: none)"),
+    "workload.addresses": (
+        str,
+        "host",
+        ("host", "connection"),
+        "where a client's connections come from: the host's address, or each from an address "
+        "of its own, kept when it re-opens (client-mix: always)",
+    ),
     "workload.zipf_s": (float, 1.0, (0.0, 5.0), "Zipf exponent of heavy hitters"),
     "workload.shift_s": (float, 5.0, (0.1, 3600.0), "shifting-hotspot: seconds per shift"),
     "workload.period_s": (float, 4.0, (0.1, 3600.0), "periodic-bursts: period, seconds"),
@@ -269,32 +276,42 @@ def _check_server(values: dict[str, Any], source: str) -> None:
         )
 
 
+def own_addresses(values: dict[str, Any]) -> bool:
+    """Whether each connection comes from a client address of its own (``workload.addresses
+    = "connection"``, and always with the client-mix profile).
+
+    >>> own_addresses({"workload.profile": "client-mix", "workload.addresses": "host"})
+    True
+    """
+    profile, addresses = values["workload.profile"], values["workload.addresses"]
+    return profile == "client-mix" or addresses == "connection"
+
+
 def _check_clients(values: dict[str, Any], source: str) -> None:
-    """client-mix gives every connection a client address of its own, on hosts it creates.
+    """Addresses of their own for the connections are added to the hosts the runner creates.
 
     >>> ExperimentSpec.from_dict({"workload": {"profile": "client-mix", "connections": 300}})
     Traceback (most recent call last):
     ...
-    tuner.errors.TunerError: profile client-mix in the spec gives each of a client host's \
-connections an address of its own: at most 250 connections; got 300
+    tuner.errors.TunerError: each connection from an address of its own (profile client-mix \
+or workload.addresses = "connection") in the spec: at most 250 connections per client; got 300
     """
-    if values["workload.profile"] != "client-mix":
+    if not own_addresses(values):
         return
+    what = 'each connection from an address of its own (profile client-mix or ' \
+        f'workload.addresses = "connection") in {source}'  # fmt: skip
     if values["workload.connections"] > MAX_CLIENT_ADDRESSES:
         raise TunerError(
-            f"profile client-mix in {source} gives each of a client host's connections an "
-            f"address of its own: at most {MAX_CLIENT_ADDRESSES} connections; "
+            f"{what}: at most {MAX_CLIENT_ADDRESSES} connections per client; "
             f"got {values['workload.connections']}"
         )
     if values["cluster.server_hosts"]:
         raise TunerError(
-            f"profile client-mix in {source} adds addresses to the client hosts, which it "
-            "does only to the namespaces it creates",
+            f"{what}: the addresses are added to the namespaces the runner creates only",
             "run it without cluster.server_hosts",
         )
     if values["server.protocol"] != "tcp":
-        raise TunerError(f"profile client-mix in {source} places TCP connections",
-                         "set server.protocol = \"tcp\"")  # fmt: skip
+        raise TunerError(f"{what}: TCP connections only", 'set server.protocol = "tcp"')
 
 
 def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) -> None:

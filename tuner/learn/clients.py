@@ -11,11 +11,12 @@ other workers with other neighbours, so over windows the system becomes determin
 costs are fitted online by normalised least mean squares (one step per worker and window,
 costs kept non-negative), which needs no matrix over all clients and costs O(bytes seen).
 
-A client is *heavy* when its cost per byte is at least ``factor`` times the median of the
-clients seen for at least ``min_windows`` windows, and at least the geometric mean of that
-median and the highest cost (a light client that shared workers with a much heavier one
-carries part of its cost for a while); its connection's expected load per window
-is its cost per byte times the bytes per window its connections send.
+A client is *heavy* when the expected load per window of one of its connections (its cost
+per byte times the bytes per window a connection of it sends) is at least ``factor`` times
+the median of the clients seen for at least ``min_windows`` windows, and at least the
+geometric mean of that median and the highest (a light client that shared workers with a
+much heavier one carries part of its cost for a while). So a client is heavy by dear
+requests or by many of them: heavy hitters are clients too.
 
 Scoring (:meth:`ClientCosts.scores`): each window, before learning from it, the model's
 account of each worker's load from the bytes it received is compared with the account that
@@ -71,7 +72,8 @@ class ClientCosts:
 
     ``rate``: the step of the normalised LMS update, in (0, 1]; ``min_windows``: windows a
     client must have been seen in before it can be called heavy; ``factor``: how many times
-    the median client's cost per byte makes a client heavy (see :meth:`heavy`).
+    the median client's expected load of a connection makes a client heavy (see
+    :meth:`heavy`).
     """
 
     def __init__(self, rate: float = 0.2, min_windows: int = 5, factor: float = 3.0) -> None:
@@ -148,9 +150,8 @@ class ClientCosts:
         self._heavy = self._find_heavy()
 
     def heavy(self) -> dict[str, float]:
-        """Clients whose cost per byte is at least ``factor`` times the median of the clients
-        seen long enough, with the expected load per window of one of their connections (as
-        of the last :meth:`update`)."""
+        """Clients a connection of which is expected to cost at least ``factor`` times the
+        median client's, with that expected load per window (as of the last :meth:`update`)."""
         return self._heavy
 
     def _find_heavy(self) -> dict[str, float]:
@@ -158,16 +159,14 @@ class ClientCosts:
         if len(known) < 2:
             return {}
         idx = np.array([i for _, i in known])
-        costs = self._cost[idx]
-        median = float(np.median(costs))
+        loads = self._cost[idx] * self._bytes[idx]  # of one connection, per window
+        median = float(np.median(loads))
         if median <= 0:
             return {}
         # and at least halfway (geometrically) from the median to the highest: a light client
         # that shared workers with a much heavier one carries some of its cost for a while
-        floor = max(self.factor * median, float(np.sqrt(median * costs.max())))
-        hot = costs >= floor
-        return {a: float(self._cost[i] * self._bytes[i])
-                for (a, i), h in zip(known, hot, strict=True) if h}  # fmt: skip
+        floor = max(self.factor * median, float(np.sqrt(median * loads.max())))
+        return {a: float(load) for (a, _), load in zip(known, loads, strict=True) if load >= floor}
 
     def cost(self, addr: str) -> float | None:
         """A client's cost per byte (None: never seen)."""

@@ -7,9 +7,10 @@ The sk_reuseport program reads the placement at a connection's first packet (the
 of other clients follow the table as before.
 
 Greedy: the heaviest client first, each to the worker with the least heavy load placed so
-far in this decision, ties broken by the worker's predicted load; a client keeps the worker
-it had unless another one is lighter by more than a quarter of the client's own load (a
-placement that moves every window would follow noise).
+far in this decision on its CPU (workers pinned to one CPU share it; an unpinned worker is a
+CPU of its own), then on the worker itself, ties broken by the worker's predicted load; a
+client keeps the worker it had unless another one is lighter by more than a quarter of the
+client's own load (a placement that moves every window would follow noise).
 
 >>> p = ClientPolicy()
 >>> d = p.decide({"10.0.0.1": 0.4, "10.0.0.2": 0.3, "10.0.0.3": 0.2}, [0.5, 0.1, 0.3])
@@ -17,6 +18,9 @@ placement that moves every window would follow noise).
 {'10.0.0.1': 1, '10.0.0.2': 2, '10.0.0.3': 0}
 >>> p.decide({"10.0.0.2": 0.3}, [0.5, 0.1, 0.3]).placed   # keeps its worker
 {'10.0.0.2': 2}
+>>> q = ClientPolicy()   # workers 0 and 2 share CPU 0, 1 and 3 CPU 1
+>>> q.decide({"a": 0.4, "b": 0.3}, [0.1, 0.3, 0.2, 0.4], cpus=[0, 1, 0, 1]).placed
+{'a': 0, 'b': 1}
 """
 
 from __future__ import annotations
@@ -41,22 +45,38 @@ class ClientPolicy:
     def __init__(self) -> None:
         self.placed: dict[str, int] = {}
 
-    def decide(self, heavy: Mapping[str, float], predicted: Sequence[float]) -> ClientPlacement:
+    def decide(
+        self,
+        heavy: Mapping[str, float],
+        predicted: Sequence[float],
+        cpus: Sequence[int | None] | None = None,
+    ) -> ClientPlacement:
         """Place ``heavy`` (address -> expected load of a connection) over the targets whose
-        next-window loads are ``predicted``."""
+        next-window loads are ``predicted``; ``cpus``: the CPU each target is pinned to
+        (None: not pinned)."""
         n = len(predicted)
         if not heavy or n < 2:
             self.placed = {}
             return ClientPlacement({}, "no heavy clients" if n >= 2 else "one target")
+        group = [
+            c if cpus is not None and c is not None else -1 - w
+            for w, c in enumerate(cpus if cpus is not None else [None] * n)
+        ]
         assigned = [0.0] * n
+        on_cpu: dict[int, float] = dict.fromkeys(group, 0.0)
+
+        def cost(w: int) -> float:
+            return on_cpu[group[w]]
+
         placed: dict[str, int] = {}
         for addr, load in sorted(heavy.items(), key=lambda kv: (-kv[1], kv[0])):
             prev = self.placed.get(addr)
-            best = min(range(n), key=lambda w: (assigned[w], predicted[w], w))
-            if prev is not None and prev < n and assigned[prev] <= assigned[best] + STICK * load:
+            best = min(range(n), key=lambda w: (cost(w), assigned[w], predicted[w], w))
+            if prev is not None and prev < n and cost(prev) <= cost(best) + STICK * load:
                 best = prev
             placed[addr] = best
             assigned[best] += load
+            on_cpu[group[best]] += load
         self.placed = placed
         return ClientPlacement(dict(placed), f"{len(placed)} heavy clients over {n} targets")
 
