@@ -215,22 +215,43 @@ _CODES = {ctypes.c_uint8: "B", ctypes.c_uint16: "H", ctypes.c_uint32: "I", ctype
 
 
 def struct_of(record: type[ctypes.Structure]) -> struct.Struct:
-    """A :class:`struct.Struct` that unpacks the bytes of a flat ctypes record (integers and
-    ``c_char`` arrays, which unpack as ``bytes``) into its fields in order, with the same
-    offsets and size: refused otherwise, so the ctypes mirror stays the one definition.
+    """A :class:`struct.Struct` that unpacks the bytes of a ctypes record (integers, byte
+    arrays, which unpack as ``bytes``, and nested records, flattened) into its fields in
+    order, with the same offsets and size: refused otherwise, so the ctypes mirror stays the
+    one definition.
 
     >>> class R(ctypes.Structure):
     ...     _fields_ = [("a", ctypes.c_uint32), ("name", ctypes.c_char * 4), ("b", ctypes.c_uint64)]
     >>> s = struct_of(R)
     >>> s.format, s.unpack(bytes(R(1, b"ab", 2)))
     ('=I4sQ', (1, b'ab\\x00\\x00', 2))
+    >>> class Outer(ctypes.Structure):
+    ...     _fields_ = [("t", ctypes.c_uint16), ("r", R), ("ip", ctypes.c_uint8 * 4)]
+    >>> struct_of(Outer).format
+    '=H6xI4sQ4s4x'
     """
-    fmt, at = "=", 0
+    fmt, at = _format(record, 0, 0)
+    fmt = "=" + fmt + (f"{ctypes.sizeof(record) - at}x" if ctypes.sizeof(record) > at else "")
+    out = struct.Struct(fmt)
+    if out.size != ctypes.sizeof(record):
+        raise TunerError(f"{record.__name__}: struct size {out.size} is not "
+                         f"{ctypes.sizeof(record)}", "check its fields")  # fmt: skip
+    return out
+
+
+def _format(record: type[ctypes.Structure], base: int, at: int) -> tuple[str, int]:
+    """The struct codes of ``record``'s fields placed at ``base``, from offset ``at`` on;
+    and the offset after them."""
+    fmt = ""
     for name, ctype in record._fields_:
-        offset = getattr(record, name).offset
+        offset = base + getattr(record, name).offset
         if offset > at:
             fmt += f"{offset - at}x"
-        if issubclass(ctype, ctypes.Array) and ctype._type_ is ctypes.c_char:
+        if issubclass(ctype, ctypes.Structure):
+            code, at = _format(ctype, offset, offset)
+            fmt += code
+            continue
+        if issubclass(ctype, ctypes.Array) and ctype._type_ in (ctypes.c_char, ctypes.c_uint8):
             code = f"{ctype._length_}s"
         elif ctype in _CODES:
             code = _CODES[ctype]
@@ -239,12 +260,7 @@ def struct_of(record: type[ctypes.Structure]) -> struct.Struct:
                              "decode this record through its ctypes mirror")  # fmt: skip
         fmt += code
         at = offset + ctypes.sizeof(ctype)
-    fmt += f"{ctypes.sizeof(record) - at}x" if ctypes.sizeof(record) > at else ""
-    out = struct.Struct(fmt)
-    if out.size != ctypes.sizeof(record):
-        raise TunerError(f"{record.__name__}: struct size {out.size} is not "
-                         f"{ctypes.sizeof(record)}", "check its fields")  # fmt: skip
-    return out
+    return fmt, at
 
 
 def wait_for_window(window_ms: int, grace_ms: float = 5.0) -> None:
