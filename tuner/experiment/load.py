@@ -38,7 +38,8 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
     """The groups ``spec`` runs on, not yet up (each is a context manager)."""
     servers = spec.get("cluster.server_hosts")
     if not servers:
-        per_host = spec.get("workload.connections") if own_addresses(spec.values) else 0
+        own = own_addresses(spec.get("workload.profile"), spec.get("workload.addresses"))
+        per_host = spec.get("workload.connections") if own else 0
         return [
             Cluster(
                 clients=spec.get("cluster.clients"),
@@ -154,9 +155,7 @@ def load_spec(
                 "heavy_factor",
             )
         },  # fmt: skip
-        "sources": list(sources)
-        if own_addresses({**spec.values, "workload.profile": profile or w["profile"]})
-        else [],
+        "sources": list(sources) if own_addresses(profile or w["profile"], w["addresses"]) else [],
     }
 
 

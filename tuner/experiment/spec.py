@@ -276,14 +276,13 @@ def _check_server(values: dict[str, Any], source: str) -> None:
         )
 
 
-def own_addresses(values: dict[str, Any]) -> bool:
-    """Whether each connection comes from a client address of its own (``workload.addresses
-    = "connection"``, and always with the client-mix profile).
+def own_addresses(profile: str, addresses: str) -> bool:
+    """Whether each connection comes from a client address of its own, with ``profile``
+    and ``workload.addresses``: always with client-mix.
 
-    >>> own_addresses({"workload.profile": "client-mix", "workload.addresses": "host"})
-    True
+    >>> own_addresses("client-mix", "host"), own_addresses("uniform", "connection")
+    (True, True)
     """
-    profile, addresses = values["workload.profile"], values["workload.addresses"]
     return profile == "client-mix" or addresses == "connection"
 
 
@@ -296,7 +295,7 @@ def _check_clients(values: dict[str, Any], source: str) -> None:
     tuner.errors.TunerError: each connection from an address of its own (profile client-mix \
 or workload.addresses = "connection") in the spec: at most 250 connections per client; got 300
     """
-    if not own_addresses(values):
+    if not own_addresses(values["workload.profile"], values["workload.addresses"]):
         return
     what = 'each connection from an address of its own (profile client-mix or ' \
         f'workload.addresses = "connection") in {source}'  # fmt: skip

@@ -58,25 +58,20 @@ class ClientPolicy:
         if not heavy or n < 2:
             self.placed = {}
             return ClientPlacement({}, "no heavy clients" if n >= 2 else "one target")
-        group = [
-            c if cpus is not None and c is not None else -1 - w
-            for w, c in enumerate(cpus if cpus is not None else [None] * n)
-        ]
+        # each target's CPU; an unpinned target is a CPU of its own
+        cpu = [-1 - w if c is None else c for w, c in enumerate(cpus or [None] * n)]
         assigned = [0.0] * n
-        on_cpu: dict[int, float] = dict.fromkeys(group, 0.0)
-
-        def cost(w: int) -> float:
-            return on_cpu[group[w]]
-
+        on_cpu = dict.fromkeys(cpu, 0.0)
         placed: dict[str, int] = {}
         for addr, load in sorted(heavy.items(), key=lambda kv: (-kv[1], kv[0])):
             prev = self.placed.get(addr)
-            best = min(range(n), key=lambda w: (cost(w), assigned[w], predicted[w], w))
-            if prev is not None and prev < n and cost(prev) <= cost(best) + STICK * load:
+            best = min(range(n), key=lambda w: (on_cpu[cpu[w]], assigned[w], predicted[w], w))
+            stays = prev is not None and prev < n
+            if stays and on_cpu[cpu[prev]] <= on_cpu[cpu[best]] + STICK * load:
                 best = prev
             placed[addr] = best
             assigned[best] += load
-            on_cpu[group[best]] += load
+            on_cpu[cpu[best]] += load
         self.placed = placed
         return ClientPlacement(dict(placed), f"{len(placed)} heavy clients over {n} targets")
 

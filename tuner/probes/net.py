@@ -13,11 +13,10 @@ from __future__ import annotations
 import ctypes
 import ipaddress
 import socket
-from typing import Any
 
 from tuner.btf import Btf, check_raw_tracepoints
 from tuner.errors import TunerError
-from tuner.probes.base import Frame, Probe, struct_of
+from tuner.probes.base import Frame, Probe, c_string, struct_of
 from tuner.probes.config import ProbeConfig
 from tuner.sockdiag import Listeners
 
@@ -154,16 +153,10 @@ class NetProbe(Probe):
         """Slots of closed sockets handed out again to new sockets since load."""
         return int(self._bpf[b"recycled"][ctypes.c_int(0)].value)
 
-    def to_frame(self, r: Any) -> Frame:
-        return self.frame_of(bytes(r))
-
-    def decode(self, data: int, size: int) -> Frame | None:
-        # a record per active socket per window: one unpack instead of a ctypes attribute per
-        # field, which cost about 70 us a record (a server with many connections has many)
-        return self.frame_of(ctypes.string_at(data, RECORD.size)) if size >= RECORD.size else None
-
     def frame_of(self, raw: bytes) -> Frame:
-        """The frame of one record's bytes (``struct net_record``).
+        """The frame of one record's bytes (``struct net_record``): one per active socket
+        per window, so read with one unpack (about 20 us a socket record here, against 35
+        through the ctypes mirror).
 
         >>> r = NetRecord(0, 100)
         >>> r.acc.kind, r.acc.tgid, r.acc.family, r.acc.protocol = KIND_SOCK, 7, 2, 6
@@ -183,8 +176,7 @@ class NetProbe(Probe):
             f = {"rx_packets": f["rx_packets"]}
         elif kind == KIND_LISTEN:
             entity = f"listen:{sport}"
-            name = comm.split(b"\0", 1)[0].decode(errors="replace")
-            labels = {"tgid": str(tgid), "comm": name}
+            labels = {"tgid": str(tgid), "comm": c_string(comm)}
             backlog = self.backlogs.of(tgid, sport)
             f = {"accepts": f["accepts"], "accept_backlog": float(backlog or 0)}
         else:
@@ -193,7 +185,7 @@ class NetProbe(Probe):
             entity = f"sock:{tgid}:{sport}-{raddr}:{dport}#{sk & 0xFFFFFF:x}"
             labels = {
                 "tgid": str(tgid),
-                "comm": comm.split(b"\0", 1)[0].decode(errors="replace"),
+                "comm": c_string(comm),
                 "proto": proto,
                 "laddr": format_addr(family, saddr),
                 "raddr": raddr,

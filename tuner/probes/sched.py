@@ -9,11 +9,10 @@ voluntary and involuntary switches, migrations, wakeups.
 from __future__ import annotations
 
 import ctypes
-from typing import Any
 
 from tuner.btf import Btf, check_raw_tracepoints
 from tuner.errors import TunerError
-from tuner.probes.base import Frame, Probe, struct_of
+from tuner.probes.base import Frame, Probe, c_string, struct_of
 
 KIND_TASK, KIND_CPU = 1, 2
 COUNTERS = (
@@ -101,16 +100,9 @@ class SchedProbe(Probe):
     def kernel_cflags(self) -> list[str]:
         return kernel_defines(Btf.load())
 
-    def to_frame(self, r: Any) -> Frame:
-        return self.frame_of(bytes(r))
-
-    def decode(self, data: int, size: int) -> Frame | None:
-        # a record per active task per window: read with one unpack instead of a ctypes
-        # attribute per field (a third of the cost per record)
-        return self.frame_of(ctypes.string_at(data, RECORD.size)) if size >= RECORD.size else None
-
     def frame_of(self, raw: bytes) -> Frame:
-        """The frame of one record's bytes (``struct sched_record``).
+        """The frame of one record's bytes (``struct sched_record``): one per active task per
+        window, so read with one unpack (a third of the cost through the ctypes mirror).
 
         >>> r = SchedRecord(window_start=0, window_end=100, kind=KIND_TASK, id=7, tgid=5,
         ...                 comm=b"nginx", oncpu_ns=60)
@@ -123,6 +115,6 @@ class SchedProbe(Probe):
             entity, labels = f"cpu:{id_}", {}
         else:
             entity = f"task:{id_}"
-            labels = {"tgid": str(tgid), "comm": comm.split(b"\0", 1)[0].decode(errors="replace")}
+            labels = {"tgid": str(tgid), "comm": c_string(comm)}
         features = dict(zip(COUNTERS, map(float, counts), strict=True))
         return Frame(self.name, entity, start, end, features, labels)
