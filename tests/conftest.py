@@ -17,14 +17,23 @@ REPO = Path(__file__).resolve().parent.parent
 collect_ignore = ["scripts"]  # programs the tests run, not tests
 
 
+# Kernel tests that may run beside the others: they load XDP and sk_reuseport programs under
+# names of their own and run them on crafted packets (BPF_PROG_TEST_RUN), or read BTF. They
+# attach nothing to a tracepoint or an interface, make no namespace, and never turn the
+# kernel's run-time statistics on, so no other test's check (programs left loaded, namespaces
+# left, events counted) can see them.
+BESIDE = {"test_steer_xdp.py", "test_xdp_packets.py", "test_conformance.py", "test_btf.py"}
+
+
 def pytest_itemcollected(item):
     """For ``pytest -n 2 --dist loadgroup`` (``make test``): every kernel test in one group,
     so that they run one after another on one worker (they share the kernel, the namespaces'
     address range and the bpffs), beside the tests that touch none of these, kept together
     by file (a module's fixtures are made once). Marked here, as each test is collected:
     pytest-xdist reads the groups when collection ends."""
-    group = "kernel" if "kernel" in item.keywords else item.nodeid.split("::")[0]
-    item.add_marker(pytest.mark.xdist_group(group))
+    file = item.nodeid.split("::")[0]
+    alone = "kernel" in item.keywords and Path(file).name not in BESIDE
+    item.add_marker(pytest.mark.xdist_group("kernel" if alone else file))
 
 
 def pytest_configure(config):

@@ -193,19 +193,22 @@ def per_event_costs(
     kernel's run-time statistics on: the ns per event of each attach point (see
     :mod:`tuner.bench.per_event`). Host-wide: other processes' events on the same attach
     points count too, as they do in the throughput arms."""
-    out = {}
+    empty: dict[str, dict] = {}
     with bpfstats.enabled():
-        for kind, label in WORKLOADS:
-            if progress:
-                progress(f"{label}: ns per event")
-            with empty_programs("floor") as programs, per_event.counted(programs) as empty:
-                run_workload(binary, kind, seconds)
-            with (
-                FeatureStream(probe_config("probed")) as stream,
-                per_event.counted(stream.programs()) as probe,
-            ):
-                r = run_workload(binary, kind, seconds, stream)
-            out[label] = per_event.per_event(probe, empty, r.ops_per_s * r.seconds)
+        with empty_programs("floor") as programs:  # compiled once for every workload
+            for kind, label in WORKLOADS:
+                if progress:
+                    progress(f"{label}: ns per event, empty programs")
+                with per_event.counted(programs) as empty[label]:
+                    run_workload(binary, kind, seconds)
+        out = {}
+        with FeatureStream(probe_config("probed")) as stream:
+            for kind, label in WORKLOADS:
+                if progress:
+                    progress(f"{label}: ns per event, probes")
+                with per_event.counted(stream.programs()) as probe:
+                    r = run_workload(binary, kind, seconds, stream)
+                out[label] = per_event.per_event(probe, empty[label], r.ops_per_s * r.seconds)
     return out
 
 
