@@ -41,7 +41,13 @@ struct cpu_current {    /* what runs on this CPU */
 };
 
 BPF_TASK_STORAGE(tasks, struct task_state);
-BPF_TABLE("lru_hash", u32, int, slots, MAX_ENTITIES * 4);  /* tid -> slot, for the flush */
+struct task_slot {      /* an observed task's slot, for the flush */
+    u64 task;           /* its task_struct: a thread id reused by a new task is not it */
+    int slot;
+    u32 reserved;
+};
+
+BPF_TABLE("lru_hash", u32, struct task_slot, slots, MAX_ENTITIES * 4);  /* by thread id */
 BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
 BPF_ARRAY(current_task, struct cpu_current, MAX_CPUS);  /* by CPU: the flush reads all of them */
@@ -85,7 +91,8 @@ static __always_inline struct task_state *current_state(struct task_struct *task
                 a->tid = tid;
                 bpf_get_current_comm(a->comm, sizeof(a->comm));
             }
-            slots.update(&tid, &slot);
+            struct task_slot ts = {.task = (u64)task, .slot = slot};
+            slots.update(&tid, &ts);
         }
     }
     /* counting starts here: what the scheduler accounted before is not this probe's */
@@ -149,9 +156,9 @@ static __always_inline void charge_running(u32 cpu)
         add(&ca->oncpu_ns, ran);
     u32 tid = 0;
     bpf_probe_read_kernel(&tid, sizeof(tid), (void *)(task + TASK_PID_OFF));
-    int *slot = slots.lookup(&tid);
-    if (slot && *slot >= 0) {
-        u32 s = *slot;
+    struct task_slot *ts = slots.lookup(&tid);
+    if (ts && ts->task == task && ts->slot >= 0) {  /* not a new task under a dead one's id */
+        u32 s = ts->slot;
         struct sched_acc *a = task_acc.lookup(&s);
         if (a)
             add(&a->oncpu_ns, ran);
