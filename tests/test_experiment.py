@@ -170,12 +170,14 @@ def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluste
         "--arms",
         "kernel",
         "--json",
+        "--no-plots",
         timeout=120,
     )
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["spec"]["workload"]["profile"] == "uniform"
     assert list(summary["arms"]) == ["kernel"]
+    assert not list(out.glob("*.png")) and ".png" not in (out / "report.md").read_text()
 
 
 def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]]:
@@ -186,7 +188,7 @@ def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]
     out = tmp_path / "out"
     r = tuner_cli(
         "experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active", "--json",
-        timeout=180,
+        "--no-plots", timeout=180,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr
     decisions = (out / "active" / "decisions.jsonl").read_text().splitlines()
@@ -287,7 +289,7 @@ def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
     text += "\n[tuner.policy]\nmin_share = 0.05\n"
     six = tmp_path / "six.toml"
     six.write_text(text)
-    r = tuner_cli("experiment", "run", str(six), "--out", str(tmp_path / "six"),
+    r = tuner_cli("experiment", "run", str(six), "--no-plots", "--out", str(tmp_path / "six"),
                   "--arms", "kernel,active", "--json", timeout=240)  # fmt: skip
     assert r.returncode == 0, r.stderr
     active = json.loads(r.stdout)["arms"]["active"]
@@ -299,7 +301,7 @@ def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
                      .replace("duration_s = 3", "duration_s = 2"))  # fmt: skip
     out = tmp_path / "stuck"
     r = tuner_cli("experiment", "run", str(stuck), "--out", str(out), "--arms", "kernel,active",
-                  timeout=240)  # fmt: skip
+                  "--no-plots", timeout=240)  # fmt: skip
     assert r.returncode == 1 and "arm active failed" in r.stderr and "Traceback" not in r.stderr
     assert "| active FAILED |" in r.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -319,7 +321,7 @@ def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(tmp_path, no_l
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "experiment", "run", str(spec), "--out", str(out),
-         "--arms", "active", "--json"],
+         "--arms", "active", "--json", "--no-plots"],
         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
     try:
@@ -380,7 +382,7 @@ def test_an_experiment_runs_against_a_real_server(tmp_path, tuner_cli, no_leftov
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active",
-                  "--json", timeout=240)  # fmt: skip
+                  "--json", "--no-plots", timeout=240)  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     for arm in ("kernel", "active"):
@@ -417,7 +419,7 @@ def test_load_given_as_utilization_is_calibrated_each_round(
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel",
-                  "--json", timeout=240)  # fmt: skip
+                  "--json", "--no-plots", timeout=240)  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     cal = summary["calibration"]

@@ -70,7 +70,7 @@ class SshLab:
         this machine's)."""
         ns = f"{NETNS_DIR}/{self.cluster.host('client2').netns}"
         argv = ["nsenter", f"--net={ns}", sys.executable, "-m", "tuner", "experiment", "run",
-                str(spec), "--out", str(out), "--json"]  # fmt: skip
+                str(spec), "--out", str(out), "--json", "--no-plots"]  # fmt: skip
         return subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                 text=True, preexec_fn=as_in_a_terminal)  # fmt: skip
 

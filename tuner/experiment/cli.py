@@ -55,6 +55,12 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "(default: the spec's repeats, 1)",
     )
     r.add_argument("--json", action="store_true", help="print summary.json instead of a table")
+    r.add_argument(
+        "--no-plots",
+        dest="plots",
+        action="store_false",
+        help="leave out latency_cdf.png and worker_load.png (saves seconds a round)",
+    )
     r.set_defaults(func=_run)
     ls = esub.add_parser(
         "list",
@@ -125,11 +131,11 @@ def _run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     if repeats > 1:
-        summary, interrupted = run_rounds(spec, out, repeats, _Progress())
+        summary, interrupted = run_rounds(spec, out, repeats, _Progress(), args.plots)
     else:
         runner = Runner(spec, out, _Progress())
         results = runner.run()
-        summary = write_all(spec, results, out, runner.rate, runner.calibration)
+        summary = write_all(spec, results, out, runner.rate, runner.calibration, args.plots)
         interrupted = any(r.interrupted for r in results)
     print(json.dumps(summary, indent=2) if args.json else table(summary))
     if not args.json and learning_table(summary):

@@ -105,9 +105,11 @@ def write_all(
     out: Path,
     rate: float | None = None,
     calibration: Calibration | None = None,
+    plots: bool = True,
 ) -> dict[str, Any]:
     """Write every output file into ``out``; returns the summary. ``rate``: the requests per
-    second the round ran at (its calibration's, when it had one)."""
+    second the round ran at (its calibration's, when it had one); ``plots=False`` leaves the
+    two PNG plots out (matplotlib takes seconds a round)."""
     rate = rate if rate is not None else spec.get("workload.rate")
     summary: dict[str, Any] = {
         "spec": spec.to_json(),
@@ -123,8 +125,9 @@ def write_all(
     add_ratios(summary["arms"])
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     _parquet(results, out / "samples.parquet")
-    _plots(spec, results, out)
-    (out / "report.md").write_text(_report(spec, summary))
+    if plots:
+        _plots(spec, results, out)
+    (out / "report.md").write_text(_report(spec, summary, plots))
     return summary
 
 
@@ -352,7 +355,12 @@ def _side_by_side(summary: dict[str, Any]) -> str:
     return side_by_side({arm: str(m["group"]) for arm, m in arms.items() if "group" in m})
 
 
-def _report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
+_PLOTS = """- Plots: `latency_cdf.png` (one curve per arm; further left is better),
+  `worker_load.png` (CPU share of each worker over time, tables written marked).
+"""
+
+
+def _report(spec: ExperimentSpec, summary: dict[str, Any], plots: bool = True) -> str:
     w = spec.to_json()["workload"]
     return f"""# Experiment {spec.get("name")}
 
@@ -379,7 +387,6 @@ seed {spec.get("seed")}.{_side_by_side(summary)}
   that a worker's next window passes the hotspot threshold; `horizon ...`, the same for the
   mean load over the horizon and a hotspot anywhere in it. Prequential: every prediction is
   scored before its outcome is learned from.
-- Plots: `latency_cdf.png` (one curve per arm; further left is better),
-  `worker_load.png` (CPU share of each worker over time, tables written marked).
-- Raw per-request samples: `samples.parquet`; the agent's decisions: `<arm>/decisions.jsonl`.
+{_PLOTS if plots else ""}- Raw per-request samples: `samples.parquet`; the agent's decisions:
+  `<arm>/decisions.jsonl`.
 """

@@ -106,8 +106,11 @@ def side_by_side(groups: dict[str, str]) -> str:
     return f" The arms ran side by side under the same load, each on its group: {each}."
 
 
-def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = None) -> tuple:
-    """Run ``repeats`` rounds into ``out/round-<i>``; write and return the combined summary.
+def run_rounds(
+    spec: ExperimentSpec, out: Path, repeats: int, progress: Any = None, plots: bool = True
+) -> tuple:
+    """Run ``repeats`` rounds into ``out/round-<i>``; write and return the combined summary
+    (``plots``: each round's PNG plots too).
 
     Returns ``(summary, interrupted)``. An interrupted round ends the run; the rounds done
     by then (the interrupted one included) make up the summary.
@@ -131,7 +134,9 @@ def run_rounds(spec: ExperimentSpec, out: Path, repeats: int, progress: Any = No
         results = runner.run()
         results.sort(key=lambda x: arms.index(x.arm))
         summaries.append(
-            write_all(spec, results, out / f"round-{r + 1}", runner.rate, runner.calibration)
+            write_all(
+                spec, results, out / f"round-{r + 1}", runner.rate, runner.calibration, plots
+            )  # fmt: skip
         )
         if any(x.interrupted for x in results):
             interrupted = True
