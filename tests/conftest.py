@@ -18,11 +18,11 @@ collect_ignore = ["scripts"]  # programs the tests run, not tests
 
 
 # Kernel tests that may run beside the others: they load XDP and sk_reuseport programs under
-# names of their own and run them on crafted packets (BPF_PROG_TEST_RUN), or read BTF. They
-# attach nothing to a tracepoint or an interface, make no namespace, and never turn the
-# kernel's run-time statistics on, so no other test's check (programs left loaded, namespaces
-# left, events counted) can see them.
-BESIDE = {"test_steer_xdp.py", "test_xdp_packets.py", "test_conformance.py", "test_btf.py"}
+# names of their own and run them on crafted packets (BPF_PROG_TEST_RUN). They attach nothing
+# to a tracepoint or an interface, make no namespace, and never turn the kernel's run-time
+# statistics on, so no other test's check (programs left loaded, namespaces left, events
+# counted) can see them.
+BESIDE = {"test_steer_xdp.py", "test_xdp_packets.py", "test_conformance.py"}
 
 
 def pytest_itemcollected(item):

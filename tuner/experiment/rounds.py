@@ -134,9 +134,7 @@ def run_rounds(
         results = runner.run()
         results.sort(key=lambda x: arms.index(x.arm))
         summaries.append(
-            write_all(
-                spec, results, out / f"round-{r + 1}", runner.rate, runner.calibration, plots
-            )  # fmt: skip
+            write_all(spec, results, out / f"round-{r + 1}", runner.rate, runner.calibration, plots)
         )
         if any(x.interrupted for x in results):
             interrupted = True
