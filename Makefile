@@ -21,7 +21,7 @@ demo: setup
 	$(TUNER) experiment run experiments/default.toml --out results/default
 
 test: setup
-	$(PYTEST) -q -n 2 --dist loadgroup
+	$(PYTEST) -q -n 2 --dist loadgroup --no-loadscope-reorder
 
 lint: setup
 	$(VENV)/bin/ruff check tuner tests

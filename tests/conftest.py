@@ -24,16 +24,30 @@ collect_ignore = ["scripts"]  # programs the tests run, not tests
 # counted) can see them.
 BESIDE = {"test_steer_xdp.py", "test_xdp_packets.py", "test_conformance.py"}
 
+# Kernel tests that run one after another in a group of their own ("kernel-exp"), beside the
+# other kernel tests ("kernel"): experiments, which make clusters tagged their own
+# (``cluster.tag``), check only those namespaces and only their own agents' names (exp-*),
+# and never turn the run-time statistics on. The "kernel" tests in turn check only the BPF
+# programs no other live process holds (helpers.no_prog_left) and namespaces of their own tags.
+EXPERIMENTS = {"test_experiment.py", "test_ssh_experiment.py", "test_fleet_ab.py"}
+SERIAL = ("kernel", "kernel-exp")  # scheduled first: the two longest groups
+
+
+def _group(item) -> str:
+    file = item.nodeid.split("::")[0]
+    name = Path(file).name
+    if "kernel" not in item.keywords or name in BESIDE:
+        return file
+    return "kernel-exp" if name in EXPERIMENTS else "kernel"
+
 
 def pytest_itemcollected(item):
-    """For ``pytest -n 2 --dist loadgroup`` (``make test``): every kernel test in one group,
-    so that they run one after another on one worker (they share the kernel, the namespaces'
-    address range and the bpffs), beside the tests that touch none of these, kept together
-    by file (a module's fixtures are made once). Marked here, as each test is collected:
-    pytest-xdist reads the groups when collection ends."""
-    file = item.nodeid.split("::")[0]
-    alone = "kernel" in item.keywords and Path(file).name not in BESIDE
-    item.add_marker(pytest.mark.xdist_group("kernel" if alone else file))
+    """For ``pytest -n 2 --dist loadgroup`` (``make test``): the kernel tests in two groups
+    that each run one after another on one worker (they share the kernel, the bpffs and the
+    run-time statistics), beside the tests that touch none of these, kept together by file (a
+    module's fixtures are made once). Marked here, as each test is collected: pytest-xdist
+    reads the groups when collection ends."""
+    item.add_marker(pytest.mark.xdist_group(_group(item)))
 
 
 def pytest_configure(config):
@@ -48,6 +62,9 @@ def pytest_configure(config):
 
 
 def pytest_collection_modifyitems(config, items):
+    # the two serial groups first, so that with --no-loadscope-reorder (make test) each
+    # worker starts one, and the short groups of files fill in after
+    items.sort(key=lambda item: _group(item) not in SERIAL)
     if os.geteuid() == 0:
         return
     skip = pytest.mark.skip(reason="needs root: loads BPF programs into the kernel")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -68,13 +69,55 @@ def netns_pair(subnet: str = "198.19.250") -> Iterator[tuple[str, str, str, str]
 
 def tuner_prog_ids() -> set[int]:
     """IDs of loaded BPF programs whose names are tuner's (tracepoint__*, sys_*, tuner_*)."""
-    import json
-
     out = subprocess.run(
         ["bpftool", "-j", "prog", "list"], capture_output=True, text=True, check=True
     ).stdout
     names = ("tracepoint__", "sys_enter", "sys_exit", "tuner_kick", "doctor_")
     return {p["id"] for p in json.loads(out) if p.get("name", "").startswith(names)}
+
+
+def prog_holders() -> dict[int, set[int]]:
+    """``{program id: pids}`` of every BPF program a live process holds an fd of (a program's
+    or a link's), from /proc/PID/fdinfo, as ``bpftool prog show`` lists its pids."""
+    held: dict[int, set[int]] = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue  # gone
+        for fd in fds:
+            try:
+                if not os.readlink(f"/proc/{pid}/fd/{fd}").startswith(
+                    ("anon_inode:bpf-prog", "anon_inode:bpf_link")
+                ):
+                    continue
+                info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
+            except OSError:
+                continue
+            for line in info.splitlines():
+                if line.startswith("prog_id:"):
+                    held.setdefault(int(line.split()[1]), set()).add(int(pid))
+    return held
+
+
+def progs_of(pid: int) -> set[int]:
+    """Tuner's programs that process ``pid`` holds."""
+    return {p for p, pids in prog_holders().items() if pid in pids} & tuner_prog_ids()
+
+
+def no_prog_left(before: set[int], seconds: float = 15.0) -> None:
+    """Fail unless every tuner program loaded since ``before`` is soon gone, or held by a live
+    process other than this one: another test's, running beside (see tests/conftest.py). A
+    program pinned, or left attached to a socket or an interface, has no holder and fails."""
+
+    def leaks() -> set[int]:
+        held = prog_holders()
+        return {p for p in tuner_prog_ids() - before if not held.get(p, set()) - {os.getpid()}}
+
+    try:
+        wait_for(lambda: not leaks(), seconds)
+    except AssertionError:
+        raise AssertionError(f"BPF programs left loaded: {sorted(leaks())}") from None
 
 
 def topology(links: list[tuple[str, str, str, str, str | None, str | None]]):

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import REPO, run_tuner
-from helpers import Agent, tuner_prog_ids, wait_for
+from helpers import Agent, no_prog_left, tuner_prog_ids, wait_for
 
 from tuner.actuate.pins import PIN_ROOT, read_pins
 from tuner.agent.decisions import by_entity
@@ -185,7 +185,7 @@ def test_a_missing_kernel_feature_is_a_one_line_error_and_leaves_nothing(
     )
     assert r.returncode == 1 and message in r.stderr and "fix: mount -t" in r.stderr
     assert "Traceback" not in r.stderr and len(r.stderr.strip().splitlines()) == 1
-    assert tuner_prog_ids() - before == set()  # the steering program was detached again
+    no_prog_left(before)  # the steering program was detached again
     assert not Path(PIN_ROOT, name).exists() and not (tmp_path / "a.sock").exists()
 
 
@@ -255,6 +255,7 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
 
     c, pids, load = served
     trace = tmp_path / "trace"
+    before = tuner_prog_ids()
     agent = Agent(tmp_path, pids, "shadow", agent={"sockets": True, "record": str(trace)})
     gen = load(120)  # 16 connections, each re-opened after ~0.3 s: about 5 close per window
     try:
@@ -266,7 +267,7 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
         done = agent.stop()
         gen.kill()
     assert done.returncode == 0, done.stderr
-    assert not tuner_prog_ids()  # the network probe is detached with the rest
+    no_prog_left(before)  # the network probe is detached with the rest
     busy = [e for e in agent.entries()
             if "sockets" in e and max(e["workers"]["loads"]) > 0.05]  # fmt: skip
     assert len(busy) >= 10

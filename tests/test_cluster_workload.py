@@ -22,15 +22,16 @@ def _links() -> set[str]:
 
 
 def test_cluster_up_down_leaves_nothing_also_when_the_body_raises():
-    before_ns, before_links = set(leftovers()), _links()
+    before_links = _links()
+    c = Cluster(clients=2)
     names, pids = [], []
-    with pytest.raises(RuntimeError), Cluster(clients=2) as c:
+    with pytest.raises(RuntimeError), c:
         names = [h.netns for h in c.hosts] + [c.switch]
-        assert set(names) <= set(leftovers())
+        assert set(names) == set(leftovers(tags=[c.tag]))
         p = c.popen("server", ["sleep", "60"])
         pids = [p.pid] + namespace_pids(c.host("client0").netns)
         raise RuntimeError("the body fails")
-    assert set(leftovers()) == before_ns
+    assert not leftovers(tags=[c.tag])  # its own only: other kernel tests run beside
     assert not set(names) & set(os.listdir("/var/run/netns"))
     assert _links() == before_links  # nothing in the machine's own namespace
     assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)
@@ -49,10 +50,10 @@ def test_switch_ports_fill_in_checksums_so_xdp_redirect_on_a_host_is_safe():
 def test_cluster_down_command_removes_what_a_crash_left(tuner_cli):
     c = Cluster(clients=1).up()  # never taken down: as if the experiment was SIGKILLed
     c.popen("server", ["sleep", "60"])
-    r = tuner_cli("cluster", "down")
+    r = tuner_cli("cluster", "down", c.tag)  # this cluster's only: other tests run beside
     assert r.returncode == 0 and f"removed {c.host('server').netns}" in r.stdout
-    assert not [n for n in leftovers() if c.tag in n]
-    assert "no cluster namespaces" in tuner_cli("cluster", "down").stdout
+    assert f"removed {c.switch}" in r.stdout and not leftovers(tags=[c.tag])
+    assert f"no cluster namespaces tagged {c.tag}" in tuner_cli("cluster", "down", c.tag).stdout
     c.down()  # lets go of the namespace fds this process held
 
 

@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import uuid
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -91,24 +92,27 @@ def test_experiment_list_shows_the_specs(tuner_cli):
 
 
 @pytest.fixture
-def no_leftover_cluster():
-    """Removes the cluster of a run that was killed (a timeout kills `tuner experiment` with
-    SIGKILL, before it can take its namespaces down); yields the namespaces there before."""
-    before = leftovers()
+def cluster_tag():
+    """A cluster tag of the test's own (``cluster.tag``, see :func:`short`); removes that
+    cluster if the run was killed (a timeout kills `tuner experiment` with SIGKILL, before it
+    can take its namespaces down). Only the test's own: other kernel tests run beside."""
+    tag = uuid.uuid4().hex[:8]
     try:
-        yield before
+        yield tag
     finally:
-        remove_namespaces([n for n in leftovers() if n not in before])
+        remove_namespaces(leftovers(tags=[tag]))
+
+
+def short(tag: str) -> str:
+    """The :data:`SHORT` spec, its cluster tagged ``tag``."""
+    return textwrap.dedent(SHORT).replace("[cluster]\n", f'[cluster]\ntag = "{tag}"\n', 1)
 
 
 @pytest.mark.kernel
-def test_short_experiment_runs_all_arms_and_writes_every_output(
-    tmp_path, tuner_cli, no_leftover_cluster
-):
+def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_cli, cluster_tag):
     spec = tmp_path / "short.toml"
-    spec.write_text(textwrap.dedent(SHORT))
+    spec.write_text(short(cluster_tag))
     out = tmp_path / "out"
-    before = no_leftover_cluster
     r = tuner_cli("experiment", "run", str(spec), "--out", str(out), timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| active |" in r.stdout and "| kernel |" in r.stdout
@@ -151,13 +155,13 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(
     assert shadow_log and all(not x["workers"].get("written") for x in shadow_log if "workers" in x)
     report = (out / "report.md").read_text()
     assert "| reactive |" in report and "latency_cdf.png" in report
-    assert leftovers() == before  # the cluster is gone
+    assert not leftovers(tags=[cluster_tag])  # the cluster is gone
 
 
 @pytest.mark.kernel
-def test_profile_override_and_arm_subset(tmp_path, tuner_cli, no_leftover_cluster):
+def test_profile_override_and_arm_subset(tmp_path, tuner_cli, cluster_tag):
     spec = tmp_path / "short.toml"
-    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2"))
+    spec.write_text(short(cluster_tag).replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli(
         "experiment",
@@ -196,10 +200,10 @@ def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]
 
 
 @pytest.mark.kernel
-def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no_leftover_cluster):
+def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, cluster_tag):
     # [tuner.xdp] interface = "eth0": the runner points the agent at the server host's eth0
     # (its namespace is the experiment's own), and the active arm writes XDP tables too
-    text = textwrap.dedent(SHORT) + '\n[tuner.xdp]\ninterface = "eth0"\n'
+    text = short(cluster_tag) + '\n[tuner.xdp]\ninterface = "eth0"\n'
     summary, rows = _kernel_and_active(tmp_path, tuner_cli, text)
     assert summary["arms"]["active"]["errors"] == 0
     out = tmp_path / "out"
@@ -212,11 +216,11 @@ def test_active_arm_with_xdp_steers_the_server_interface(tmp_path, tuner_cli, no
 
 @pytest.mark.kernel
 def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
-    tmp_path, tuner_cli, no_leftover_cluster
+    tmp_path, tuner_cli, cluster_tag
 ):
     # cluster.backends = 2: each backend host serves the service address with its own server;
     # the kernel arm spreads flows by ECMP, the active arm's XDP on the entry picks backends
-    text = textwrap.dedent(SHORT).replace("clients = 2", "clients = 1\nbackends = 2")
+    text = short(cluster_tag).replace("clients = 2", "clients = 1\nbackends = 2")
     summary, rows = _kernel_and_active(
         tmp_path, tuner_cli, text.replace("workers = 4", "workers = 2")
     )
@@ -235,12 +239,12 @@ def test_backends_behind_an_xdp_entry_are_steered_by_the_active_arm(
 
 @pytest.mark.kernel
 def test_client_mix_gives_clients_addresses_and_the_active_arm_places_heavy_ones(
-    tmp_path, tuner_cli, no_leftover_cluster
+    tmp_path, tuner_cli, cluster_tag
 ):
     # every connection from an address of its own; the agent learns each client's cost from
     # the bytes it sends and the workers' CPU time, and writes heavy clients' places
     text = (
-        textwrap.dedent(SHORT)
+        short(cluster_tag)
         .replace('profile = "heavy-hitters"', 'profile = "client-mix"\nheavy_factor = 20.0')
         .replace("duration_s = 3", "duration_s = 5")
         .replace("[tuner.model]", "[tuner.agent]\nsockets = true\n\n[tuner.policy]\n"
@@ -279,12 +283,12 @@ def _exp_traces(runner_pid: int | None = None) -> list[str]:
 
 @pytest.mark.kernel
 def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
-    tmp_path, tuner_cli, no_leftover_cluster
+    tmp_path, tuner_cli, cluster_tag
 ):
     """Six workers with min_share 0.05 once ended every agent arm at its first decision; and
     an arm whose agent spends the run in fall-back (here: warming up for ever) must be marked
     failed, with no figure, and the run must exit non-zero."""
-    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
+    text = short(cluster_tag).replace("duration_s = 3", "duration_s = 2")
     text = text.replace("workers = 4", "workers = 6\ncpus = [0, 1]")
     text += "\n[tuner.policy]\nmin_share = 0.05\n"
     six = tmp_path / "six.toml"
@@ -297,7 +301,7 @@ def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
     assert active["p99_vs_kernel"] > 0
 
     stuck = tmp_path / "stuck.toml"
-    stuck.write_text(textwrap.dedent(SHORT).replace("warmup_windows = 5", "warmup_windows = 99999")
+    stuck.write_text(short(cluster_tag).replace("warmup_windows = 5", "warmup_windows = 99999")
                      .replace("duration_s = 3", "duration_s = 2"))  # fmt: skip
     out = tmp_path / "stuck"
     r = tuner_cli("experiment", "run", str(stuck), "--out", str(out), "--arms", "kernel,active",
@@ -313,11 +317,11 @@ def test_six_workers_at_five_percent_run_and_an_arm_in_fallback_fails(
 
 
 @pytest.mark.kernel
-def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(tmp_path, no_leftover_cluster):
+def test_an_agent_killed_mid_arm_fails_the_arm_and_leaves_nothing(tmp_path, cluster_tag):
     """The agent SIGKILLed during an active arm: the kernel's placement takes over (the
     lease), the arm is failed with the agent's exit named, and its pins are removed."""
     spec = tmp_path / "spec.toml"
-    spec.write_text(textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 4"))
+    spec.write_text(short(cluster_tag).replace("duration_s = 3", "duration_s = 4"))
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [sys.executable, "-m", "tuner", "experiment", "run", str(spec), "--out", str(out),
@@ -369,7 +373,7 @@ def _agent_pid(config: Path) -> int | None:
 # -- real servers (issue 17) -------------------------------------------------------------------
 @pytest.mark.kernel
 @pytest.mark.parametrize("kind", ["nginx", "command"])
-def test_an_experiment_runs_against_a_real_server(tmp_path, tuner_cli, no_leftover_cluster, kind):
+def test_an_experiment_runs_against_a_real_server(tmp_path, tuner_cli, cluster_tag, kind):
     """nginx from Debian, or a server the user brings (`server.command`): the load generator
     speaks HTTP/1.1 keep-alive, the agent finds the workers itself, answers name the worker."""
     server = {
@@ -377,7 +381,7 @@ def test_an_experiment_runs_against_a_real_server(tmp_path, tuner_cli, no_leftov
         "command": f'kind = "command"\ncommand = "{sys.executable} '
         f'{REPO}/tests/scripts/http_workers.py {{port}} {{workers}}"',
     }[kind]
-    text = textwrap.dedent(SHORT).replace("workers = 4", f"workers = 4\n{server}")
+    text = short(cluster_tag).replace("workers = 4", f"workers = 4\n{server}")
     spec = tmp_path / "spec.toml"
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
@@ -408,13 +412,11 @@ def _running(text: str) -> list[int]:
 
 
 @pytest.mark.kernel
-def test_load_given_as_utilization_is_calibrated_each_round(
-    tmp_path, tuner_cli, no_leftover_cluster
-):
+def test_load_given_as_utilization_is_calibrated_each_round(tmp_path, tuner_cli, cluster_tag):
     """workload.utilization: a calibration run measures what the server sustains, and the
     round runs at that share of it, checked under the spec's (skewed) profile and lowered
     until the kernel's placement keeps up; the rate used and the calibration are reported."""
-    text = textwrap.dedent(SHORT).replace("rate = 300", "utilization = 0.4")
+    text = short(cluster_tag).replace("rate = 300", "utilization = 0.4")
     spec = tmp_path / "spec.toml"
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"

@@ -4,10 +4,9 @@ group, and the rounds turn which arm runs on which group."""
 from __future__ import annotations
 
 import json
-import textwrap
 
 import pytest
-from test_experiment import SHORT, _exp_traces, no_leftover_cluster  # noqa: F401 - a fixture
+from test_experiment import _exp_traces, cluster_tag, short  # noqa: F401 - a fixture
 
 from tuner.cluster import leftovers
 from tuner.errors import TunerError
@@ -29,13 +28,13 @@ def test_groups_need_one_arm_each_and_no_backends():
 def test_repeated_rounds_side_by_side_on_three_groups_report_medians_of_per_round_ratios(
     tmp_path,
     tuner_cli,
-    no_leftover_cluster,  # noqa: F811 - the fixture
+    cluster_tag,  # noqa: F811 - the fixture
 ):
     """Three namespace clusters: in each of two rounds the kernel arm, the A/A arm and the
     shadow arm run at the same time under the same load, one per group, each round turning
     which arm runs where; the summary gives medians of per-round ratios with intervals."""
     spec = tmp_path / "ab.toml"
-    text = textwrap.dedent(SHORT).replace("duration_s = 3", "duration_s = 2")
+    text = short(cluster_tag).replace("duration_s = 3", "duration_s = 2")
     spec.write_text(text.replace("clients = 2", "clients = 1\ngroups = 3"))
     out = tmp_path / "out"
     arms = ["kernel", "kernel-again", "shadow"]
@@ -74,4 +73,4 @@ def test_repeated_rounds_side_by_side_on_three_groups_report_medians_of_per_roun
     assert shadow["mae_vs_baseline"] > 0 and len(shadow["mae_vs_baseline_ci"]) == 2
     assert "horizon_mae_vs_baseline" in shadow and "hotspot_recall" in shadow
     assert "MAE/last value" in report
-    assert _exp_traces() == [] and leftovers() == no_leftover_cluster
+    assert _exp_traces() == [] and not leftovers(tags=[cluster_tag])

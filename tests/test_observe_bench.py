@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from helpers import Gated, tuner_prog_ids
+from helpers import Gated, no_prog_left, progs_of, tuner_prog_ids
 
 pytestmark = pytest.mark.kernel
 
@@ -53,7 +53,7 @@ def test_observe_bad_input_is_one_line(tuner_cli, args, message):
     assert message in proc.stderr
     assert "Traceback" not in proc.stderr
     assert len(proc.stderr.strip().splitlines()) <= 2  # the "tracing ..." line and the error
-    assert tuner_prog_ids() - before == set()
+    no_prog_left(before)
 
 
 def test_observe_ebpf_prints_the_programs(tuner_cli):
@@ -75,7 +75,9 @@ def test_bench_overhead_json(tuner_cli):
     assert r["syscall_events_per_s"] > 100_000  # the kernel side saw the loop
     assert r["syscall_records"] > 0
     # nanoseconds added per operation beside the ratios; the interest set and duty arms ran
-    assert r["syscall_sysfloor_ns"] > 0 and r["syscall_probe_over_floor"] > 0
+    assert r["syscall_sysfloor_ns"] > 0
+    if r["syscall_floor_ns"] > 0:  # the empty programs' added time was above the noise
+        assert r["syscall_probe_over_floor"] > 0
     assert 0 < r["syscall_interest_ratio"] < 2 and 0 < r["syscall_duty_ratio"] < 2
     # nginx from Debian, started by the bench: bare, the agent's probes, all probes, and the
     # empty programs on all their attach points
@@ -83,10 +85,12 @@ def test_bench_overhead_json(tuner_cli):
     assert len(r["nginx_all_round_ratios"]) == 1 and 0 < r["nginx_floor_ratio"] < 2
     assert "nginx_all_us" in r and "nginx_floor_us" in r
     # ns per event by attach point, from the kernel's run-time statistics: a ping-pong
-    # round trip is two context switches, a getppid loop one sys_enter per call
+    # round trip is two context switches, a getppid loop one sys_enter per call; the
+    # programs run for every task, so the experiments running beside (tests/conftest.py)
+    # add some runs, never fewer
     ctx, sys_ = r["per_event"]["ctxswitch"], r["per_event"]["syscall"]
-    assert ctx["sched_switch"]["per_op"] == pytest.approx(2.0, abs=0.2)
-    assert sys_["sys_enter"]["per_op"] == pytest.approx(1.0, abs=0.1)
+    assert 1.8 <= ctx["sched_switch"]["per_op"] < 3.0
+    assert 0.9 <= sys_["sys_enter"]["per_op"] < 1.5
     assert ctx["sched_switch"]["probe_ns"] > 0 and ctx["sched_switch"]["empty_ns"] > 0
 
 
@@ -108,7 +112,7 @@ def test_observe_ctrl_c_detaches_everything():
     )
     try:
         assert proc.stdout.readline(), "observe printed no table"  # running, all attached
-        assert tuner_prog_ids() - before
+        assert progs_of(proc.pid)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=30)
     finally:
@@ -117,7 +121,7 @@ def test_observe_ctrl_c_detaches_everything():
             proc.wait()
     assert proc.returncode == 0, err
     assert "Traceback" not in err and "detached" in err
-    assert tuner_prog_ids() - before == set()
+    no_prog_left(before)
 
 
 def test_bench_steer_json(tuner_cli):
@@ -138,4 +142,4 @@ def test_bench_agent_json(tuner_cli):
     assert 0 < r["startup_s"] < 60 and r["first_table_s"] >= r["startup_s"]
     assert [len(r["runs"][n]) for n in ("4", "64")] == [2, 1]
     assert all(run["windows"] >= 1 for run in r["runs"]["64"])
-    assert tuner_prog_ids() - before == set()
+    no_prog_left(before)

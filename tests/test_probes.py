@@ -8,7 +8,7 @@ import select
 import time
 
 import pytest
-from helpers import Gated, netns_pair, tuner_prog_ids
+from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids
 
 from tuner.errors import TunerError
 from tuner.probes.base import ProbeStats, wait_for_window
@@ -413,11 +413,11 @@ def test_probes_detach_on_close_and_on_error():
     before = tuner_prog_ids()
     for cls in (SchedProbe, SyscallProbe, NetProbe):
         with cls(ProbeConfig(window_ms=WINDOW)):
-            assert tuner_prog_ids() - before
+            assert progs_of(os.getpid()) - before
     with pytest.raises(RuntimeError):
         with SchedProbe(ProbeConfig(window_ms=WINDOW)):
             raise RuntimeError("test body fails")
-    assert tuner_prog_ids() - before == set()
+    no_prog_left(before)
 
 
 def test_layout_mismatch_is_refused_and_detached():
@@ -430,7 +430,7 @@ def test_layout_mismatch_is_refused_and_detached():
     before = tuner_prog_ids()
     with pytest.raises(TunerError, match="record layout"):
         BadProbe(ProbeConfig(window_ms=WINDOW)).open()
-    assert tuner_prog_ids() - before == set()
+    no_prog_left(before)
 
 
 def test_missing_pid_is_a_clear_error():

@@ -193,4 +193,5 @@ def test_ctrl_c_stops_what_runs_on_the_hosts_and_keeps_what_was_measured(ssh_lab
     assert json.loads(stdout)["arms"]["active"]["interrupted"]
     assert (tmp_path / "out" / "active" / "decisions.jsonl").stat().st_size > 0  # fetched
     assert list(ssh_lab.workdir.iterdir()) == [] and not _running(str(ssh_lab.workdir))
-    assert not _running("tuner.workload")  # nor the server, nor the load generators
+    on_hosts = {p for h in ssh_lab.cluster.hosts for p in namespace_pids(h.netns)}
+    assert not on_hosts & set(_running("tuner.workload"))  # nor the server, nor the loads

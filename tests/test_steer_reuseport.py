@@ -90,7 +90,12 @@ def by_worker(samples) -> collections.Counter:
 
 def test_table_steers_then_lease_expiry_returns_to_kernel_hashing(server):
     ns, addr, pids = server
-    with ReuseportSteering(name="t-table", pids=pids, port=PORT, mode="active", lease_ms=400) as st:
+    # a lease long enough for a client to start and connect on a busy machine (the kernel
+    # tests run in two groups at once), short enough to wait out
+    lease = 3000
+    with ReuseportSteering(
+        name="t-table", pids=pids, port=PORT, mode="active", lease_ms=lease
+    ) as st:
         assert by_worker(connect_many(ns, addr, 0.6)).keys() == set(range(K))  # no table yet
         st.apply([2] * 128 + [3] * 128)
         steered = by_worker(connect_many(ns, addr, 0.3))

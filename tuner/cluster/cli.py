@@ -19,14 +19,18 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "cluster",
         formatter_class=formatter,
         help="list or remove test-cluster namespaces (tnr-*) left behind",
-        description="Test clusters are network namespaces named tnr-<tag>-<host>. They are\n"
-        "removed when an experiment ends; `down` removes any a crash left behind,\n"
-        "with every process inside them.",
-        epilog="examples:\n  tuner cluster list\n  tuner cluster down",
+        description="Test clusters are network namespaces named tnr-<tag>-<host> (an\n"
+        "experiment's tag is its spec's cluster.tag, or random). They are removed\n"
+        "when an experiment ends; `down` removes any a crash left behind, with every\n"
+        "process inside them: all of them, or those of the tags named.",
+        epilog="examples:\n  tuner cluster list\n  tuner cluster down\n"
+        "  tuner cluster down nightly",
     )
     csub = c.add_subparsers(title="commands", metavar="<command>")
     csub.add_parser("list", help="list cluster namespaces").set_defaults(func=_cluster_list)
-    csub.add_parser("down", help="remove every cluster namespace").set_defaults(func=_cluster_down)
+    down = csub.add_parser("down", help="remove every cluster namespace, or those of TAG")
+    down.add_argument("tags", nargs="*", metavar="TAG", help="only the clusters tagged TAG")
+    down.set_defaults(func=_cluster_down)
     c.set_defaults(func=lambda _a: c.print_help() or 2)
 
 
@@ -41,6 +45,9 @@ def _cluster_list(args: argparse.Namespace) -> int:
 def _cluster_down(args: argparse.Namespace) -> int:
     from tuner.cluster import down_all
 
-    removed = down_all()
-    print("\n".join(f"removed {n}" for n in removed) if removed else "no cluster namespaces")
+    removed = down_all(tags=args.tags)
+    tagged = f" tagged {', '.join(args.tags)}" if args.tags else ""
+    print(
+        "\n".join(f"removed {n}" for n in removed) if removed else f"no cluster namespaces{tagged}"
+    )
     return 0

@@ -143,21 +143,24 @@ def remove_namespaces(names: Sequence[str]) -> list[str]:
     return removed
 
 
-def leftovers(prefix: str = PREFIX) -> list[str]:
-    """Namespaces of clusters that still exist (``tnr-*``).
+def leftovers(prefix: str = PREFIX, tags: Sequence[str] = ()) -> list[str]:
+    """Namespaces of clusters that still exist (``tnr-*``), or of the clusters tagged
+    ``tags`` only (``tnr-<tag>-*``: an experiment's groups are ``<tag>``, ``<tag>-g1``, ...).
 
-    >>> leftovers(prefix="no-such-prefix-")
-    []
+    >>> leftovers(prefix="no-such-prefix-"), leftovers(tags=["nosuchtag"])
+    ([], [])
     """
+    starts = tuple(f"{prefix}{t}-" for t in tags) or (prefix,)
     try:
-        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(prefix))
+        return sorted(n for n in os.listdir(NETNS_DIR) if n.startswith(starts))
     except FileNotFoundError:
         return []
 
 
-def down_all(prefix: str = PREFIX) -> list[str]:
-    """Remove every cluster namespace and what runs in it (what ``tuner cluster down`` does)."""
-    return remove_namespaces(leftovers(prefix))
+def down_all(prefix: str = PREFIX, tags: Sequence[str] = ()) -> list[str]:
+    """Remove every cluster namespace (of the clusters tagged ``tags`` only, when given) and
+    what runs in it (what ``tuner cluster down [TAG...]`` does)."""
+    return remove_namespaces(leftovers(prefix, tags))
 
 
 SIOCETHTOOL = 0x8946

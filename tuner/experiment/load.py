@@ -40,13 +40,15 @@ def hosts(spec: ExperimentSpec) -> list[Hosts]:
     if not servers:
         own = own_addresses(spec.get("workload.profile"), spec.get("workload.addresses"))
         per_host = spec.get("workload.connections") if own else 0
+        tag = spec.get("cluster.tag")
         return [
             Cluster(
                 clients=spec.get("cluster.clients"),
                 backends=spec.get("cluster.backends"),
                 client_addresses=per_host,
+                tag=f"{tag}-g{g}" if tag and g else tag,
             )  # fmt: skip
-            for _ in range(spec.get("cluster.groups"))
+            for g in range(spec.get("cluster.groups"))
         ]
     clients, per = list(spec.get("cluster.client_hosts")), spec.get("cluster.clients")
     return [

@@ -17,6 +17,7 @@ docs/experiments.md lists every key
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,6 +66,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         (1, 8),
         "independent server groups (a server host with its own clients each); with more than "
         "one, the arms run at the same time, one per group, their groups turned each round",
+    ),
+    "cluster.tag": (
+        str,
+        "",
+        None,
+        "name of the cluster's namespaces, tnr-<tag>-<host> (groups after the first: "
+        "<tag>-g1, ...), for `tuner cluster down <tag>` ('': random; 1 to 12 of a-z, 0-9)",
     ),
     "cluster.server_hosts": (
         list,
@@ -324,6 +332,9 @@ def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) ->
     (2, 2)
     """
     servers, clients = values["cluster.server_hosts"], values["cluster.client_hosts"]
+    if values["cluster.tag"] and not re.fullmatch(r"[a-z0-9]{1,12}", values["cluster.tag"]):
+        raise TunerError(f"'cluster.tag' in {source} is not 1 to 12 of a-z and 0-9: "
+                         f"{values['cluster.tag']!r}", 'e.g. tag = "nightly"')  # fmt: skip
     if servers:
         if not clients or len(clients) % len(servers) or len(clients) // len(servers) > 20:
             raise TunerError(
