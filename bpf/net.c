@@ -15,7 +15,8 @@
  * MAX_ENTITIES. */
 #include "common.h"
 #include "net.h"
-/* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
+/* maps control, events, filter_*, records, closing, free_slots, recycled and the tuner_*
+ * helpers: bpf/probe_common.c */
 
 #define IPPROTO_TCP_ 6
 #define AF_INET_ 2
@@ -41,24 +42,12 @@ BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
 BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct net_acc, MAX_CPUS);
 BPF_ARRAY(layout, struct net_record, 1);      /* never written: lets the loader check the layout */
-BPF_QUEUE(free_slots, u32, MAX_ENTITIES);     /* slots of closed sockets, emitted and cleared */
-BPF_QUEUE(closing, u32, MAX_ENTITIES);        /* slots of sockets that reached TCP_CLOSE */
-BPF_ARRAY(recycled, u64, 1);                  /* slots handed out again from free_slots */
-#define FREE_PER_FLUSH 64                     /* closed slots freed per flush, at most */
+/* closing, free_slots: sockets that reached TCP_CLOSE, and their slots once emitted */
 
 static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
 {
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
-    u32 freed;
-    if (free_slots.pop(&freed) == 0 && freed < MAX_ENTITIES) {
-        *slot = freed;
-        int zero = 0;
-        u64 *n = recycled.lookup(&zero);
-        if (n)
-            __sync_fetch_and_add(n, 1);
-    } else {
-        *slot = tuner_alloc_slot();
-    }
+    *slot = tuner_alloc_slot();
     if (*slot < 0)
         return 0;
     u32 k = *slot;

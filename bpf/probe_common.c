@@ -59,10 +59,25 @@ static __always_inline u32 tuner_filter_gen(void)
     return g ? *g : 0;
 }
 
-/* Hand out the next entity slot, or SLOT_EXCLUDED when all are taken. */
+/* Slots of entities that ended (a task exited, a socket closed): the probe pushes a slot
+ * onto closing when its entity ends; its flush, after emitting the slot's last counts, clears
+ * it and moves it to free_slots, where tuner_alloc_slot takes slots first. */
+BPF_QUEUE(free_slots, u32, MAX_ENTITIES);
+BPF_QUEUE(closing, u32, MAX_ENTITIES);
+BPF_ARRAY(recycled, u64, 1);  /* slots handed out again from free_slots */
+#define FREE_PER_FLUSH 64     /* ended slots freed per flush, at most */
+
+/* Hand out a freed slot, else the next one, or SLOT_EXCLUDED when all are taken. */
 static __always_inline int tuner_alloc_slot(void)
 {
     int zero = 0;
+    u32 freed;
+    if (free_slots.pop(&freed) == 0 && freed < MAX_ENTITIES) {
+        u64 *n = recycled.lookup(&zero);
+        if (n)
+            __sync_fetch_and_add(n, 1);
+        return (int)freed;
+    }
     struct tuner_control *c = control.lookup(&zero);
     if (!c)
         return SLOT_EXCLUDED;

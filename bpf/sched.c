@@ -18,15 +18,19 @@
  * brought up to date at every tick). One record per active entity per window. */
 #include "common.h"
 #include "sched.h"
-/* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
+/* maps control, events, filter_*, records, closing, free_slots, recycled and the tuner_*
+ * helpers: bpf/probe_common.c */
 
 #if !defined(TASK_PID_OFF) || !defined(TASK_SUM_EXEC_OFF) || !defined(TASK_RUN_DELAY_OFF) || \
     !defined(TASK_PCOUNT_OFF) || !defined(TASK_MIGRATIONS_OFF)
 #error "the task_struct offsets come from the loader, tuner/probes/sched.py"
 #endif
 
+#define SLOT_ENDED (-2)        /* the task exited: its slot is on its way to free_slots */
+#define TASK_DEAD_STATE 0x80   /* TASK_DEAD in the switched-out task's state: its last switch */
+
 struct task_state {     /* of a task switched out at least once since load */
-    int slot;           /* SLOT_EXCLUDED when the task is not observed */
+    int slot;           /* SLOT_EXCLUDED when the task is not observed, or SLOT_ENDED */
     u32 gen;            /* the filter generation it was decided under */
     u64 run_delay;      /* sched_info.run_delay at its last switch-out */
     u64 pcount;         /* sched_info.pcount at its last switch-out */
@@ -77,7 +81,7 @@ static __always_inline struct task_state *current_state(struct task_struct *task
 {
     u32 gen = tuner_filter_gen();
     struct task_state *t = tasks.task_storage_get(task, 0, 0);
-    if (t && (t->slot >= 0 || t->gen == gen))
+    if (t && (t->slot != SLOT_EXCLUDED || t->gen == gen))
         return t;
     u32 tgid = bpf_get_current_pid_tgid() >> 32;
     int slot = SLOT_EXCLUDED;
@@ -185,6 +189,17 @@ static __always_inline void flush(u64 now)
         if (a)
             emit(start, end, SCHED_KIND_TASK, a->tid, a, c);
     }
+    /* tasks that exited in the window: their last counts are out, so free their slots */
+    for (int i = 0; i < FREE_PER_FLUSH; i++) {
+        u32 k;
+        if (closing.pop(&k) != 0)
+            break;
+        struct sched_acc *a = task_acc.lookup(&k);
+        if (!a)
+            continue;
+        __builtin_memset(a, 0, sizeof(*a));
+        free_slots.push(&k, 0);
+    }
     for (u32 i = 0; i < MAX_CPUS; i++) {
         u32 k = i;
         struct sched_acc *a = cpu_acc.lookup(&k);
@@ -249,6 +264,14 @@ RAW_TRACEPOINT_PROBE(sched_switch)
             add(&a->migrations, moved);
             add(&a->wakeups, woken);
             add(involuntary ? &a->switches_invol : &a->switches_vol, 1);
+        }
+        if ((u32)ctx->args[3] & TASK_DEAD_STATE) {
+            /* its last switch-out: the task exited. Its slot's counts go out at the next
+             * flush, then the slot is freed for a new task, so a server that replaces its
+             * workers (a reload, a respawn) does not use the slots up */
+            t->slot = SLOT_ENDED;
+            slots.delete(&tid);
+            closing.push(&k, 0);
         }
         if (ca) {
             add(&ca->runq_wait_ns, wait);

@@ -14,7 +14,8 @@
  * times in time_ns and the histogram: an unbiased estimate at a fraction of the clock reads. */
 #include "common.h"
 #include "syscalls.h"
-/* maps control, events, filter_*, records and the tuner_* helpers: bpf/probe_common.c */
+/* maps control, events, filter_*, records, closing, free_slots, recycled and the tuner_*
+ * helpers: bpf/probe_common.c */
 
 #ifndef LATENCY_SAMPLE
 #define LATENCY_SAMPLE 1    /* time one in LATENCY_SAMPLE calls (a power of two) */

@@ -348,6 +348,48 @@ def test_net_tcp_transfer_between_namespaces_matches_bytes():
     assert sum(f.features.get("rx_packets", 0) for f in frames if f.entity.startswith("cpu:")) > 0
 
 
+def test_sched_recycles_the_slots_of_exited_tasks():
+    # more threads, one after another, than there are entity slots (a server that replaces its
+    # workers): an exited task's slot is freed after its last record, so later ones are still
+    # observed, each with the CPU time it had
+    threads, slots = 10, 3
+    child = Gated(
+        f"""
+        import sys, threading, time
+        def spin():
+            time.sleep(0.001)  # a switch-out, as a worker has
+            end = time.thread_time() + 0.03
+            while time.thread_time() < end:
+                pass
+        for _ in range({threads}):
+            sys.stdin.buffer.read(1)
+            t = threading.Thread(target=spin)
+            t.start()
+            t.join()
+            print(t.native_id, flush=True)
+        """
+    )
+    try:
+        cfg = ProbeConfig(window_ms=WINDOW, pids=(child.pid,), max_entities=slots)
+        with SchedProbe(cfg) as p:
+            child.go()
+            frames, tids = [], []
+            for _ in range(threads):
+                child.go()
+                tids.append(int(child.proc.stdout.readline()))
+                for _ in range(2):  # the window it exited in closes: its slot is freed
+                    wait_for_window(WINDOW)
+                    frames += p.poll()
+            stats, recycled = p.stats(), p.recycled()
+        child.wait()
+    finally:
+        child.kill()
+    assert stats.overflow == 0 and stats.lost == 0, stats
+    assert recycled >= threads - slots, recycled
+    for tid in tids:  # its spin charged to it, its final run segment included
+        assert total(frames, f"task:{tid}", "oncpu_ns") >= 0.025e9, (tid, frames)
+
+
 def test_net_reads_family_and_protocol_through_the_socket_pointer():
     # UDP sockets never pass inet_sock_set_state, so their family and protocol can only come
     # from struct sock itself, at the offsets the running kernel's BTF gives

@@ -165,6 +165,10 @@ class Probe:
         events = sum(self._bpf[b"events"][ctypes.c_int(0)])
         return ProbeStats(int(events), int(c.records), int(c.lost), int(c.overflow), int(c.flushes))
 
+    def recycled(self) -> int:
+        """Slots of ended entities (closed sockets, exited tasks) handed out again since load."""
+        return int(self._bpf[b"recycled"][ctypes.c_int(0)].value)
+
     def to_frame(self, record: Any) -> Frame:
         raise NotImplementedError
 

@@ -149,10 +149,6 @@ class NetProbe(Probe):
     def kernel_cflags(self) -> list[str]:
         return kernel_defines(Btf.load())
 
-    def recycled(self) -> int:
-        """Slots of closed sockets handed out again to new sockets since load."""
-        return int(self._bpf[b"recycled"][ctypes.c_int(0)].value)
-
     def frame_of(self, raw: bytes) -> Frame:
         """The frame of one record's bytes (``struct net_record``): one per active socket
         per window, so read with one unpack (about 20 us a socket record here, against 35
