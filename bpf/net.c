@@ -133,6 +133,23 @@ static __always_inline void flush(u64 now)
     u64 end = tuner_window_closed(now, &c);
     if (!end || !c)
         return;
+    /* sockets that closed: their last counts out, then forgotten (the address may come back
+     * as another socket's) and their slots freed (probe_common.c) */
+    for (int i = 0; i < FREE_PER_FLUSH; i++) {
+        u32 k;
+        if (closing.pop(&k) != 0)
+            break;
+        struct net_acc *a = acc.lookup(&k);
+        if (!a)
+            continue;
+        emit(end, a, c);
+        u64 sk = a->sk;
+        int *cur = socks.lookup(&sk);
+        if (cur && *cur == (int)k)
+            socks.delete(&sk);
+        __builtin_memset(a, 0, sizeof(*a));
+        free_slots.push(&k, 0);
+    }
     u64 n = c->nslots;
     for (u32 i = 0; i < MAX_ENTITIES; i++) {
         if (i >= n)
@@ -141,22 +158,6 @@ static __always_inline void flush(u64 now)
         struct net_acc *a = acc.lookup(&k);
         if (a)
             emit(end, a, c);
-    }
-    /* sockets closed in the window: their last counts are out, so forget them (the address
-     * may come back as another socket's) and free their slots */
-    for (int i = 0; i < FREE_PER_FLUSH; i++) {
-        u32 k;
-        if (closing.pop(&k) != 0)
-            break;
-        struct net_acc *a = acc.lookup(&k);
-        if (!a)
-            continue;
-        u64 sk = a->sk;
-        int *cur = socks.lookup(&sk);
-        if (cur && *cur == (int)k)
-            socks.delete(&sk);
-        __builtin_memset(a, 0, sizeof(*a));
-        free_slots.push(&k, 0);
     }
     for (u32 i = 0; i < MAX_CPUS; i++) {
         u32 k = i;

@@ -60,8 +60,11 @@ static __always_inline u32 tuner_filter_gen(void)
 }
 
 /* Slots of entities that ended (a task exited, a socket closed): the probe pushes a slot
- * onto closing when its entity ends; its flush, after emitting the slot's last counts, clears
- * it and moves it to free_slots, where tuner_alloc_slot takes slots first. */
+ * onto closing when its entity ends, after the entity's last counts. Its flush pops each
+ * queued slot, emits its last counts, clears it and moves it to free_slots, where
+ * tuner_alloc_slot takes slots first; all of that before the flush emits the other slots, so
+ * a slot queued meanwhile waits for the next flush. (Freed after emitting all slots, a slot
+ * queued during that emit would be cleared with counts added after it, and those lost.) */
 BPF_QUEUE(free_slots, u32, MAX_ENTITIES);
 BPF_QUEUE(closing, u32, MAX_ENTITIES);
 BPF_ARRAY(recycled, u64, 1);  /* slots handed out again from free_slots */

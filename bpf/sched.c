@@ -180,6 +180,18 @@ static __always_inline void flush(u64 now)
      * a task that never switches out still shows its CPU time window by window */
     for (u32 i = 0; i < MAX_CPUS; i++)
         charge_running(i);
+    /* tasks that exited: their last counts out, then their slots freed (probe_common.c) */
+    for (int i = 0; i < FREE_PER_FLUSH; i++) {
+        u32 k;
+        if (closing.pop(&k) != 0)
+            break;
+        struct sched_acc *a = task_acc.lookup(&k);
+        if (!a)
+            continue;
+        emit(start, end, SCHED_KIND_TASK, a->tid, a, c);
+        __builtin_memset(a, 0, sizeof(*a));
+        free_slots.push(&k, 0);
+    }
     u64 n = c->nslots;
     for (u32 i = 0; i < MAX_ENTITIES; i++) {
         if (i >= n)
@@ -188,17 +200,6 @@ static __always_inline void flush(u64 now)
         struct sched_acc *a = task_acc.lookup(&k);
         if (a)
             emit(start, end, SCHED_KIND_TASK, a->tid, a, c);
-    }
-    /* tasks that exited in the window: their last counts are out, so free their slots */
-    for (int i = 0; i < FREE_PER_FLUSH; i++) {
-        u32 k;
-        if (closing.pop(&k) != 0)
-            break;
-        struct sched_acc *a = task_acc.lookup(&k);
-        if (!a)
-            continue;
-        __builtin_memset(a, 0, sizeof(*a));
-        free_slots.push(&k, 0);
     }
     for (u32 i = 0; i < MAX_CPUS; i++) {
         u32 k = i;

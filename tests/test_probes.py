@@ -8,7 +8,7 @@ import select
 import time
 
 import pytest
-from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids
+from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids, wait_for
 
 from tuner.errors import TunerError
 from tuner.probes.base import ProbeStats, wait_for_window
@@ -380,14 +380,22 @@ def test_sched_recycles_the_slots_of_exited_tasks():
                 for _ in range(2):  # the window it exited in closes: its slot is freed
                     wait_for_window(WINDOW)
                     frames += p.poll()
+
+            def charged() -> bool:  # each spin charged to its thread, its last run included
+                frames.extend(p.poll())
+                return all(total(frames, f"task:{t}", "oncpu_ns") >= 0.025e9 for t in tids)
+
+            try:  # a flush late on a busy machine: its records count too
+                wait_for(charged, seconds=20)
+            except AssertionError:
+                oncpu = {t: total(frames, f"task:{t}", "oncpu_ns") for t in tids}
+                raise AssertionError(f"CPU time charged per thread: {oncpu}") from None
             stats, recycled = p.stats(), p.recycled()
         child.wait()
     finally:
         child.kill()
     assert stats.overflow == 0 and stats.lost == 0, stats
     assert recycled >= threads - slots, recycled
-    for tid in tids:  # its spin charged to it, its final run segment included
-        assert total(frames, f"task:{tid}", "oncpu_ns") >= 0.025e9, (tid, frames)
 
 
 def test_net_reads_family_and_protocol_through_the_socket_pointer():
