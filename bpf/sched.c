@@ -51,7 +51,11 @@ struct task_slot {      /* an observed task's slot, for the flush */
     u32 reserved;
 };
 
-BPF_TABLE("lru_hash", u32, struct task_slot, slots, MAX_ENTITIES * 4);  /* by thread id */
+/* by thread id, of observed tasks only, each deleted at its task's last switch-out. A plain
+ * hash, not an LRU one: an LRU hash evicts recent entries long before it is full when the
+ * CPUs' caches of free entries (up to 128 each) hold most of it (kernel commit d4adf1c), and
+ * a task whose entry went is charged nothing at a flush */
+BPF_HASH(slots, u32, struct task_slot, MAX_ENTITIES * 4);
 BPF_ARRAY(task_acc, struct sched_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct sched_acc, MAX_CPUS);
 BPF_ARRAY(current_task, struct cpu_current, MAX_CPUS);  /* by CPU: the flush reads all of them */

@@ -25,11 +25,19 @@ collect_ignore = ["scripts"]  # programs the tests run, not tests
 BESIDE = {"test_steer_xdp.py", "test_xdp_packets.py", "test_conformance.py"}
 
 # Kernel tests that run one after another in a group of their own ("kernel-exp"), beside the
-# other kernel tests ("kernel"): experiments, which make clusters tagged their own
-# (``cluster.tag``), check only those namespaces and only their own agents' names (exp-*),
-# and never turn the run-time statistics on. The "kernel" tests in turn check only the BPF
-# programs no other live process holds (helpers.no_prog_left) and namespaces of their own tags.
-EXPERIMENTS = {"test_experiment.py", "test_ssh_experiment.py", "test_fleet_ab.py"}
+# other kernel tests ("kernel"): the experiments, which make clusters tagged their own
+# (``cluster.tag``) and check only those namespaces and their own agents' names (exp-*); and
+# the benchmarks and the tests that turn the kernel's run-time statistics on, so that no
+# experiment calibrates its load while a benchmark keeps both CPUs busy. The "kernel" tests
+# check only the BPF programs no other live process holds (helpers.no_prog_left) and the
+# namespaces of their own tags.
+EXPERIMENTS = {
+    "test_experiment.py",
+    "test_ssh_experiment.py",
+    "test_fleet_ab.py",
+    "test_observe_bench.py",
+    "test_bpfsys.py",
+}
 SERIAL = ("kernel", "kernel-exp")  # scheduled first: the two longest groups
 
 

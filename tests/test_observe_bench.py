@@ -86,7 +86,7 @@ def test_bench_overhead_json(tuner_cli):
     assert "nginx_all_us" in r and "nginx_floor_us" in r
     # ns per event by attach point, from the kernel's run-time statistics: a ping-pong
     # round trip is two context switches, a getppid loop one sys_enter per call; the
-    # programs run for every task, so the experiments running beside (tests/conftest.py)
+    # programs run for every task, so the kernel tests running beside (tests/conftest.py)
     # add some runs, never fewer
     ctx, sys_ = r["per_event"]["ctxswitch"], r["per_event"]["syscall"]
     assert 1.8 <= ctx["sched_switch"]["per_op"] < 3.0
