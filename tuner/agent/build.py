@@ -40,7 +40,6 @@ def share_policy(config: AgentConfig) -> SharePolicy:
         max_step=c.get("policy.max_step"),
         hysteresis=c.get("policy.hysteresis"),
         fill=c.get("policy.fill"),
-        spare_noise=c.get("policy.spare_noise"),
     )
 
 

@@ -11,7 +11,7 @@ Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
 are: by_cpu, capacity, clients, fill, heavy_client_factor, horizon, hot_flow_hold, hot_flow_share, \
-hysteresis, kind, max_step, min_share, spare_noise
+hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -133,14 +133,6 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         (0.0, 64.0),
         "load one window's new connections bring, CPUs: water-fill the emptiest targets "
         "first (0: shares in proportion to spare room)",
-    ),
-    "policy.spare_noise": (
-        float,
-        0.0,
-        (0.0, 64.0),
-        "by how much spare-room estimates differ by noise alone, CPUs: credited to every "
-        "target before shares in proportion to spare room, so near-full targets get near "
-        "even shares (with fill 0)",
     ),
     "policy.hot_flow_share": (
         float,

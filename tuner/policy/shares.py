@@ -172,11 +172,6 @@ class SharePolicy:
         Load (fraction of a CPU) that the new connections of one window are expected to
         bring; shares fill the targets with the most spare room up to a common level with
         it (see :func:`water_fill`). 0: shares in proportion to spare room.
-    spare_noise : float
-        By how much (fraction of a CPU) spare-room estimates differ by noise alone. Every
-        target is credited this much room before shares are taken in proportion (with
-        ``fill`` 0), so when every target is near full the shares stay near even instead of
-        following the noise, and when room differs clearly they barely change.
     """
 
     capacity: float = 1.0
@@ -184,7 +179,6 @@ class SharePolicy:
     max_step: float = 0.25
     hysteresis: float = 0.05
     fill: float = 0.0
-    spare_noise: float = 0.0
 
     def __post_init__(self) -> None:
         self.shares_: list[float] | None = None
@@ -197,7 +191,6 @@ class SharePolicy:
             ("max_step", self.max_step, 0.001, 1.0),
             ("hysteresis", self.hysteresis, 0.0, 1.0),
             ("fill", self.fill, 0.0, 64.0),
-            ("spare_noise", self.spare_noise, 0.0, 64.0),
         ):
             if not lo <= value <= hi:
                 raise TunerError(
@@ -208,23 +201,11 @@ class SharePolicy:
     def target_shares(
         self, predicted: Sequence[float], spare: Sequence[float] | None = None
     ) -> list[float]:
-        """Shares by predicted spare capacity (in proportion to it plus ``spare_noise``, or
-        water-filled with ``fill``), each at least ``min_share``. ``spare`` replaces
-        ``capacity - predicted`` (see :func:`cpu_spare`). Everything predicted full: even
-        shares.
-
-        >>> full = [0.99, 0.98, 0.97, 0.99]  # every target near full: noise
-        >>> [round(x, 2) for x in SharePolicy(spare_noise=0.1).target_shares(full)]
-        [0.23, 0.26, 0.28, 0.23]
-        >>> [round(x, 2) for x in SharePolicy().target_shares(full)]
-        [0.14, 0.29, 0.43, 0.14]
-        >>> [round(x, 2) for x in SharePolicy(spare_noise=0.1).target_shares([0.9, 0.4, 0.5])]
-        [0.13, 0.47, 0.4]
-        """
+        """Shares by predicted spare capacity (in proportion to it, or water-filled with
+        ``fill``), each at least ``min_share``. ``spare`` replaces ``capacity - predicted``
+        (see :func:`cpu_spare`). Everything predicted full: even shares."""
         if spare is None:
             spare = [max(self.capacity - p, 0.0) for p in predicted]
-        if self.spare_noise > 0 and self.fill <= 0:
-            spare = [max(x, 0.0) + self.spare_noise for x in spare]
         floor = floor_slots(self.min_share, len(spare)) / SLOTS
         return _bounded(water_fill(spare, self.fill), floor)
 
