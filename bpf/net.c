@@ -36,7 +36,14 @@ struct flow {
     u8 daddr[16];
 };
 
-BPF_TABLE("lru_hash", u64, int, socks, MAX_ENTITIES * 4);   /* sk -> slot or SLOT_EXCLUDED */
+/* sk -> slot, of the sockets observed: a plain hash, each entry deleted when its slot is
+ * freed, so that no other socket pushes one out. (Evicted from an LRU hash by other
+ * processes' sockets, an observed socket took a new slot at its next I/O and stranded the old
+ * one, until the slots ran out.) */
+BPF_HASH(socks, u64, int, MAX_ENTITIES * 2);
+/* sockets left out (not the filter's, or no slot free); the least recent are forgotten, and
+ * decided again at their next I/O */
+BPF_TABLE("lru_hash", u64, u8, skipped, MAX_ENTITIES * 16);
 BPF_TABLE("lru_hash", u64, struct flow, flows, 16384);      /* sk -> addresses (all TCP) */
 BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
 BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
@@ -83,26 +90,34 @@ static __always_inline u16 sk_u16(u64 sk, u32 off)
 static __always_inline struct net_acc *sock_acc(u64 sk)
 {
     int *known = socks.lookup(&sk);
-    int slot = SLOT_EXCLUDED;
     if (known) {
-        slot = *known;
-    } else {
-        struct net_acc *a = 0;
-        if (tuner_wanted(bpf_get_current_pid_tgid() >> 32))
-            a = new_entity(NET_KIND_SOCK, sk, &slot);
-        if (a) {
-            a->family = sk_u16(sk, SK_FAMILY_OFF);
-            a->protocol = sk_u16(sk, SK_PROTOCOL_OFF);
-            struct flow *f = flows.lookup(&sk);
-            if (f)
-                copy_flow(a, f);
-        }
-        socks.update(&sk, &slot);
+        u32 k = *known;
+        return acc.lookup(&k);
     }
-    if (slot < 0)
+    if (skipped.lookup(&sk))
         return 0;
-    u32 k = slot;
-    return acc.lookup(&k);
+    int slot = SLOT_EXCLUDED;
+    struct net_acc *a = 0;
+    if (tuner_wanted(bpf_get_current_pid_tgid() >> 32))
+        a = new_entity(NET_KIND_SOCK, sk, &slot);
+    if (a && socks.insert(&sk, &slot) != 0) {
+        /* no room (or decided meanwhile on another CPU): the slot goes back */
+        u32 k = slot;
+        __builtin_memset(a, 0, sizeof(*a));
+        free_slots.push(&k, 0);
+        a = 0;
+    }
+    if (!a) {
+        u8 left_out = 1;
+        skipped.update(&sk, &left_out);
+        return 0;
+    }
+    a->family = sk_u16(sk, SK_FAMILY_OFF);
+    a->protocol = sk_u16(sk, SK_PROTOCOL_OFF);
+    struct flow *f = flows.lookup(&sk);
+    if (f)
+        copy_flow(a, f);
+    return a;
 }
 
 static __always_inline void emit(u64 end, struct net_acc *a, struct tuner_control *c)
@@ -224,12 +239,15 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
     flows.update(&sk, &f);
 
     int *slot = socks.lookup(&sk);
-    if (slot && (args->oldstate == TCP_CLOSE || args->newstate == TCP_SYN_RECV)) {
+    if (args->oldstate == TCP_CLOSE || args->newstate == TCP_SYN_RECV) {
         /* a new socket (connect or listen from CLOSE, or an accepted child) at the address
          * of an old one: it is decided afresh on its first I/O, and the old entity keeps its
          * counts until its slot is freed */
-        socks.delete(&sk);
-        slot = 0;
+        skipped.delete(&sk);
+        if (slot) {
+            socks.delete(&sk);
+            slot = 0;
+        }
     }
     if (slot && *slot >= 0) {
         u32 k = *slot;

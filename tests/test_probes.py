@@ -540,3 +540,67 @@ def test_net_recycles_the_slots_of_closed_sockets():
     assert stats.overflow == 0, stats
     assert recycled >= conns - 256, recycled
     assert len(socks) == conns and sent == conns * 15
+
+
+def test_net_sockets_of_other_processes_do_not_push_observed_ones_out():
+    # many sockets of processes not observed, against two long-lived observed ones: the
+    # probe remembers the sockets it left out in a bounded LRU hash, which the observed ones
+    # must not share (evicted, an observed socket would take a new slot at its next send and
+    # strand the old one, until the slots ran out)
+    rounds, noise = 30, 200
+    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+        server = Gated(
+            f"""
+            import socket, threading
+            s = socket.socket()
+            s.bind(("{addr_a}", 7003))
+            s.listen(512)
+            print("ready", flush=True)
+            def drain(c):
+                while c.recv(4096):
+                    pass
+            while True:
+                c, _ = s.accept()
+                threading.Thread(target=drain, args=(c,), daemon=True).start()
+            """,
+            netns=ns_a,
+        )
+        observed = Gated(
+            f"""
+            import socket, time
+            conns = [socket.create_connection(("{addr_a}", 7003)) for _ in range(2)]
+            for _ in range({rounds}):
+                for c in conns:
+                    c.sendall(b"x" * 10)
+                time.sleep(0.02)
+            """,
+            netns=ns_b,
+        )
+        others = Gated(
+            f"""
+            import socket
+            for _ in range({noise}):
+                c = socket.create_connection(("{addr_a}", 7003))
+                c.sendall(b"y" * 10)
+                c.close()
+            """,
+            netns=ns_b,
+        )
+        try:
+            cfg = ProbeConfig(window_ms=WINDOW, pids=(observed.pid,), max_entities=4)
+            with NetProbe(cfg) as p:
+                server.go()
+                assert server.proc.stdout.readline() == b"ready\n"
+                others.go()
+                observed.go()
+                frames = collect(p, lambda: observed.proc.poll() is not None, extra_windows=3)
+                stats = p.stats()
+            observed.wait()
+            others.wait()
+        finally:
+            for child in (server, observed, others):
+                child.kill()
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{observed.pid}:")}
+    sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
+    assert stats.overflow == 0, stats
+    assert len(socks) == 2 and sent == 2 * rounds * 10, (socks, sent)

@@ -136,7 +136,7 @@ class NetProbe(Probe):
         "NET_KIND_CPU": KIND_CPU,
     }
     record_type = NetRecord
-    decision_maps = ("socks",)
+    decision_maps = ("socks", "skipped")
 
     def __init__(self, config: ProbeConfig | None = None) -> None:
         super().__init__(config)
