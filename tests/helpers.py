@@ -203,7 +203,17 @@ class Agent:
     def stop(self) -> subprocess.CompletedProcess:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=30)
+        try:
+            out, err = self.proc.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.send_signal(signal.SIGUSR1)  # its threads' stacks to stderr (tuner.cli)
+            try:
+                out, err = self.proc.communicate(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                out, err = self.proc.communicate()
+            stacks = err[-6000:]
+            raise AssertionError(f"the agent did not stop 30 s after SIGTERM:\n{stacks}") from None
         run_tuner("cleanup")
         return subprocess.CompletedProcess(self.proc.args, self.proc.returncode, out, err)
 

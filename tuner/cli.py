@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import signal
@@ -133,6 +134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     signal.signal(signal.SIGTERM, _terminate_for(os.getpid()))
+    # `kill -USR1 <pid>`: every thread's stack to stderr, for a command that seems stuck
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     try:
         return int(args.func(args) or 0)
     except TunerError as e:
