@@ -126,6 +126,19 @@ def _terminate_for(owner: int) -> Callable[[int, object], None]:
     return _terminate
 
 
+def _stacks_on_sigusr1() -> None:
+    """``kill -USR1 <pid>``: every thread's stack to the process's stderr (file descriptor 2,
+    whatever ``sys.stderr`` was replaced by), for a command that seems stuck; it carries on.
+    Where there is no such descriptor, nothing.
+
+    >>> _stacks_on_sigusr1()
+    """
+    try:
+        faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+    except (AttributeError, ValueError, OSError):  # no stderr, or one without a descriptor
+        pass
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line and return its exit status."""
     parser = build_parser()
@@ -134,8 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     signal.signal(signal.SIGTERM, _terminate_for(os.getpid()))
-    # `kill -USR1 <pid>`: every thread's stack to stderr, for a command that seems stuck
-    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    _stacks_on_sigusr1()
     try:
         return int(args.func(args) or 0)
     except TunerError as e:
