@@ -68,6 +68,7 @@ def test_every_shipped_spec_is_valid():
         ('[server]\nworkers = "four"\n', "'server.workers'"),
         ("[tuner.policy]\nmax_steps = 1\n", "unknown key 'policy.max_steps'"),
         ("[workload\n", "is not valid TOML"),
+        ('[cluster]\ntag = "a-b"\n', "'cluster.tag' in"),
     ],
 )
 def test_broken_specs_are_refused_naming_the_key(tmp_path, tuner_cli, text, needle):
