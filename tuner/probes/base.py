@@ -68,6 +68,7 @@ class Probe:
         self.config = config if config is not None else ProbeConfig()
         self._bpf: Any = None
         self._pending: list[Frame] = []
+        self._interrupted: KeyboardInterrupt | None = None  # see _on_record
 
     # -- lifecycle ------------------------------------------------------------------------
     def source(self) -> str:
@@ -141,6 +142,7 @@ class Probe:
             raise TunerError(f"probe {self.name} is not open")
         self._kick()
         self._bpf.ring_buffer_consume()
+        self._raise_interrupt()
         frames, self._pending = self._pending, []
         return frames
 
@@ -187,9 +189,35 @@ class Probe:
 
     # -- internals ------------------------------------------------------------------------
     def _on_record(self, _ctx: Any, data: int, size: int) -> None:
-        frame = self.decode(data, size)
-        if frame is not None:
-            self._pending.append(frame)
+        """BCC's ring-buffer callback, called through ctypes, which cannot pass an exception
+        on: Ctrl-C or SIGTERM (a KeyboardInterrupt, see tuner.cli) landing here would be
+        printed and dropped, and the agent would run on. It is kept for :meth:`poll` to raise
+        once the ring buffer returns.
+
+        >>> from tuner.probes.sched import SchedProbe
+        >>> p = SchedProbe()
+        >>> def interrupted(data, size):
+        ...     raise KeyboardInterrupt
+        >>> p.decode = interrupted
+        >>> p._on_record(None, 0, 0)  # nothing escapes into ctypes
+        >>> try:
+        ...     p._raise_interrupt()  # what poll() does once the ring buffer returns
+        ... except KeyboardInterrupt:
+        ...     print("raised")
+        raised
+        """
+        try:
+            frame = self.decode(data, size)
+            if frame is not None:
+                self._pending.append(frame)
+        except KeyboardInterrupt as e:
+            self._interrupted = e
+
+    def _raise_interrupt(self) -> None:
+        """Raise the interrupt that arrived during a ring-buffer callback, if one did."""
+        if self._interrupted is not None:
+            e, self._interrupted = self._interrupted, None
+            raise e
 
     def _check_layout(self) -> None:
         """The C struct (as BCC parsed it) and our ctypes mirror must agree field by field."""
