@@ -53,7 +53,7 @@ BPF_ARRAY(layout, struct net_record, 1);      /* never written: lets the loader 
 
 static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
 {
-    u32 tgid = bpf_get_current_pid_tgid() >> 32;
+    u64 id = bpf_get_current_pid_tgid();
     *slot = tuner_alloc_slot();
     if (*slot < 0)
         return 0;
@@ -62,7 +62,8 @@ static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
     if (!a)
         return 0;
     a->kind = kind;
-    a->tgid = tgid;
+    a->tgid = id >> 32;
+    a->tid = (u32)id;
     a->sk = sk;
     bpf_get_current_comm(a->comm, sizeof(a->comm));
     return a;
@@ -203,6 +204,8 @@ static __always_inline void count_io(u64 sk, int ret, int out)
     struct net_acc *a = sock_acc(sk);
     if (!a)
         return;
+    /* the thread that serves the connection now (a thread-per-core server's worker) */
+    a->tid = (u32)bpf_get_current_pid_tgid();
     __sync_fetch_and_add(out ? &a->bytes_out : &a->bytes_in, ret);
     __sync_fetch_and_add(out ? &a->msgs_out : &a->msgs_in, 1);
 }

@@ -134,7 +134,7 @@ def test_placement_spreads_heavy_clients_over_cpus_before_workers():
 
 
 def test_socket_table_counts_bytes_per_client_and_worker():
-    t = SocketTable(pids=[7, 8])
+    t = SocketTable(WorkerMap.from_pids([7, 8]))
 
     def f(sk, pid, peer, b):
         return Frame("net", sk, 0, 100, {"bytes_in": b},

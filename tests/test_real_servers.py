@@ -22,6 +22,7 @@ from conftest import REPO
 from helpers import Agent, wait_for
 
 from tuner.actuate.pins import PIN_ROOT, read_pins
+from tuner.agent.decisions import by_entity
 from tuner.cluster import Cluster
 from tuner.group import Group, discover
 from tuner.netns import netns_link
@@ -95,6 +96,52 @@ def test_threads_of_one_process_are_steered_and_a_growing_pool_followed(tmp_path
             srv.kill()
     assert done.returncode == 0, done.stderr
     assert not Path(PIN_ROOT, agent.name).exists()
+
+
+def test_connections_of_thread_workers_are_followed_by_their_serving_thread(tmp_path):
+    """``agent.sockets`` with threads as workers: each connection belongs to the thread that
+    serves it. All new connections go to thread 0 (pin-first), so the connections the agent
+    follows, and the load that leaves with those that close, are worker 0's alone."""
+    with Cluster(clients=1) as c:
+        argv = [sys.executable, "-m", "tuner.workload.server", "--threads", "--workers", "2"]
+        srv = c.popen("server", argv, stdout=subprocess.PIPE, text=True)
+        pid = json.loads(srv.stdout.readline())["workers"][0]
+        ns = c.host("server").netns
+        agent = Agent(tmp_path, [], "active", target={"netns": ns}, agent={"sockets": True},
+                      **PINNED)  # fmt: skip
+        spec = {"host": c.host("server").address, "rate": 150, "seconds": 600,
+                "connections": 8, "service": "exp:1000", "lifetime_s": 0.3}  # fmt: skip
+        gen = None
+        try:
+            steered(agent)
+            gen = c.popen("client0", [sys.executable, "-m", "tuner.workload.loadgen", "--config",
+                                      json.dumps(spec)], stdout=subprocess.DEVNULL)  # fmt: skip
+            wait_for(lambda: len(_lost_to_closes(agent, "worker:0")) >= 5, seconds=90)
+        finally:
+            if gen is not None:
+                gen.kill()
+                gen.wait()
+            done = agent.stop()
+            srv.kill()
+    assert done.returncode == 0, done.stderr
+    followed = [e for e in agent.entries() if e.get("sockets", {}).get("followed")]
+    assert followed and all(int(sk.split(":")[1]) == pid for e in followed
+                            for sk in e["sockets"]["hottest"])  # fmt: skip
+    assert not _lost_to_closes(agent, "worker:1")  # thread 1 served no connection
+
+
+def _lost_to_closes(agent: Agent, worker: str) -> list:
+    """Windows in which ``worker`` had load and part of it left with connections that closed
+    (its ``live_load`` below its load): only a worker its connections are attributed to."""
+    out = []
+    for e in agent.entries():
+        if "sockets" not in e:
+            continue
+        load = by_entity(e["workers"], "loads")[worker]
+        live = by_entity(e["workers"], "features")[worker]["live_load"]
+        if load > 0.01 and live < load * 0.99:
+            out.append(e)
+    return out
 
 
 def _haproxy(root: Path, address: str, threads: int) -> Path:

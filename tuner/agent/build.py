@@ -79,11 +79,6 @@ def build_agent(
     horizon = config.get("model.horizon_windows")
     sockets = None
     if config.get("agent.sockets"):
-        if any(e.tid is not None for e in workers.entities):
-            raise TunerError(
-                "agent.sockets follows connections by process, and these workers are threads",
-                "set agent.sockets = false for a thread-per-core server",
-            )
         clients = None
         if config.get("policy.clients"):
             if not steering.places_clients:

@@ -39,14 +39,9 @@ class SocketChannel(Channel):
         self.retarget(workers)
 
     def retarget(self, workers: WorkerMap) -> None:
-        """Follow another set of workers (their connections are attributed by process)."""
+        """Follow another set of workers (processes or threads)."""
         self.workers = workers
-        pids, groups = [], []
-        for i, e in enumerate(workers.entities):
-            for pid, _ in e.members:
-                pids.append(pid)
-                groups.append(i)
-        self.table = SocketTable(pids, groups)
+        self.table = SocketTable(workers)
         self.live_load: dict[str, float] = {}
         self.closed = 0
 

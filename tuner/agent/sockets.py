@@ -8,9 +8,9 @@ worker's load (in proportion to the bytes it received) and each worker its ``liv
 the part of its load that came from connections still open. The learner takes ``live_load``
 as a feature and a socket learner predicts each connection's own next load.
 
->>> t = SocketTable(pids=[7, 8])
+>>> t = SocketTable(WorkerMap.from_pids([7, 8]))
 >>> f = lambda sk, state, b: Frame("net", sk, 0, 100, {"bytes_in": b}, {"tgid": "7",
-...     "proto": "tcp", "state": str(state)})
+...     "tid": "7", "proto": "tcp", "state": str(state)})
 >>> w = t.update([f("sock:a", 1, 300.0), f("sock:b", 8, 100.0)], {0: 0.8, 1: 0.0})
 >>> w.loads, w.live_load
 ({'sock:a': 0.6, 'sock:b': 0.2}, {0: 0.6, 1: 0.0})
@@ -18,12 +18,24 @@ as a feature and a socket learner predicts each connection's own next load.
 (['sock:a'], ['sock:b'])
 >>> t.update([], {0: 0.0, 1: 0.0}).loads   # an open connection that was quiet: load 0
 {'sock:a': 0.0}
+
+A connection belongs to the worker of the thread that last read or wrote it: with threads as
+workers (a thread-per-core server), to that thread's entity.
+
+>>> t = SocketTable(WorkerMap.from_members([[(7, 8)], [(7, 9)]]))
+>>> g = Frame("net", "sock:c", 0, 100, {"bytes_in": 5.0}, {"tgid": "7", "tid": "9",
+...     "proto": "tcp", "state": "1"})
+>>> t.update([g], {0: 0.1, 1: 0.4}).live_load
+{0: 0.1, 1: 0.4}
+>>> t.live
+{'sock:c': 1}
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tuner.agent.workers import WorkerMap
 from tuner.probes.base import Frame
 
 # TCP states (include/net/tcp_states.h) after which a connection brings no more requests:
@@ -47,17 +59,12 @@ class SocketWindow:
 
 @dataclass
 class SocketTable:
-    """The open TCP connections of the workers ``pids`` (``groups``: entity of each pid, as in
-    :func:`tuner.agent.loop.worker_loads`)."""
+    """The open TCP connections of ``workers``, each attributed to the worker of the task
+    (process, or thread) that last read or wrote it."""
 
-    pids: list[int]
-    groups: list[int] | None = None
+    workers: WorkerMap
     live: dict[str, int] = field(default_factory=dict)  # connection -> worker index
     quiet: dict[str, int] = field(default_factory=dict)  # connection -> windows without data
-
-    def __post_init__(self) -> None:
-        groups = list(range(len(self.pids))) if self.groups is None else self.groups
-        self._index = dict(zip(self.pids, groups, strict=True))
 
     def update(self, frames: list[Frame], loads: dict[int, float]) -> SocketWindow:
         """Take one window's frames and the workers' loads (index -> CPUs)."""
@@ -70,7 +77,8 @@ class SocketTable:
                 continue
             if f.labels.get("proto") != "tcp":
                 continue
-            i = self._index.get(int(f.labels.get("tgid", 0)))
+            tgid = int(f.labels.get("tgid", 0))
+            i = self.workers.index_of(tgid, int(f.labels.get("tid", tgid)))
             if i is None:
                 continue
             worker[f.entity] = i

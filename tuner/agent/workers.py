@@ -145,13 +145,22 @@ class WorkerMap:
         worked out once per map instead of once per window."""
         return {}
 
+    def index_of(self, pid: int, tid: int) -> int | None:
+        """The index of the entity whose task (thread ``tid`` of process ``pid``) this is:
+        the entity of that thread, else of the whole process; None for neither.
+
+        >>> m = WorkerMap.from_members([[(8, 9)], [(8, 10)], [(11, None)]])
+        >>> m.index_of(8, 10), m.index_of(11, 12), m.index_of(8, 8)
+        (1, 2, None)
+        """
+        by_pid, by_tid, _ = self._lookup
+        i = by_tid.get(tid)
+        return by_pid.get(pid) if i is None else i
+
     def _index_of(self, f: Frame) -> int:
         if not f.entity.startswith("task:"):
             return -1
-        by_pid, by_tid, _ = self._lookup
-        i = by_tid.get(int(f.entity[5:]))
-        if i is None:
-            i = by_pid.get(int(f.labels.get("tgid", 0)))
+        i = self.index_of(int(f.labels.get("tgid", 0)), int(f.entity[5:]))
         return -1 if i is None else i
 
     def entity(self, name: str) -> WorkerEntity:

@@ -3,7 +3,7 @@ and out, TCP retransmits and state changes; per listening port, accepted connect
 accept-queue backlog; per CPU, packets processed in softirq.
 
 >>> ctypes.sizeof(NetRecord)
-160
+168
 >>> format_addr(2, bytes([198, 18, 0, 1]) + bytes(12))
 '198.18.0.1'
 """
@@ -72,6 +72,7 @@ class NetAcc(ctypes.Structure):
         ("comm", ctypes.c_char * 16),
         ("state", ctypes.c_uint32),
         ("id", ctypes.c_uint32),
+        ("tid", ctypes.c_uint32),
     ] + [(c, ctypes.c_uint64) for c in COUNTERS]
 
 
@@ -164,7 +165,7 @@ class NetProbe(Probe):
         ('sock:7:80-198.18.0.9:4000#0', '198.18.0.9', 'tcp', 512.0)
         """
         (start, end, kind, tgid, sk, family, protocol, sport, dport, saddr, daddr, comm, state,
-         id_, *counts) = RECORD.unpack_from(raw)  # fmt: skip
+         id_, tid, *counts) = RECORD.unpack_from(raw)  # fmt: skip
         f = dict(zip(COUNTERS, map(float, counts), strict=True))
         labels: dict[str, str] = {}
         if kind == KIND_CPU:
@@ -181,6 +182,7 @@ class NetProbe(Probe):
             entity = f"sock:{tgid}:{sport}-{raddr}:{dport}#{sk & 0xFFFFFF:x}"
             labels = {
                 "tgid": str(tgid),
+                "tid": str(tid),
                 "comm": c_string(comm),
                 "proto": proto,
                 "laddr": format_addr(family, saddr),
