@@ -152,20 +152,17 @@ class Runner:
         return result
 
     def _check_rate(self, cluster: Hosts, arm_dir: Path, c: Calibration) -> Calibration:
-        """Lower ``c.rate`` until the kernel's placement keeps up with it under the spec's
-        own profile (see :mod:`.calibrate`)."""
+        """The highest rate up to ``c.rate`` that the kernel's placement keeps up with under
+        the spec's own profile (see :mod:`.calibrate`)."""
         mean_us = ServiceTime.parse(self.spec.get("workload.service")).mean_us
-        rate, checks = c.rate, []
-        for i in range(calibrate.CHECKS):
+        checks: list[calibrate.Check] = []
+        while (rate := calibrate.next_rate(c.rate, checks)) is not None:
             self.progress("calibrate", 1.0, f"checking {rate:.0f} req/s under the profile")
             server = servers.start(self.spec, cluster, arm_dir, self.costs_us)
             samples = self._kernel_run(cluster, arm_dir, server, rate)
             checks.append(calibrate.check(samples, rate, mean_us))
-            if checks[-1].kept_up:
-                break
-            if i + 1 < calibrate.CHECKS:
-                rate *= calibrate.STEP
-        return replace(c, rate=rate, checks=tuple(checks), sustained=checks[-1].kept_up)
+        rate, sustained = calibrate.chosen(checks)
+        return replace(c, rate=rate, checks=tuple(checks), sustained=sustained)
 
     def _kernel_run(
         self, cluster: Hosts, arm_dir: Path, server: Any, rate: float, profile: str | None = None
