@@ -21,6 +21,8 @@ bootstrap interval over rounds beside it (:mod:`tuner.experiment.stats`).
 (11, 8.0)
 >>> s["arms"]["active"]["p99_vs_kernel"], s["arms"]["active"]["p99_vs_kernel_rounds"]
 (0.5, [0.4, 0.6])
+>>> s["arms"]["kernel"]["p99_ms_rounds"]   # which regime each round ran in
+[10.0, 20.0]
 """
 
 from __future__ import annotations
@@ -64,6 +66,8 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
         for key in dict.fromkeys(k for p in per for k in p):
             vals = [p.get(key) for p in per]
             nums = [v for v in vals if isinstance(v, int | float) and not isinstance(v, bool)]
+            if key == "p99_ms":  # the regime each round ran in, beside the ratios
+                m[f"{key}_rounds"] = vals
             if key in ("group", "started"):  # arms side by side: where and when, per round
                 m[f"{key}_rounds"] = vals
             elif key in TOTALS:
@@ -174,6 +178,14 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         per = [", ".join(f"{v:.3f}" for v in m.get(f"p99_vs_{b}_rounds", [])) or "-"
                for b in ("kernel", "reactive")]  # fmt: skip
         lines.append(f"| {arm} | {per[0]} | {per[1]} |")
+    rates = summary.get("rate_rounds")
+    if rates:
+        lines += ["", "Each round's rate, req/s: " + ", ".join(f"{r:.0f}" for r in rates) + "."]
+    for arm, m in summary["arms"].items():
+        p99 = m.get("p99_ms_rounds")
+        if p99 and arm in ("kernel", "kernel-again"):
+            text = ", ".join("-" if v is None else f"{v:.0f}" for v in p99)
+            lines.append(f"The {arm} arm's p99 each round, ms: {text}.")
     sides = {arm: ", ".join(map(str, m["group_rounds"])) for arm, m in summary["arms"].items()
              if "group_rounds" in m}  # fmt: skip
     if sides:
