@@ -49,7 +49,10 @@ def test_repeated_rounds_side_by_side_on_three_groups_report_medians_of_per_roun
     assert starts[0] == starts[1] == starts[2]  # one load run per round, for every arm
     for arm in ("kernel-again", "shadow"):  # the A/A arm, and one with an agent
         m = summary["arms"][arm]
-        assert len(m["p99_vs_kernel_rounds"]) == 2 and m["rounds"] == 2
+        assert m["rounds"] == 2
+        if m.get("p99_vs_kernel_left_out"):  # a round whose kernel arm overloaded: no ratio
+            continue
+        assert len(m["p99_vs_kernel_rounds"]) == 2
         lo, hi = sorted(m["p99_vs_kernel_rounds"])
         ci = m["p99_vs_kernel_ci"]  # a 95 % interval over the rounds, around the median
         assert len(ci) == 2 and lo <= ci[0] <= m["p99_vs_kernel"] <= ci[1] <= hi

@@ -299,7 +299,8 @@ def notes(summary: dict[str, Any]) -> list[str]:
         if m.get("overloaded") is True or (m.get("overloaded_rounds") or 0) > 0:
             rounds = f" in {m['overloaded_rounds']} round(s)" if "overloaded_rounds" in m else ""
             out.append(f"- **{arm} ran overloaded**{rounds}: the server could not keep up; "
-                       "ratios against it are not comparable")  # fmt: skip
+                       "ratios against it are not comparable (medians over rounds leave "
+                       "them out)")  # fmt: skip
     return out
 
 

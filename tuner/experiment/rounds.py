@@ -23,6 +23,16 @@ bootstrap interval over rounds beside it (:mod:`tuner.experiment.stats`).
 (0.5, [0.4, 0.6])
 >>> s["arms"]["kernel"]["p99_ms_rounds"]   # which regime each round ran in
 [10.0, 20.0]
+
+A round whose kernel arm ran overloaded gives no ``p99_vs_kernel``: the kernel's p99 then
+grows with the arm's length, and the ratio with it.
+
+>>> rounds = [{"arms": {"kernel": {"p99_vs_kernel": 1.0, "overloaded": k},
+...                     "active": {"p99_vs_kernel": x, "overloaded": False}}}
+...           for k, x in ((False, 0.5), (True, 0.1), (False, 0.7))]
+>>> a = combine(rounds, {})["arms"]["active"]
+>>> a["p99_vs_kernel_rounds"], a["p99_vs_kernel_left_out"], a["overloaded_rounds"]
+([0.5, 0.7], 1, 0)
 """
 
 from __future__ import annotations
@@ -46,6 +56,9 @@ RATIOS = (
     "horizon_mae_vs_baseline",
     "client_mae_vs_baseline",
 )
+
+#: the arm a ratio is taken against: a round in which it ran overloaded gives no ratio
+BASELINES = {"p99_vs_kernel": "kernel", "p99_vs_reactive": "reactive"}
 
 
 def rotated(arms: list[str], r: int) -> list[str]:
@@ -84,10 +97,17 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
             else:
                 m[key] = None
         for key in RATIOS:
-            ratios = [p[key] for p in per if p.get(key) is not None]
-            if ratios:  # failed rounds have no ratio: the median is over the others
+            # failed rounds have no ratio, and a round whose baseline arm ran overloaded has
+            # none that means anything: the median is over the others
+            base = BASELINES.get(key)
+            kept = [r for r in rounds if arm in r["arms"]
+                    and not r["arms"].get(base, {}).get("overloaded")]  # fmt: skip
+            ratios = [r["arms"][arm][key] for r in kept if r["arms"][arm].get(key) is not None]
+            if ratios:
                 m[key], m[f"{key}_ci"] = median_ci(ratios)
                 m[f"{key}_rounds"] = ratios
+            if base and len(kept) < len(per):
+                m[f"{key}_left_out"] = len(per) - len(kept)
         m["rounds"] = len(per)
         arms[arm] = m
     rates = [r["rate"] for r in rounds if "rate" in r]
@@ -178,6 +198,12 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         per = [", ".join(f"{v:.3f}" for v in m.get(f"p99_vs_{b}_rounds", [])) or "-"
                for b in ("kernel", "reactive")]  # fmt: skip
         lines.append(f"| {arm} | {per[0]} | {per[1]} |")
+    for arm, m in summary["arms"].items():
+        for b in ("kernel", "reactive"):
+            n = m.get(f"p99_vs_{b}_left_out")
+            if n and arm != b:
+                lines.append(f"\n{arm}: {n} round(s) left out of p99/{b}, the {b} arm "
+                             "overloaded in them.")  # fmt: skip
     rates = summary.get("rate_rounds")
     if rates:
         lines += ["", "Each round's rate, req/s: " + ", ".join(f"{r:.0f}" for r in rates) + "."]
