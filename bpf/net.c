@@ -12,13 +12,20 @@
  * Slots are recycled: a TCP socket that reached TCP_CLOSE has its last counts emitted at the
  * next window's flush, then (up to FREE_PER_FLUSH a flush) its slot goes onto a free list (a
  * BPF queue) that new sockets take from first, so connection churn does not use up
- * MAX_ENTITIES. */
+ * MAX_ENTITIES. A UDP socket has no close that a tracepoint shows: once it has had no I/O for
+ * UDP_IDLE_NS its slot goes the same way, and should it send or receive again it is decided
+ * afresh (the same entity, a new slot), so a resolver's socket per query does not use the
+ * slots up either. */
 #include "common.h"
 #include "net.h"
 /* maps control, events, filter_*, records, closing, free_slots, recycled and the tuner_*
  * helpers: bpf/probe_common.c */
 
 #define IPPROTO_TCP_ 6
+#define IPPROTO_UDP_ 17
+#define UDP_IDLE_NS 1000000000ULL  /* a UDP socket this long without I/O gives its slot back */
+#define UDP_IDLE_WINDOWS (UDP_IDLE_NS / WINDOW_NS > 0 ? UDP_IDLE_NS / WINDOW_NS : 1)
+#define IDLE_QUEUED 0xffffffffU    /* its slot is on the closing queue */
 #define AF_INET_ 2
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
@@ -143,6 +150,22 @@ static __always_inline void emit(u64 end, struct net_acc *a, struct tuner_contro
     tuner_submit(r, c);
 }
 
+/* Called for each UDP socket's slot before its window's counts go out: count a window
+ * without I/O, and queue the slot once the socket has been idle for UDP_IDLE_NS (once: a
+ * queued slot is marked until the closing queue frees it). */
+static __always_inline void udp_idle(struct net_acc *a, u32 k)
+{
+    if (a->idle == IDLE_QUEUED)
+        return;
+    if (a->msgs_in || a->msgs_out) {
+        a->idle = 0;
+        return;
+    }
+    a->idle += 1;
+    if (a->idle >= UDP_IDLE_WINDOWS && closing.push(&k, 0) == 0)
+        a->idle = IDLE_QUEUED;
+}
+
 static __always_inline void flush(u64 now)
 {
     struct tuner_control *c = 0;
@@ -172,8 +195,11 @@ static __always_inline void flush(u64 now)
             break;
         u32 k = i;
         struct net_acc *a = acc.lookup(&k);
-        if (a)
-            emit(end, a, c);
+        if (!a)
+            continue;
+        if (a->kind == NET_KIND_SOCK && a->protocol == IPPROTO_UDP_)
+            udp_idle(a, k);
+        emit(end, a, c);
     }
     for (u32 i = 0; i < MAX_CPUS; i++) {
         u32 k = i;

@@ -20,6 +20,7 @@ struct net_acc {
     u32 state;                /* last TCP state seen (include/net/tcp_states.h) */
     u32 id;                   /* cpu number for NET_KIND_CPU */
     u32 tid;                  /* sock: thread that last read or wrote it; listen: listen()'s */
+    u32 idle;                 /* UDP sock: windows in a row without I/O (bpf/net.c) */
     u64 bytes_in;             /* bytes returned by recvmsg and friends */
     u64 bytes_out;            /* bytes accepted by sendmsg and friends */
     u64 msgs_in;              /* receive calls that returned data */

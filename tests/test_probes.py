@@ -542,6 +542,41 @@ def test_net_recycles_the_slots_of_closed_sockets():
     assert len(socks) == conns and sent == conns * 15
 
 
+def test_net_recycles_the_slots_of_idle_udp_sockets():
+    # no tracepoint shows a UDP socket's close, so a socket's slot is freed once it has been
+    # idle a second. 8 sockets, each sending once and then left open (so the kernel cannot
+    # reuse one's address for the next), with 4 slots: all observed, where without it the
+    # last 4 would overflow; and the first, sending again at the end, is observed afresh
+    n, pause = 8, 0.6
+    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+        client = Gated(
+            f"""
+            import socket, time
+            socks = []
+            for i in range({n}):
+                socks.append(socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+                socks[-1].sendto(b"%015d" % i, ("{addr_a}", 5353))
+                time.sleep({pause})
+            socks[0].sendto(b"%015d" % {n}, ("{addr_a}", 5353))
+            """,
+            netns=ns_b,
+        )
+        try:
+            cfg = ProbeConfig(window_ms=WINDOW, pids=(client.pid,), max_entities=4)
+            with NetProbe(cfg) as p:
+                client.go()
+                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
+                stats, recycled = p.stats(), p.recycled()
+            client.wait()
+        finally:
+            client.kill()
+    mine = [f for f in frames if f.entity.startswith(f"sock:{client.pid}:")]
+    assert all(f.labels["proto"] == "udp" for f in mine)
+    assert stats.overflow == 0, stats
+    assert recycled >= n - 4, recycled
+    assert sum(f.features["bytes_out"] for f in mine) == (n + 1) * 15
+
+
 def test_net_sockets_of_other_processes_do_not_push_observed_ones_out():
     # many sockets of processes not observed, against two long-lived observed ones: the
     # probe remembers the sockets it left out in a bounded LRU hash, which the observed ones

@@ -73,6 +73,7 @@ class NetAcc(ctypes.Structure):
         ("state", ctypes.c_uint32),
         ("id", ctypes.c_uint32),
         ("tid", ctypes.c_uint32),
+        ("idle", ctypes.c_uint32),
     ] + [(c, ctypes.c_uint64) for c in COUNTERS]
 
 
@@ -165,7 +166,7 @@ class NetProbe(Probe):
         ('sock:7:80-198.18.0.9:4000#0', '198.18.0.9', 'tcp', 512.0)
         """
         (start, end, kind, tgid, sk, family, protocol, sport, dport, saddr, daddr, comm, state,
-         id_, tid, *counts) = RECORD.unpack_from(raw)  # fmt: skip
+         id_, tid, _idle, *counts) = RECORD.unpack_from(raw)  # fmt: skip
         f = dict(zip(COUNTERS, map(float, counts), strict=True))
         labels: dict[str, str] = {}
         if kind == KIND_CPU:
