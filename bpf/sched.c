@@ -45,10 +45,11 @@ struct cpu_current {    /* what runs on this CPU */
 };
 
 BPF_TASK_STORAGE(tasks, struct task_state);
-struct task_slot {      /* an observed task's slot, for the flush */
+struct task_slot {      /* an observed task's slot */
     u64 task;           /* its task_struct: a thread id reused by a new task is not it */
     int slot;
     u32 reserved;
+    u64 charged;        /* its sum_exec_runtime already charged to the slot */
 };
 
 /* by thread id, of observed tasks only, each deleted at its task's last switch-out. A plain
@@ -79,9 +80,27 @@ static __always_inline void add(u64 *field, u64 v)
         __sync_fetch_and_add(field, v);
 }
 
+/* Claims a task's time up to `sum` (its sum_exec_runtime) for its slot: what was not yet
+ * charged, against a flush on another CPU charging the same task meanwhile. The task's own
+ * account, not its CPU's: a switch the probe did not see (it happens, see docs/probes/sched.md)
+ * leaves a CPU's entry naming another task, and would lose the time of the task it missed. */
+static __always_inline u64 claim(struct task_slot *ts, u64 sum)
+{
+    for (int i = 0; i < 3; i++) {
+        u64 old = ts->charged;
+        if (sum <= old)
+            return 0;
+        if (__sync_bool_compare_and_swap(&ts->charged, old, sum))
+            return sum - old;
+    }
+    return 0;
+}
+
 /* The current task's state; decided (filter + slot) the first time it is switched out, and
- * again after the filter gained processes if it was left out. */
-static __always_inline struct task_state *current_state(struct task_struct *task, u32 tid)
+ * again after the filter gained processes if it was left out. `charged`: its time on the CPU
+ * before the run that ends now, which is not this probe's. */
+static __always_inline struct task_state *current_state(struct task_struct *task, u32 tid,
+                                                        u64 charged)
 {
     u32 gen = tuner_filter_gen();
     struct task_state *t = tasks.task_storage_get(task, 0, 0);
@@ -99,7 +118,7 @@ static __always_inline struct task_state *current_state(struct task_struct *task
                 a->tid = tid;
                 bpf_get_current_comm(a->comm, sizeof(a->comm));
             }
-            struct task_slot ts = {.task = (u64)task, .slot = slot};
+            struct task_slot ts = {.task = (u64)task, .slot = slot, .charged = charged};
             slots.update(&tid, &ts);
         }
     }
@@ -169,7 +188,7 @@ static __always_inline void charge_running(u32 cpu)
         u32 s = ts->slot;
         struct sched_acc *a = task_acc.lookup(&s);
         if (a)
-            add(&a->oncpu_ns, ran);
+            add(&a->oncpu_ns, claim(ts, sum));
     }
 }
 
@@ -239,13 +258,15 @@ RAW_TRACEPOINT_PROBE(sched_switch)
     u64 base = cur->base;
     if (!__sync_bool_compare_and_swap(&cur->base, base, sum))
         base = cur->base;
-    u64 ran = (cur->task == prev && base && sum > base) ? sum - base : 0;
+    /* (a base of 0: a new task's first run, all of it since its fork) */
+    u64 ran = (cur->task == prev && sum > base) ? sum - base : 0;
     struct sched_acc *ca = cpu_acc.lookup(&cpu);
     if (ca)
         add(&ca->oncpu_ns, ran);
 
     u32 tid = CURRENT_U32(task, TASK_PID_OFF);
-    struct task_state *t = tid ? current_state(task, tid) : 0;  /* tid 0: the idle task */
+    /* tid 0: the idle task */
+    struct task_state *t = tid ? current_state(task, tid, sum - ran) : 0;
     if (t && t->slot >= 0) {
         /* preempted, or switched out while still runnable (TASK_RUNNING is 0) */
         int involuntary = (ctx->args[0] & 1) || (u32)ctx->args[3] == 0;
@@ -262,8 +283,10 @@ RAW_TRACEPOINT_PROBE(sched_switch)
         t->slept = !involuntary;
         u32 k = t->slot;
         struct sched_acc *a = task_acc.lookup(&k);
+        struct task_slot *ts = slots.lookup(&tid);
         if (a) {
-            add(&a->oncpu_ns, ran);
+            /* from the task's own account; from its CPU's only if it has none */
+            add(&a->oncpu_ns, ts && ts->task == (u64)task ? claim(ts, sum) : ran);
             add(&a->runq_wait_ns, wait);
             add(&a->runq_waits, waits);
             add(&a->migrations, moved);

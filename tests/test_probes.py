@@ -292,6 +292,48 @@ def test_sched_busy_task_is_charged_every_window():
     assert max(busy) < 0.4e9
 
 
+def test_sched_charges_a_task_whose_switch_the_probe_did_not_see():
+    # the probe misses a few context switches a second on this kernel (a CPU's entry then
+    # names another task when its task is switched out): a task's time comes from its own
+    # account, so such a miss does not lose it. The test stands in for the misses: while a
+    # thread spins on CPU 1, it keeps clearing CPU 1's entry, as a missed switch-in leaves it
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs")
+    child = Gated(
+        """
+        import os, sys, time
+        os.sched_setaffinity(0, {1})
+        time.sleep(0.01)  # switched out once: observed from here on
+        print("spinning", flush=True)
+        start = time.thread_time()
+        while time.thread_time() < start + 0.3:
+            pass
+        print(int((time.thread_time() - start) * 1e9), flush=True)
+        sys.stdin.buffer.read(1)
+        """
+    )
+    mine = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, {0})
+        with SchedProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            current = p._bpf[b"current_task"]
+            child.go()
+            assert child.proc.stdout.readline() == b"spinning\n"
+            frames = []
+            while not select.select([child.proc.stdout], [], [], 0.002)[0]:
+                current[ctypes.c_int(1)] = current.Leaf(0, 0)
+                frames += p.poll()
+            spun = int(child.proc.stdout.readline())
+            child.go()  # its last switch-out: the run is charged there
+            frames += collect(p, lambda: child.proc.poll() is not None)
+            child.wait()
+    finally:
+        os.sched_setaffinity(0, mine)
+        child.kill()
+    oncpu = total(frames, f"task:{child.pid}", "oncpu_ns")
+    assert spun >= 0.3e9 and oncpu >= 0.95 * spun, (oncpu, spun)
+
+
 def test_net_tcp_transfer_between_namespaces_matches_bytes():
     nbytes = 3_000_017
     with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
