@@ -171,7 +171,8 @@ def test_client_mix_specs_are_checked_and_give_each_connection_an_address():
         ExperimentSpec.from_dict({"workload": {"profile": "client-mix"},
                                   "server": {"protocol": "udp"}})  # fmt: skip
     with pytest.raises(TunerError, match="TCP connections only"):
-        ExperimentSpec.from_dict({"server": {"protocol": "udp"}}).with_profile("client-mix")
+        spec = ExperimentSpec.from_dict({"server": {"protocol": "udp"}})
+        spec.with_value("workload.profile", "client-mix", "--profile")
     with pytest.raises(TunerError, match="at most 250 connections"):
         ExperimentSpec.from_dict({"workload": {"addresses": "connection", "connections": 251}})
     spec = ExperimentSpec.from_dict({"workload": {"profile": "client-mix"}})

@@ -416,14 +416,14 @@ def _running(text: str) -> list[int]:
 def test_load_given_as_utilization_is_calibrated_each_round(tmp_path, tuner_cli, cluster_tag):
     """workload.utilization: a calibration run measures what the server sustains, and the
     round runs at that share of it, checked under the spec's (skewed) profile and lowered
-    until the kernel's placement keeps up, then refined between the rates kept and not; the
-    rate used and the calibration are reported."""
+    until the kernel's placement keeps up, then refined between the rates kept and not;
+    --of-limit runs it below that limit; the rate used and the calibration are reported."""
     text = short(cluster_tag).replace("rate = 300", "utilization = 0.4")
     spec = tmp_path / "spec.toml"
     spec.write_text(text.replace("duration_s = 3", "duration_s = 2"))
     out = tmp_path / "out"
     r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel",
-                  "--json", "--no-plots", timeout=240)  # fmt: skip
+                  "--of-limit", "0.8", "--json", "--no-plots", timeout=240)  # fmt: skip
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     cal = summary["calibration"]
@@ -438,13 +438,13 @@ def test_load_given_as_utilization_is_calibrated_each_round(tmp_path, tuner_cli,
     for c in checks[first + 1 :]:  # then halfway between a rate kept and one not, above it
         assert checks[first]["rate"] < c["rate"] < cal["checked"][first - 1]
     assert len(checks) <= first + 3
-    # the round runs at the highest rate kept: a median of at most ten service times
-    assert cal["sustained"] and summary["rate"] == pytest.approx(kept["rate"], rel=0.01)
+    # the limit is the highest rate kept (a median of at most ten service times), and the
+    # round runs at 0.8 of it
+    assert cal["sustained"] and cal["limit"] == pytest.approx(kept["rate"], rel=0.01)
+    assert summary["rate"] == pytest.approx(0.8 * kept["rate"], rel=0.01)
     assert kept["answered"] >= 0.95 and kept["p50_ms"] <= 5.0  # exp:500: the floor
     kernel = summary["arms"]["kernel"]
     assert kernel["overloaded"] is False and kernel["errors"] == 0
     assert kernel["throughput_rps"] == pytest.approx(summary["rate"], rel=0.15)
-    assert (
-        "of the" in (out / "report.md").read_text()
-        and "req/s measured" in (out / "report.md").read_text()
-    )
+    report = (out / "report.md").read_text()
+    assert "req/s measured" in report and "run at 80% of the" in report

@@ -20,7 +20,8 @@ steps down by :data:`STEP`, at most :data:`CHECKS` times; once one keeps up, the
 between it and the lowest that did not are halved until they are :data:`PRECISION` apart
 (:func:`next_rate`: two checks more). The rate a round runs at is thus at most
 ``u x capacity``, and the highest that the kernel's placement sustained for this workload, to
-within a few per cent. (Stepping alone put the rounds of one run at rates 25 % apart, 540 or
+within a few per cent; ``workload.of_limit`` (default 1) scales it down, to run rounds with
+headroom (:func:`chosen`). (Stepping alone put the rounds of one run at rates 25 % apart, 540 or
 680 req/s on nginx, whichever step a check's noise let through, and rounds at the two rates
 are different experiments: the kernel's p99 was 55 to 110 ms at the one, 0.8 to 2.6 s at the
 other.) Each check's figures are kept (:class:`Check`, ``checks`` in calibration.json), so a
@@ -81,6 +82,8 @@ class Calibration:
     saturated: bool  # the server answered clearly less than offered: capacity is real
     sustained: bool = True  # the kernel's placement kept up at the rate kept
     checks: tuple[Check, ...] = ()  # the rates tried under the spec's profile, the last kept
+    limit: float = 0.0  # the highest rate kept up with (else the last tried): rate / of_limit
+    of_limit: float = 1.0  # workload.of_limit
 
     def to_json(self) -> dict[str, Any]:
         out = {k: _rounded(v) for k, v in asdict(self).items()}
@@ -197,8 +200,9 @@ def next_rate(first: float, checks: Sequence[Check]) -> float | None:
 
 
 def chosen(checks: Sequence[Check]) -> tuple[float, bool]:
-    """The rate a round runs at after ``checks`` (see :func:`next_rate`), and whether the
-    kernel's placement sustained it: the highest rate kept up, else the last one tried.
+    """The limit found by ``checks`` (see :func:`next_rate`), and whether the kernel's
+    placement sustained it: the highest rate kept up with, else the last one tried. A round
+    runs at ``workload.of_limit`` times it.
 
     >>> chosen([Check(1000.0, 1.0, 90.0, 0.0, False), Check(800.0, 1.0, 9.0, 0.0, True),
     ...         Check(900.0, 1.0, 12.0, 0.0, True)])

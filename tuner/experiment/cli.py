@@ -46,6 +46,13 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     r.add_argument("path", metavar="PATH", help="experiment spec (TOML)")
     r.add_argument("--out", metavar="DIR", help="output folder (default: results/<name>)")
     r.add_argument("--profile", choices=PROFILES, help="override the spec's skew profile")
+    r.add_argument(
+        "--of-limit",
+        type=float,
+        metavar="F",
+        help="run at this share of the highest rate the kernel's placement sustained in the "
+        "calibration (overrides workload.of_limit, e.g. 0.8 for a server with headroom)",
+    )
     r.add_argument("--arms", metavar="A,B", help="run only these arms (comma-separated)")
     r.add_argument(
         "--repeats",
@@ -109,7 +116,9 @@ def _run(args: argparse.Namespace) -> int:
 
     spec = ExperimentSpec.load(args.path)
     if args.profile:
-        spec = spec.with_profile(args.profile)
+        spec = spec.with_value("workload.profile", args.profile, "--profile")
+    if args.of_limit is not None:
+        spec = spec.with_value("workload.of_limit", args.of_limit, "--of-limit")
     if args.arms:
         arms = [a.strip() for a in args.arms.split(",")]
         bad = [a for a in arms if a not in ARMS]

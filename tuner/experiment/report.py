@@ -337,6 +337,8 @@ def _calibrated(summary: dict[str, Any]) -> str:
             text += f"; lowered until the kernel's placement kept up with the profile ({tried})"
         else:
             text += f"; the kernel's placement kept up with the profile at none of {tried}"
+    if c.get("of_limit", 1.0) < 1.0:
+        text += f"; run at {c['of_limit']:.0%} of the {c['limit']:g} req/s kept up with"
     return f" ({text})"
 
 

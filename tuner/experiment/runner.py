@@ -161,8 +161,10 @@ class Runner:
             server = servers.start(self.spec, cluster, arm_dir, self.costs_us)
             samples = self._kernel_run(cluster, arm_dir, server, rate)
             checks.append(calibrate.check(samples, rate, mean_us))
-        rate, sustained = calibrate.chosen(checks)
-        return replace(c, rate=rate, checks=tuple(checks), sustained=sustained)
+        limit, sustained = calibrate.chosen(checks)
+        share = self.spec.get("workload.of_limit")
+        return replace(c, rate=share * limit, checks=tuple(checks), sustained=sustained,
+                       limit=limit, of_limit=share)  # fmt: skip
 
     def _kernel_run(
         self, cluster: Hosts, arm_dir: Path, server: Any, rate: float, profile: str | None = None

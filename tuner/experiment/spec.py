@@ -134,6 +134,13 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "load as this share of what the server sustains, measured at the start of each "
         "round (0: use workload.rate)",
     ),
+    "workload.of_limit": (
+        float,
+        1.0,
+        (0.1, 1.0),
+        "with workload.utilization: this share of "
+        "the highest rate the kernel's placement sustained (0.8: headroom)",
+    ),  # fmt: skip
     "workload.connections": (int, 32, (1, 4096), "logical connections per client"),
     "workload.service": (str, "exp:500", None, "service time KIND:MICROSECONDS"),
     "workload.lifetime_s": (float, 1.0, (0.0, 3600.0), "mean connection lifetime (0: none)"),
@@ -205,6 +212,7 @@ class ExperimentSpec:
             )
         _check_server(values, source)
         _check_clients(values, source)
+        _check_of_limit(values, source)
         # the arms may come from --arms yet: counted against the groups when given here
         _check_hosts(values, list(values["arms"]) if "arms" in flat else None, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
@@ -233,11 +241,20 @@ class ExperimentSpec:
         """
         return self.get("server.workers") * max(1, self.get("cluster.backends"))
 
-    def with_profile(self, profile: str) -> ExperimentSpec:
-        """The same spec with another skew profile (``--profile``)."""
+    def with_value(self, key: str, value: Any, flag: str) -> ExperimentSpec:
+        """The same spec with ``key`` set to ``value`` from a command-line ``flag``, checked
+        as the spec's own (``--profile``, ``--of-limit``).
+
+        >>> ExperimentSpec.from_dict({}).with_value("workload.of_limit", 0.8, "--of-limit")
+        Traceback (most recent call last):
+        ...
+        tuner.errors.TunerError: workload.of_limit (--of-limit) needs a calibrated rate; \
+fix: set workload.utilization (e.g. 0.7)
+        """
         values = dict(self.values)
-        values["workload.profile"] = _check("workload.profile", profile, "--profile")
-        _check_clients(values, "--profile")
+        values[key] = _check(key, value, flag)
+        _check_clients(values, flag)
+        _check_of_limit(values, flag)
         return ExperimentSpec(values, self.tuner, self.source, self.path, list(self.arms))
 
     def with_arms(self, arms: list[str], source: str = "--arms") -> ExperimentSpec:
@@ -319,6 +336,12 @@ or workload.addresses = "connection") in the spec: at most 250 connections per c
         )
     if values["server.protocol"] != "tcp":
         raise TunerError(f"{what}: TCP connections only", 'set server.protocol = "tcp"')
+
+
+def _check_of_limit(values: dict[str, Any], source: str) -> None:
+    if values["workload.of_limit"] < 1.0 and not values["workload.utilization"]:
+        what = f"workload.of_limit ({source}) needs a calibrated rate"
+        raise TunerError(what, "set workload.utilization (e.g. 0.7)")
 
 
 def _check_hosts(values: dict[str, Any], arms: list[str] | None, source: str) -> None:
