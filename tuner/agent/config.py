@@ -110,7 +110,8 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         False,
         None,
         "decide by each worker's predicted mean load over the horizon (model.horizon_windows) "
-        "instead of the next window's",
+        "instead of the next window's; better on nginx's shifting hotspot, where a connection "
+        "lives about ten windows (experiments/README.md)",
     ),
     "policy.by_cpu": (
         bool,
