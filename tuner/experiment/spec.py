@@ -138,9 +138,9 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         float,
         1.0,
         (0.1, 1.0),
-        "with workload.utilization: this share of "
-        "the highest rate the kernel's placement sustained (0.8: headroom)",
-    ),  # fmt: skip
+        "with workload.utilization: this share of the highest rate the kernel's placement "
+        "sustained (0.8: headroom)",
+    ),
     "workload.connections": (int, 32, (1, 4096), "logical connections per client"),
     "workload.service": (str, "exp:500", None, "service time KIND:MICROSECONDS"),
     "workload.lifetime_s": (float, 1.0, (0.0, 3600.0), "mean connection lifetime (0: none)"),
