@@ -6,8 +6,12 @@
  * applies) and napi_poll. The rare events are plain tracepoints, whose fields carry the flow's
  * addresses: sock:inet_sock_set_state and tcp:tcp_retransmit_skb. The raw tracepoints' argument
  * types are checked by the loader against the running kernel's BTF; the only struct sock fields
- * read, once per new socket, are its family and protocol, at SK_FAMILY_OFF and SK_PROTOCOL_OFF,
- * which the loader takes from that BTF too.
+ * read, once per new socket, are its family and protocol (SK_FAMILY_OFF, SK_PROTOCOL_OFF) and,
+ * for TCP, its addresses and ports (SK_*ADDR_OFF, SK_DPORT_OFF, SK_NUM_OFF), at offsets the
+ * loader takes from that BTF too (tuner/probes/net.py, FIELDS). So a connection made before the
+ * probe was loaded has its addresses from its first I/O, and no map keeps every TCP socket's
+ * addresses from its state changes (an LRU hash did, before 2026-12-03: a busy host's other
+ * sockets could push an observed one's out before its first I/O).
  *
  * Slots are recycled: a TCP socket that reached TCP_CLOSE has its last counts emitted at the
  * next window's flush, then (up to FREE_PER_FLUSH a flush) its slot goes onto a free list (a
@@ -27,14 +31,15 @@
 #define UDP_IDLE_WINDOWS (UDP_IDLE_NS / WINDOW_NS > 0 ? UDP_IDLE_NS / WINDOW_NS : 1)
 #define IDLE_QUEUED 0xffffffffU    /* its slot is on the closing queue */
 #define AF_INET_ 2
+#define AF_INET6_ 10
 #define TCP_ESTABLISHED 1
 #define TCP_SYN_RECV 3
 #define TCP_CLOSE 7
 #define TCP_LISTEN 10
 #define MAX_PORTS 256
 
-#if !defined(SK_FAMILY_OFF) || !defined(SK_PROTOCOL_OFF)
-#error "SK_FAMILY_OFF and SK_PROTOCOL_OFF come from the loader, tuner/probes/net.py"
+#if !defined(SK_FAMILY_OFF) || !defined(SK_PROTOCOL_OFF) || !defined(SK_NUM_OFF)
+#error "the SK_*_OFF offsets come from the loader, tuner/probes/net.py (FIELDS)"
 #endif
 
 struct flow {
@@ -51,7 +56,6 @@ BPF_HASH(socks, u64, int, MAX_ENTITIES * 2);
 /* sockets left out (not the filter's, or no slot free); the least recent are forgotten, and
  * decided again at their next I/O */
 BPF_TABLE("lru_hash", u64, u8, skipped, MAX_ENTITIES * 16);
-BPF_TABLE("lru_hash", u64, struct flow, flows, 16384);      /* sk -> addresses (all TCP) */
 BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
 BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct net_acc, MAX_CPUS);
@@ -94,6 +98,24 @@ static __always_inline u16 sk_u16(u64 sk, u32 off)
     return v;
 }
 
+/* A TCP socket's addresses and ports, as inet_sock_set_state gives them (ports in host order,
+ * addresses in network order), read from the socket itself. */
+static __always_inline void sock_flow(u64 sk, struct net_acc *a)
+{
+    a->sport = sk_u16(sk, SK_NUM_OFF);  /* skc_num: the local port, in host order */
+    a->dport = ntohs(sk_u16(sk, SK_DPORT_OFF));
+    if (a->family == AF_INET_) {
+        bpf_probe_read_kernel(a->saddr, 4, (void *)(sk + SK_RCV_SADDR_OFF));
+        bpf_probe_read_kernel(a->daddr, 4, (void *)(sk + SK_DADDR_OFF));
+    }
+#ifdef SK_V6_DADDR_OFF
+    else if (a->family == AF_INET6_) {
+        bpf_probe_read_kernel(a->saddr, 16, (void *)(sk + SK_V6_RCV_SADDR_OFF));
+        bpf_probe_read_kernel(a->daddr, 16, (void *)(sk + SK_V6_DADDR_OFF));
+    }
+#endif
+}
+
 /* The socket's accumulator; called in process context, deciding on first sight. */
 static __always_inline struct net_acc *sock_acc(u64 sk)
 {
@@ -122,9 +144,8 @@ static __always_inline struct net_acc *sock_acc(u64 sk)
     }
     a->family = sk_u16(sk, SK_FAMILY_OFF);
     a->protocol = sk_u16(sk, SK_PROTOCOL_OFF);
-    struct flow *f = flows.lookup(&sk);
-    if (f)
-        copy_flow(a, f);
+    if (a->protocol == IPPROTO_TCP_)
+        sock_flow(sk, a);
     return a;
 }
 
@@ -265,7 +286,6 @@ TRACEPOINT_PROBE(sock, inet_sock_set_state)
         __builtin_memcpy(f.saddr, args->saddr_v6, 16);
         __builtin_memcpy(f.daddr, args->daddr_v6, 16);
     }
-    flows.update(&sk, &f);
 
     int *slot = socks.lookup(&sk);
     if (args->oldstate == TCP_CLOSE || args->newstate == TCP_SYN_RECV) {

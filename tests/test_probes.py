@@ -455,6 +455,64 @@ def test_sched_recycles_the_slots_of_exited_tasks():
     assert recycled >= threads - slots, recycled
 
 
+def test_net_a_connection_older_than_the_probe_has_its_addresses():
+    # the tuner attached to a running server whose keep-alive connections are older than the
+    # probe: none of their state changes passes while it is loaded, so their addresses and
+    # ports come from the socket itself at the first I/O, over IPv4 and IPv6 alike
+    child = Gated(
+        """
+        import socket, sys
+        def exactly(sock, n):
+            got = 0
+            while got < n:
+                got += len(sock.recv(n - got))
+        pairs = []
+        for family, host in ((socket.AF_INET, "127.0.0.1"), (socket.AF_INET6, "::1")):
+            s = socket.socket(family)
+            s.bind((host, 0))
+            s.listen()
+            c = socket.create_connection(s.getsockname()[:2])
+            a, _ = s.accept()
+            pairs.append((c, a))
+            print(c.getsockname()[1], s.getsockname()[1], flush=True)
+        sys.stdin.buffer.read(1)
+        for c, a in pairs:
+            c.sendall(b"x" * 1000)
+            exactly(a, 1000)
+            a.sendall(b"y" * 500)
+            exactly(c, 500)
+        print("sent", flush=True)
+        sys.stdin.buffer.read(1)  # the sockets stay open until their I/O's windows are out
+        """
+    )
+    try:
+        child.go()
+        ports = [tuple(map(int, child.proc.stdout.readline().split())) for _ in range(2)]
+        with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
+            child.go()
+            assert child.proc.stdout.readline() == b"sent\n"
+            frames = collect(p, lambda: True)  # (a close would set the addresses anyway)
+            child.go()
+            frames += collect(p, lambda: child.proc.poll() is not None)
+        child.wait()
+    finally:
+        child.kill()
+    out: dict[str, list[float]] = {}
+    for f in frames:
+        if f.entity.startswith(f"sock:{child.pid}:"):
+            key = f"{f.entity.split('#')[0]} {f.labels['laddr']}"
+            t = out.setdefault(key, [0.0, 0.0])
+            t[0] += f.features["bytes_in"]
+            t[1] += f.features["bytes_out"]
+    (c4, s4), (c6, s6) = ports
+    assert out == {
+        f"sock:{child.pid}:{c4}-127.0.0.1:{s4} 127.0.0.1": [500.0, 1000.0],
+        f"sock:{child.pid}:{s4}-127.0.0.1:{c4} 127.0.0.1": [1000.0, 500.0],
+        f"sock:{child.pid}:{c6}-::1:{s6} ::1": [500.0, 1000.0],
+        f"sock:{child.pid}:{s6}-::1:{c6} ::1": [1000.0, 500.0],
+    }
+
+
 def test_net_reads_family_and_protocol_through_the_socket_pointer():
     # UDP sockets never pass inet_sock_set_state, so their family and protocol can only come
     # from struct sock itself, at the offsets the running kernel's BTF gives

@@ -121,13 +121,30 @@ class Btf:
         raise TunerError(f"kernel BTF has no {name}", "a kernel built with this type")
 
     def member_offset(self, struct_name: str, member: str) -> int:
-        """Byte offset of ``member`` in ``struct struct_name`` on this kernel."""
-        for m_name, _m_type, bits in self.type(self.find(struct_name, KIND_STRUCT)).items:
+        """Byte offset of ``member`` in ``struct struct_name`` on this kernel, also when it is
+        a member of an anonymous struct or union inside it (``sock_common``'s addresses).
+
+        >>> btf = Btf.load()
+        >>> btf.member_offset("sock_common", "skc_rcv_saddr") - btf.member_offset(
+        ...     "sock_common", "skc_daddr")
+        4
+        """
+        bits = self._member_bits(self.find(struct_name, KIND_STRUCT), member)
+        if bits is None:
+            raise TunerError(f"kernel BTF: struct {struct_name} has no member {member}")
+        if bits % 8:
+            raise TunerError(f"kernel BTF: {struct_name}.{member} is a bit field")
+        return bits // 8
+
+    def _member_bits(self, tid: int, member: str) -> int | None:
+        for m_name, m_type, bits in self.type(tid).items:
             if m_name == member:
-                if bits % 8:
-                    raise TunerError(f"kernel BTF: {struct_name}.{member} is a bit field")
-                return bits // 8
-        raise TunerError(f"kernel BTF: struct {struct_name} has no member {member}")
+                return bits
+            if not m_name and self.type(m_type).kind in (KIND_STRUCT, KIND_UNION):
+                inner = self._member_bits(m_type, member)
+                if inner is not None:
+                    return bits + inner
+        return None
 
     def describe(self, tid: int) -> str:
         """A short C-like spelling of a type: ``struct task_struct *``, ``bool``, ``void *``."""
@@ -146,6 +163,22 @@ class Btf:
         ptr = self.type(self.type(self.find(f"btf_trace_{name}", KIND_TYPEDEF)).ref)
         proto = self.type(ptr.ref)
         return [self.describe(p_type) for _n, p_type, _ in proto.items[1:]]
+
+
+def field_offset(btf: Btf, path: tuple[str, ...]) -> int:
+    """Byte offset of a field reached through nested structs: ``(struct, member, [member's
+    struct, member, ...])``.
+
+    >>> btf = Btf.load()
+    >>> field_offset(btf, ("task_struct", "se", "sched_entity", "sum_exec_runtime")) == (
+    ...     btf.member_offset("task_struct", "se")
+    ...     + btf.member_offset("sched_entity", "sum_exec_runtime"))
+    True
+    """
+    off = btf.member_offset(path[0], path[1])
+    for i in range(2, len(path), 2):
+        off += btf.member_offset(path[i], path[i + 1])
+    return off
 
 
 def check_raw_tracepoints(btf: Btf, wanted: dict[str, list[str]], reader: str) -> None:

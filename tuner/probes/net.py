@@ -14,7 +14,7 @@ import ctypes
 import ipaddress
 import socket
 
-from tuner.btf import Btf, check_raw_tracepoints
+from tuner.btf import Btf, check_raw_tracepoints, field_offset
 from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe, c_string, struct_of
 from tuner.probes.config import ProbeConfig
@@ -39,21 +39,41 @@ RAW_ARGS = {
 }
 
 
+#: The ``struct sock`` fields bpf/net.c reads, once per new socket, as paths through nested
+#: structs (:func:`tuner.btf.field_offset`): family and protocol; and a TCP socket's addresses
+#: and ports, so that a connection seen first at its I/O (one made before the probe was
+#: loaded) has them too. Those of IPv6 are left out on a kernel without it.
+FIELDS = {
+    name: ("sock", "__sk_common", "sock_common", member)
+    for name, member in (
+        ("SK_FAMILY_OFF", "skc_family"),
+        ("SK_DADDR_OFF", "skc_daddr"),
+        ("SK_RCV_SADDR_OFF", "skc_rcv_saddr"),
+        ("SK_DPORT_OFF", "skc_dport"),
+        ("SK_NUM_OFF", "skc_num"),
+        ("SK_V6_DADDR_OFF", "skc_v6_daddr"),
+        ("SK_V6_RCV_SADDR_OFF", "skc_v6_rcv_saddr"),
+    )
+} | {"SK_PROTOCOL_OFF": ("sock", "sk_protocol")}
+IPV6_FIELDS = ("SK_V6_DADDR_OFF", "SK_V6_RCV_SADDR_OFF")
+
+
 def kernel_defines(btf: Btf) -> list[str]:
     """Check the raw tracepoints' prototypes against :data:`RAW_ARGS` and return the offsets of
-    a socket's family and protocol, all from the running kernel's BTF.
+    :data:`FIELDS` as ``-D`` flags, all from the running kernel's BTF.
 
     >>> kernel_defines(Btf.load())  # doctest: +ELLIPSIS
-    ['-DSK_FAMILY_OFF=...', '-DSK_PROTOCOL_OFF=...']
+    ['-DSK_FAMILY_OFF=...', '-DSK_DADDR_OFF=...', ..., '-DSK_PROTOCOL_OFF=...']
     """
     check_raw_tracepoints(btf, RAW_ARGS, "bpf/net.c")
-    family = btf.member_offset("sock", "__sk_common") + btf.member_offset(
-        "sock_common", "skc_family"
-    )
-    return [
-        f"-DSK_FAMILY_OFF={family}",
-        f"-DSK_PROTOCOL_OFF={btf.member_offset('sock', 'sk_protocol')}",
-    ]
+    out = []
+    for name, path in FIELDS.items():
+        try:
+            out.append(f"-D{name}={field_offset(btf, path)}")
+        except TunerError:
+            if name not in IPV6_FIELDS:
+                raise
+    return out
 
 
 class NetAcc(ctypes.Structure):

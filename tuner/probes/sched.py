@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import ctypes
 
-from tuner.btf import Btf, check_raw_tracepoints
+from tuner.btf import Btf, check_raw_tracepoints, field_offset
 from tuner.errors import TunerError
 from tuner.probes.base import Frame, Probe, c_string, struct_of
 
@@ -38,22 +38,6 @@ FIELDS = {
     "TASK_RUN_DELAY_OFF": ("task_struct", "sched_info", "sched_info", "run_delay"),
     "TASK_PCOUNT_OFF": ("task_struct", "sched_info", "sched_info", "pcount"),
 }
-
-
-def field_offset(btf: Btf, path: tuple[str, ...]) -> int:
-    """Byte offset of a field reached through nested structs: ``(struct, member, [member's
-    struct, member, ...])``.
-
-    >>> btf = Btf.load()
-    >>> field_offset(btf, FIELDS["TASK_SUM_EXEC_OFF"]) == (
-    ...     btf.member_offset("task_struct", "se")
-    ...     + btf.member_offset("sched_entity", "sum_exec_runtime"))
-    True
-    """
-    off = btf.member_offset(path[0], path[1])
-    for i in range(2, len(path), 2):
-        off += btf.member_offset(path[i], path[i + 1])
-    return off
 
 
 def kernel_defines(btf: Btf) -> list[str]:
