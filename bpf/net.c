@@ -7,11 +7,11 @@
  * addresses: sock:inet_sock_set_state and tcp:tcp_retransmit_skb. The raw tracepoints' argument
  * types are checked by the loader against the running kernel's BTF; the only struct sock fields
  * read, once per new socket, are its family and protocol (SK_FAMILY_OFF, SK_PROTOCOL_OFF) and,
- * for TCP, its addresses and ports (SK_*ADDR_OFF, SK_DPORT_OFF, SK_NUM_OFF), at offsets the
- * loader takes from that BTF too (tuner/probes/net.py, FIELDS). So a connection made before the
- * probe was loaded has its addresses from its first I/O, and no map keeps every TCP socket's
- * addresses from its state changes (an LRU hash did, before 2026-12-03: a busy host's other
- * sockets could push an observed one's out before its first I/O).
+ * for TCP, its state, addresses and ports (SK_STATE_OFF, SK_*ADDR_OFF, SK_DPORT_OFF,
+ * SK_NUM_OFF), at offsets the loader takes from that BTF too (tuner/probes/net.py, FIELDS). So
+ * a connection made before the probe was loaded has them from its first I/O, and no map keeps
+ * every TCP socket's addresses from its state changes (an LRU hash did, before 2026-12-03: a
+ * busy host's other sockets could push an observed one's out before its first I/O).
  *
  * Slots are recycled: a TCP socket that reached TCP_CLOSE has its last counts emitted at the
  * next window's flush, then (up to FREE_PER_FLUSH a flush) its slot goes onto a free list (a
@@ -98,10 +98,13 @@ static __always_inline u16 sk_u16(u64 sk, u32 off)
     return v;
 }
 
-/* A TCP socket's addresses and ports, as inet_sock_set_state gives them (ports in host order,
- * addresses in network order), read from the socket itself. */
+/* A TCP socket's state, addresses and ports, as inet_sock_set_state gives them (ports in host
+ * order, addresses in network order), read from the socket itself. */
 static __always_inline void sock_flow(u64 sk, struct net_acc *a)
 {
+    u8 state = 0;
+    bpf_probe_read_kernel(&state, sizeof(state), (void *)(sk + SK_STATE_OFF));
+    a->state = state;
     a->sport = sk_u16(sk, SK_NUM_OFF);  /* skc_num: the local port, in host order */
     a->dport = ntohs(sk_u16(sk, SK_DPORT_OFF));
     if (a->family == AF_INET_) {

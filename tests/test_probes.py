@@ -498,9 +498,12 @@ def test_net_a_connection_older_than_the_probe_has_its_addresses():
     finally:
         child.kill()
     out: dict[str, list[float]] = {}
+    states = set()
     for f in frames:
         if f.entity.startswith(f"sock:{child.pid}:"):
             key = f"{f.entity.split('#')[0]} {f.labels['laddr']}"
+            if f.features["bytes_in"] or f.features["bytes_out"]:
+                states.add(f.labels["state"])
             t = out.setdefault(key, [0.0, 0.0])
             t[0] += f.features["bytes_in"]
             t[1] += f.features["bytes_out"]
@@ -511,6 +514,7 @@ def test_net_a_connection_older_than_the_probe_has_its_addresses():
         f"sock:{child.pid}:{c6}-::1:{s6} ::1": [500.0, 1000.0],
         f"sock:{child.pid}:{s6}-::1:{c6} ::1": [1000.0, 500.0],
     }
+    assert states == {"1"}  # ESTABLISHED, from the socket too
 
 
 def test_net_reads_family_and_protocol_through_the_socket_pointer():

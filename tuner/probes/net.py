@@ -40,8 +40,8 @@ RAW_ARGS = {
 
 
 #: The ``struct sock`` fields bpf/net.c reads, once per new socket, as paths through nested
-#: structs (:func:`tuner.btf.field_offset`): family and protocol; and a TCP socket's addresses
-#: and ports, so that a connection seen first at its I/O (one made before the probe was
+#: structs (:func:`tuner.btf.field_offset`): family and protocol; and a TCP socket's addresses,
+#: ports and state, so that a connection seen first at its I/O (one made before the probe was
 #: loaded) has them too. Those of IPv6 are left out on a kernel without it.
 FIELDS = {
     name: ("sock", "__sk_common", "sock_common", member)
@@ -51,6 +51,7 @@ FIELDS = {
         ("SK_RCV_SADDR_OFF", "skc_rcv_saddr"),
         ("SK_DPORT_OFF", "skc_dport"),
         ("SK_NUM_OFF", "skc_num"),
+        ("SK_STATE_OFF", "skc_state"),
         ("SK_V6_DADDR_OFF", "skc_v6_daddr"),
         ("SK_V6_RCV_SADDR_OFF", "skc_v6_rcv_saddr"),
     )
