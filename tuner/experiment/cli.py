@@ -108,10 +108,11 @@ class _Progress:
 
 def _run(args: argparse.Namespace) -> int:
     from tuner.experiment.keys import ARMS, SCHEMA
-    from tuner.experiment.report import learning_table, notes, table, write_all
+    from tuner.experiment.report import write_all
     from tuner.experiment.rounds import run_rounds
     from tuner.experiment.runner import Runner
     from tuner.experiment.spec import ExperimentSpec
+    from tuner.experiment.tables import learning_table, notes, table
     from tuner.schema import check_value
     from tuner.system import require_root
 

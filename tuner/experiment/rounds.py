@@ -45,6 +45,7 @@ from typing import Any
 
 from tuner.experiment.spec import ExperimentSpec
 from tuner.experiment.stats import median_ci
+from tuner.experiment.tables import learning_table, notes, table
 
 #: figures summed over rounds rather than taken as a median
 TOTALS = ("requests", "errors")
@@ -171,8 +172,6 @@ def run_rounds(
 
 def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
     """``report.md`` of a repeated run: the median table and each round's p99 ratio."""
-    from tuner.experiment.report import learning_table, notes, table
-
     n = summary["repeats"]
     lines = [
         f"# Experiment {spec.get('name')}, {n} rounds",
