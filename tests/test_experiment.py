@@ -69,6 +69,9 @@ def test_every_shipped_spec_is_valid():
         ("[tuner.policy]\nmax_steps = 1\n", "unknown key 'policy.max_steps'"),
         ("[workload\n", "is not valid TOML"),
         ('[cluster]\ntag = "a-b"\n', "'cluster.tag' in"),
+        ('arms = ["kernel", "variant"]\n', "the variant arm in"),
+        ("[variant]\nhorizon = true\n", "'horizon' is not one"),
+        ("[variant.policy]\nhorizons = true\n", "unknown key 'policy.horizons'"),
     ],
 )
 def test_broken_specs_are_refused_naming_the_key(tmp_path, tuner_cli, text, needle):
@@ -183,6 +186,35 @@ def test_profile_override_and_arm_subset(tmp_path, tuner_cli, cluster_tag):
     assert summary["spec"]["workload"]["profile"] == "uniform"
     assert list(summary["arms"]) == ["kernel"]
     assert not list(out.glob("*.png")) and ".png" not in (out / "report.md").read_text()
+
+
+@pytest.mark.kernel
+def test_a_variant_arm_runs_the_agent_with_its_settings_beside_the_active_arm(
+    tmp_path, tuner_cli, cluster_tag
+):
+    """--variant adds the variant arm: the active arm's agent with a setting changed, run in
+    the same rounds, its p99 compared with the active arm's round by round."""
+    spec = tmp_path / "short.toml"
+    spec.write_text(short(cluster_tag).replace("duration_s = 3", "duration_s = 2"))
+    out = tmp_path / "out"
+    r = tuner_cli("experiment", "run", str(spec), "--out", str(out), "--arms", "kernel,active",
+                  "--variant", "policy.min_share=0.2", "--repeats", "2", "--json", "--no-plots",
+                  timeout=300)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert list(summary["arms"]) == ["kernel", "active", "variant"]
+    assert summary["spec"]["variant"] == {"policy.min_share": 0.2}
+    variant, active = summary["arms"]["variant"], summary["arms"]["active"]
+    assert not variant.get("failed") and not active.get("failed")
+    assert len(variant["p99_vs_active_rounds"]) == 2 and len(variant["p99_vs_active_ci"]) == 2
+    assert "p99_vs_active" not in active and "p99_vs_active" not in summary["arms"]["kernel"]
+    for i in (1, 2):  # each agent ran with its own settings
+        arm = out / f"round-{i}"
+        assert "min_share = 0.2" in (arm / "variant" / "agent.toml").read_text()
+        assert "min_share = 0.2" not in (arm / "active" / "agent.toml").read_text()
+    report = (out / "report.md").read_text()
+    assert "`variant` is the active arm with `policy.min_share = 0.2`" in report
+    assert "p99/active per round" in report and "| p99/active |" in report
 
 
 def _kernel_and_active(tmp_path, tuner_cli, text: str) -> tuple[dict, list[dict]]:

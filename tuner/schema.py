@@ -96,6 +96,15 @@ def check_positive(name: str, value: float | None) -> None:
         raise TunerError(f"{name} must be > 0; got {value}")
 
 
+def toml_value(v: Any) -> str:
+    """One value as TOML writes it.
+
+    >>> toml_value(True), toml_value(0.8), toml_value("linear"), toml_value([1, 2])
+    ('true', '0.8', '"linear"', '[1, 2]')
+    """
+    return json.dumps(v) if not isinstance(v, bool) else str(v).lower()
+
+
 def to_toml(values: dict[str, Any]) -> str:
     """``section.key`` values (or ``{section: {key: value}}``) as TOML text.
 
@@ -117,6 +126,5 @@ def to_toml(values: dict[str, Any]) -> str:
     sections: dict[str, list[str]] = {}
     for key, v in flat.items():
         sec, name = key.split(".", 1)
-        text = json.dumps(v) if not isinstance(v, bool) else str(v).lower()
-        sections.setdefault(sec, []).append(f"{name} = {text}")
+        sections.setdefault(sec, []).append(f"{name} = {toml_value(v)}")
     return "\n".join(f"[{sec}]\n" + "\n".join(lines) + "\n" for sec, lines in sections.items())

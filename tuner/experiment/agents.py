@@ -23,6 +23,7 @@ AGENT_ARMS = {
     "reactive": ("active", "last"),
     "shadow": ("shadow", None),
     "active": ("active", None),
+    "variant": ("active", None),  # with the spec's [variant] settings
 }
 
 
@@ -42,7 +43,8 @@ def start_agent(
     if arm not in AGENT_ARMS:
         return None
     mode, model = AGENT_ARMS[arm]
-    cfg = dict(spec.tuner.values)
+    agent = spec.variant if arm == "variant" and spec.variant is not None else spec.tuner
+    cfg = dict(agent.values)
     if model:  # the reactive baseline: last window's load, and nothing learned of clients
         cfg["model.kind"] = model
         cfg["policy.clients"] = False

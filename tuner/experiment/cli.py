@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -54,6 +55,15 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         "calibration (overrides workload.of_limit, e.g. 0.8 for a server with headroom)",
     )
     r.add_argument("--arms", metavar="A,B", help="run only these arms (comma-separated)")
+    r.add_argument(
+        "--variant",
+        action="append",
+        metavar="KEY=VALUE",
+        help="an agent setting of the variant arm, over the spec's [tuner] (and [variant]); "
+        "repeatable, e.g. --variant policy.horizon=true. The variant arm (the active arm with "
+        "these settings) is added to the arms when they do not name it, and its p99 is "
+        "compared with the active arm's round by round (p99/active)",
+    )
     r.add_argument(
         "--repeats",
         type=int,
@@ -121,14 +131,18 @@ def _run(args: argparse.Namespace) -> int:
         spec = spec.with_value("workload.profile", args.profile, "--profile")
     if args.of_limit is not None:
         spec = spec.with_value("workload.of_limit", args.of_limit, "--of-limit")
+    if args.variant:
+        spec = spec.with_variant(variant_settings(args.variant), "--variant")
     if args.arms:
         arms = [a.strip() for a in args.arms.split(",")]
         bad = [a for a in arms if a not in ARMS]
         if bad:
             raise TunerError(f"unknown arm {bad[0]!r}", f"choose from {', '.join(ARMS)}")
-        spec = spec.with_arms(arms)
     else:
-        spec = spec.with_arms(spec.arms, source=str(args.path))  # as many as the groups?
+        arms = list(spec.arms)
+    if args.variant and "variant" not in arms:
+        arms.append("variant")
+    spec = spec.with_arms(arms, "--arms" if args.arms else str(args.path))
     if args.repeats is not None:
         spec.values["repeats"] = check_value(SCHEMA, "repeats", args.repeats, "--repeats")
     repeats = spec.get("repeats")
@@ -182,3 +196,30 @@ def _list(args: argparse.Namespace) -> int:
         if s.get("description"):
             print(f"    {s.get('description')}")
     return 0
+
+
+def variant_settings(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``--variant`` arguments as sections of agent settings, values read as TOML (a bare word
+    that is not TOML: a string).
+
+    >>> variant_settings(["policy.horizon=true", "model.kind=linear", "policy.hot_guard=0.8"])
+    {'policy': {'horizon': True, 'hot_guard': 0.8}, 'model': {'kind': 'linear'}}
+    >>> variant_settings(["horizon"])
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: --variant 'horizon' is not SECTION.KEY=VALUE; fix: e.g. --variant \
+policy.horizon=true
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, eq, raw = item.partition("=")
+        sec, dot, name = key.strip().partition(".")
+        if not eq or not dot or not sec or not name:
+            raise TunerError(f"--variant {item!r} is not SECTION.KEY=VALUE",
+                             "e.g. --variant policy.horizon=true")  # fmt: skip
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        out.setdefault(sec, {})[name] = value
+    return out

@@ -13,7 +13,12 @@ from typing import Any
 
 from tuner.workload.profiles import NAMES as PROFILES
 
-ARMS = ("kernel", "kernel-again", "reactive", "shadow", "active")
+ARMS = ("kernel", "kernel-again", "reactive", "shadow", "active", "variant")
+#: the arms a spec runs when it names none: the variant only where it is set
+DEFAULT_ARMS = ARMS[:-1]
+#: the arms p99 ratios are taken against (``p99_vs_<arm>``): every arm's against the kernel's
+#: and the reactive arm's, the variant's against the active arm's
+BASES = ("kernel", "reactive", "active")
 
 # key: (type, default, (lo, hi) or choices or None, meaning with unit)
 SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
@@ -22,7 +27,12 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     "seed": (int, 1, (0, 2**31), "seed of arrivals, choices and service times"),
     "duration_s": (float, 20.0, (1.0, 3600.0), "measured time per arm, in seconds"),
     "warmup_s": (float, 3.0, (0.0, 600.0), "time per arm before measuring, in seconds"),
-    "arms": (list, list(ARMS), ARMS, "arms to run, in order"),
+    "arms": (
+        list,
+        list(DEFAULT_ARMS),
+        ARMS,
+        "arms to run, in order (variant: the active arm with [variant]'s agent settings)",
+    ),
     "repeats": (
         int,
         1,

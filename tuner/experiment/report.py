@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 
 from tuner.experiment.calibrate import Calibration, overloaded
+from tuner.experiment.keys import BASES
 from tuner.experiment.learned import client_metrics, learner_metrics
 from tuner.experiment.rounds import side_by_side
 from tuner.experiment.runner import ArmResult
 from tuner.experiment.spec import ExperimentSpec
-from tuner.experiment.tables import learning_table, notes, table
+from tuner.experiment.tables import learning_table, notes, table, variant_line
 from tuner.workload.loadgen import latency_percentiles
 from tuner.workload.protocol import ServiceTime
 
@@ -132,18 +133,22 @@ def write_all(
 
 
 def add_ratios(arms: dict[str, dict[str, Any]]) -> None:
-    """Each arm's p99 over the kernel arm's and over the reactive arm's, within this round
-    (a failed arm, or a failed reactive arm, gives no ratio).
+    """Each arm's p99 over the kernel arm's and over the reactive arm's, and the variant's
+    over the active arm's, within this round (a failed arm, or a failed baseline, gives no
+    ratio).
 
-    >>> arms = {"kernel": {"p99_ms": 10.0}, "reactive": {"p99_ms": 5.0}, "active": {"p99_ms": 4.0}}
-    >>> add_ratios(arms); arms["active"]
-    {'p99_ms': 4.0, 'p99_vs_kernel': 0.4, 'p99_vs_reactive': 0.8}
+    >>> arms = {"kernel": {"p99_ms": 10.0}, "reactive": {"p99_ms": 5.0}, "active": {"p99_ms": 4.0},
+    ...         "variant": {"p99_ms": 2.0}}
+    >>> add_ratios(arms); arms["active"], arms["variant"]["p99_vs_active"]
+    ({'p99_ms': 4.0, 'p99_vs_kernel': 0.4, 'p99_vs_reactive': 0.8}, 0.5)
     """
-    for base in ("kernel", "reactive"):
+    for base in BASES:
         ref = arms.get(base, {})
         if not ref.get("p99_ms") or ref.get("failed"):
             continue
-        for m in arms.values():
+        for arm, m in arms.items():
+            if base == "active" and arm != "variant":
+                continue
             if m.get("p99_ms") is not None and not m.get("failed"):
                 m[f"p99_vs_{base}"] = round(m["p99_ms"] / ref["p99_ms"], 3)
 
@@ -263,6 +268,7 @@ _PLOTS = """- Plots: `latency_cdf.png` (one curve per arm; further left is bette
 
 def _report(spec: ExperimentSpec, summary: dict[str, Any], plots: bool = True) -> str:
     w = spec.to_json()["workload"]
+    variant = "".join(f"- {x}\n" for x in variant_line(summary))
     return f"""# Experiment {spec.get("name")}
 
 {spec.get("description")}
@@ -282,7 +288,7 @@ seed {spec.get("seed")}.{_side_by_side(summary)}
 - `p99/kernel` below 1 means the arm's p99 latency is lower than the kernel's own placement;
   `p99/reactive`, lower than the reactive baseline's. `kernel-again` runs the kernel's
   placement a second time: how far its ratio is from 1 is the noise of this machine.
-- `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
+{variant}- `imbalance`: busiest worker / mean worker, per second, averaged (1.0 is even).
 - Learning (agent arms): `MAE/last value`, the model's mean absolute error over the last
   value's (below 1: the model predicts better); `hot precision` / `hot recall`, of its calls
   that a worker's next window passes the hotspot threshold; `horizon ...`, the same for the

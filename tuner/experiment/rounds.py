@@ -43,23 +43,23 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tuner.experiment.keys import BASES
 from tuner.experiment.spec import ExperimentSpec
 from tuner.experiment.stats import median_ci
-from tuner.experiment.tables import learning_table, notes, table
+from tuner.experiment.tables import learning_table, notes, table, variant_line
 
 #: figures summed over rounds rather than taken as a median
 TOTALS = ("requests", "errors")
 #: per-round ratios given as a median with its 95 % interval over rounds
 RATIOS = (
-    "p99_vs_kernel",
-    "p99_vs_reactive",
+    *(f"p99_vs_{b}" for b in BASES),
     "mae_vs_baseline",
     "horizon_mae_vs_baseline",
     "client_mae_vs_baseline",
 )
 
 #: the arm a ratio is taken against: a round in which it ran overloaded gives no ratio
-BASELINES = {"p99_vs_kernel": "kernel", "p99_vs_reactive": "reactive"}
+BASELINES = {f"p99_vs_{b}": b for b in BASES}
 
 
 def rotated(arms: list[str], r: int) -> list[str]:
@@ -107,7 +107,8 @@ def combine(rounds: list[dict[str, Any]], spec_json: dict[str, Any]) -> dict[str
             if ratios:
                 m[key], m[f"{key}_ci"] = median_ci(ratios)
                 m[f"{key}_rounds"] = ratios
-            if base and len(kept) < len(per):
+            had = any(key in r["arms"][arm] for r in rounds if arm in r["arms"])
+            if base and had and len(kept) < len(per):
                 m[f"{key}_left_out"] = len(per) - len(kept)
         m["rounds"] = len(per)
         arms[arm] = m
@@ -179,26 +180,29 @@ def report(spec: ExperimentSpec, summary: dict[str, Any]) -> str:
         f"{spec.get('description')}",
         "",
         f"Profile `{spec.get('workload.profile')}`; the arms' order turned one place each round.",
-        "Each figure is the median over rounds (requests and errors: totals); `p99/kernel` and",
-        "`p99/reactive` are the medians of the per-round ratios, each taken within one round,",
-        "with a 95 % bootstrap interval over rounds in brackets (percentile method, 10 000",
-        "resamples). `kernel-again` is the kernel's placement a second time: its interval",
-        "around 1 is what this machine's noise alone gives.",
+        "Each figure is the median over rounds (requests and errors: totals); `p99/kernel`,",
+        "`p99/reactive` and `p99/active` are the medians of the per-round ratios, each taken",
+        "within one round, with a 95 % bootstrap interval over rounds in brackets (percentile",
+        "method, 10 000 resamples). `kernel-again` is the kernel's placement a second time:",
+        "its interval around 1 is what this machine's noise alone gives.",
+        *variant_line(summary),
         "",
         table(summary),
         *notes(summary),
         "",
         learning_table(summary),
         "",
-        "| arm | p99/kernel per round | p99/reactive per round |",
-        "|---|---|---|",
     ]
-    for arm, m in summary["arms"].items():
+    arms = summary["arms"]
+    bases = [b for b in BASES if any(f"p99_vs_{b}_rounds" in m for m in arms.values())]
+    lines += ["| arm | " + " | ".join(f"p99/{b} per round" for b in bases) + " |",
+              "|---|" + "---|" * len(bases)]  # fmt: skip
+    for arm, m in arms.items():
         per = [", ".join(f"{v:.3f}" for v in m.get(f"p99_vs_{b}_rounds", [])) or "-"
-               for b in ("kernel", "reactive")]  # fmt: skip
-        lines.append(f"| {arm} | {per[0]} | {per[1]} |")
+               for b in bases]  # fmt: skip
+        lines.append(f"| {arm} | " + " | ".join(per) + " |")
     for arm, m in summary["arms"].items():
-        for b in ("kernel", "reactive"):
+        for b in BASES:
             n = m.get(f"p99_vs_{b}_left_out")
             if n and arm != b:
                 lines.append(f"\n{arm}: {n} round(s) left out of p99/{b}, the {b} arm "

@@ -2,7 +2,9 @@
 
 Every key has a type, a range and a default; an unknown key or a bad value is refused with
 a message that names the key. ``[tuner]`` holds agent settings (the sections of
-``tuner.toml``: ``[tuner.model]``, ``[tuner.policy]`` ...) used by the tuner's arms.
+``tuner.toml``: ``[tuner.model]``, ``[tuner.policy]`` ...) used by the tuner's arms;
+``[variant]``, settings that the ``variant`` arm's agent takes over them (an active arm with
+a change, run in the same rounds as the active arm, so the two compare round by round).
 
 >>> s = ExperimentSpec.from_dict({"workload": {"profile": "uniform", "rate": 500}})
 >>> s.get("workload.rate"), s.get("server.workers"), s.arms
@@ -18,7 +20,7 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +41,8 @@ class ExperimentSpec:
     source: str = "the spec"
     path: Path | None = None
     arms: list[str] = field(default_factory=list)
+    #: the variant arm's agent settings ([tuner] with [variant] over it); None: no variant
+    variant: AgentConfig | None = None
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "the spec") -> ExperimentSpec:
@@ -46,7 +50,7 @@ class ExperimentSpec:
         tuner = data.get("tuner", {})
         flat: dict[str, Any] = {}
         for key, value in data.items():
-            if key == "tuner":
+            if key in ("tuner", "variant"):
                 continue
             if isinstance(value, dict):
                 for sub, v in value.items():
@@ -80,7 +84,11 @@ class ExperimentSpec:
         _check_hosts(values, list(values["arms"]) if "arms" in flat else None, source)
         agent = AgentConfig.from_dict(tuner, source=f"[tuner] of {source}")
         ServiceTime.parse(values["workload.service"])
-        return cls(values, agent, source, None, list(values["arms"]))
+        spec = cls(values, agent, source, None, list(values["arms"]))
+        if "variant" in data:
+            spec = spec.with_variant(data["variant"], f"[variant] of {source}", tuner)
+        _check_variant(spec, source)
+        return spec
 
     @classmethod
     def load(cls, path: str | Path) -> ExperimentSpec:
@@ -118,7 +126,50 @@ fix: set workload.utilization (e.g. 0.7)
         values[key] = _check(key, value, flag)
         _check_clients(values, flag)
         _check_of_limit(values, flag)
-        return ExperimentSpec(values, self.tuner, self.source, self.path, list(self.arms))
+        return replace(self, values=values, arms=list(self.arms))
+
+    def with_variant(
+        self, changes: dict[str, Any], source: str, tuner: dict[str, Any] | None = None
+    ) -> ExperimentSpec:
+        """The same spec with the variant arm's agent settings: ``changes`` (sections of agent
+        settings, as in ``[variant]``) over ``[tuner]``'s (``tuner``: those as written, else
+        the values in force), checked as an agent's config.
+
+        >>> s = ExperimentSpec.from_dict({"tuner": {"policy": {"min_share": 0.1}}})
+        >>> v = s.with_variant({"policy": {"horizon": True}}, "--variant")
+        >>> v.variant_changes(), v.variant.get("policy.min_share")
+        ({'policy.horizon': True}, 0.1)
+        >>> s.with_variant({"horizon": True}, "--variant")
+        Traceback (most recent call last):
+        ...
+        tuner.errors.TunerError: --variant holds sections of agent settings, and 'horizon' is \
+not one; fix: e.g. [variant.policy] horizon = true
+        """
+        merged: dict[str, Any] = {}
+        if tuner is None:
+            for key, value in self.tuner.values.items():
+                sec, _, name = key.partition(".")
+                merged.setdefault(sec, {})[name] = value
+        else:
+            merged = {sec: dict(t) if isinstance(t, dict) else t for sec, t in tuner.items()}
+        for sec, table in changes.items():
+            if not isinstance(table, dict):
+                raise TunerError(
+                    f"{source} holds sections of agent settings, and {sec!r} is not one",
+                    "e.g. [variant.policy] horizon = true",
+                )
+            if sec == "target":
+                raise TunerError(f"[variant.target] in {source} is set by the experiment",
+                                 "remove it")  # fmt: skip
+            merged.setdefault(sec, {}).update(table)
+        variant = AgentConfig.from_dict(merged, source=source)
+        return replace(self, arms=list(self.arms), variant=variant)
+
+    def variant_changes(self) -> dict[str, Any]:
+        """The agent settings in which the variant arm differs from the others ({}: none)."""
+        if self.variant is None:
+            return {}
+        return {k: v for k, v in self.variant.values.items() if self.tuner.values.get(k) != v}
 
     def with_arms(self, arms: list[str], source: str = "--arms") -> ExperimentSpec:
         """The same spec with other arms (``--arms``), checked as the spec's own.
@@ -133,7 +184,9 @@ gives 1 arms; fix: list 2 arms (e.g. arms = ['kernel', 'active']), or one group
         values = dict(self.values)
         values["arms"] = _check("arms", list(arms), source)
         _check_hosts(values, values["arms"], source)
-        return ExperimentSpec(values, self.tuner, self.source, self.path, list(values["arms"]))
+        spec = replace(self, values=values, arms=list(values["arms"]))
+        _check_variant(spec, source)
+        return spec
 
     def to_json(self) -> dict[str, Any]:
         """The spec as run, nested by section, with the agent settings."""
@@ -142,6 +195,8 @@ gives 1 arms; fix: list 2 arms (e.g. arms = ['kernel', 'active']), or one group
             sec, _, name = key.rpartition(".")
             (out.setdefault(sec, {}) if sec else out)[name or key] = value
         out["tuner"] = dict(self.tuner.values)
+        if self.variant is not None:
+            out["variant"] = self.variant_changes()
         return out
 
 
@@ -199,6 +254,24 @@ or workload.addresses = "connection") in the spec: at most 250 connections per c
         )
     if values["server.protocol"] != "tcp":
         raise TunerError(f"{what}: TCP connections only", 'set server.protocol = "tcp"')
+
+
+def _check_variant(spec: ExperimentSpec, source: str) -> None:
+    """The variant arm needs settings of its own.
+
+    >>> ExperimentSpec.from_dict({"arms": ["kernel", "variant"]})
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: the variant arm in the spec runs the agent with [variant]'s \
+settings over [tuner]'s, and there are none; fix: add e.g. [variant.policy] horizon = true, \
+or --variant policy.horizon=true
+    """
+    if "variant" in spec.arms and not spec.variant_changes():
+        raise TunerError(
+            f"the variant arm in {source} runs the agent with [variant]'s settings over "
+            "[tuner]'s, and there are none",
+            "add e.g. [variant.policy] horizon = true, or --variant policy.horizon=true",
+        )
 
 
 def _check_of_limit(values: dict[str, Any], source: str) -> None:

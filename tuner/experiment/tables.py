@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from tuner.experiment.stats import ci_text
+from tuner.schema import toml_value
 
 COLUMNS = (
     ("requests", "requests"),
@@ -19,6 +20,7 @@ COLUMNS = (
     ("p99_9_ms", "p99.9 ms"),
     ("p99_vs_kernel", "p99/kernel"),
     ("p99_vs_reactive", "p99/reactive"),
+    ("p99_vs_active", "p99/active"),
     ("imbalance", "imbalance"),
     ("decisions_per_s", "dec/s"),
     ("tuner_cpu_s", "tuner cpu s"),
@@ -31,14 +33,18 @@ def table(summary: dict[str, Any]) -> str:
     >>> print(table({"arms": {"kernel": {"requests": 10, "p99_ms": 2.0}}}).splitlines()[2][:23])
     | kernel | 10 | - | - |
     """
-    head = "| arm | " + " | ".join(label for _, label in COLUMNS) + " |"
-    rows = [head, "|" + "---|" * (len(COLUMNS) + 1)]
-    for arm, m in summary["arms"].items():
+    arms = summary["arms"]
+    # a ratio's column only where some arm has it (p99/active: the variant's)
+    columns = [(key, label) for key, label in COLUMNS
+               if not key.startswith("p99_vs") or any(key in m for m in arms.values())]  # fmt: skip
+    head = "| arm | " + " | ".join(label for _, label in columns) + " |"
+    rows = [head, "|" + "---|" * (len(columns) + 1)]
+    for arm, m in arms.items():
         cells = [
             ci_text(m.get(key), m.get(f"{key}_ci"))
             if key.startswith("p99_vs")
             else _fmt(m.get(key))
-            for key, _ in COLUMNS
+            for key, _ in columns
         ]
         rows.append(f"| {arm}{_mark(m)} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
@@ -110,3 +116,18 @@ def _fmt(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:.3g}" if abs(v) < 1000 else f"{v:.0f}"
     return str(v)
+
+
+def variant_line(summary: dict[str, Any]) -> list[str]:
+    """What the variant arm changes, for the reports ([] without one).
+
+    >>> variant_line({"spec": {"variant": {"policy.horizon": True}}})
+    ['`variant` is the active arm with `policy.horizon = true`; its `p99/active` below 1: a \
+lower p99 than the active arm in the same rounds.']
+    """
+    changes = summary.get("spec", {}).get("variant")
+    if not changes:
+        return []
+    what = ", ".join(f"`{k} = {toml_value(v)}`" for k, v in changes.items())
+    return [f"`variant` is the active arm with {what}; its `p99/active` below 1: a lower p99 "
+            "than the active arm in the same rounds."]  # fmt: skip
