@@ -105,6 +105,7 @@ def build_agent(
         pin_first=config.get("policy.kind") == "pin-first",
         by_horizon=config.get("policy.horizon"),
         client_policy=ClientPolicy() if config.get("policy.clients") else None,
+        hot_guard=config.get("policy.hot_guard"),
     )
     channels: list[Any] = [main] + ([sockets] if sockets else [])
     cpus = workers.cpus() if config.get("policy.by_cpu") else []

@@ -105,6 +105,24 @@ class XdpChannel(SteeredChannel):
         return self.policy.decide([preds[f"cpu:{c}"].load for c in self.cpus])
 
 
+def deciding_load(load: float, horizon_load: float | None, hot_guard: float = 0.0) -> float:
+    """The load a worker's share is decided by: the next window's predicted ``load``, or the
+    mean predicted over the horizon when given; with ``hot_guard`` above 0, a worker whose
+    next window is predicted at least that hot is decided by the higher of the two (a
+    connection placed now meets the queue it has now, and lives on over the horizon).
+
+    >>> deciding_load(0.9, None), deciding_load(0.9, 0.4), deciding_load(0.9, 0.4, 0.8)
+    (0.9, 0.4, 0.9)
+    >>> deciding_load(0.7, 0.4, 0.8), deciding_load(0.85, 0.95, 0.8)
+    (0.4, 0.95)
+    """
+    if horizon_load is None:
+        return load
+    if hot_guard > 0 and load >= hot_guard:
+        return max(load, horizon_load)
+    return horizon_load
+
+
 class WorkerChannel(SteeredChannel):
     """The steered workers (or backend hosts), in target order."""
 
@@ -121,6 +139,7 @@ class WorkerChannel(SteeredChannel):
         pin_first: bool = False,
         by_horizon: bool = False,
         client_policy: ClientPolicy | None = None,
+        hot_guard: float = 0.0,
     ) -> None:
         super().__init__(learner, policy, steering)
         self.workers = workers
@@ -128,6 +147,7 @@ class WorkerChannel(SteeredChannel):
         self.sockets = sockets
         self.pin_first = pin_first
         self.by_horizon = by_horizon  # decide by the horizon's predicted mean load
+        self.hot_guard = hot_guard  # ... unless the next window's is at least this and higher
         # heavy clients placed apart: needs the sockets channel's client costs
         self.client_policy = client_policy
         self._flows: FlowPins | None = None
@@ -150,7 +170,7 @@ class WorkerChannel(SteeredChannel):
         preds = step.predicted[self.name]
         names = list(step.measured[self.name].loads)
         predicted = [
-            p.horizon_load if self.by_horizon and p.horizon_load is not None else p.load
+            deciding_load(p.load, p.horizon_load if self.by_horizon else None, self.hot_guard)
             for p in (preds[e] for e in names)
         ]
         if self.pin_first:  # everything to target 0: to test the guard

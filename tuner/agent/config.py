@@ -11,7 +11,7 @@ Traceback (most recent call last):
 ...
 tuner.errors.TunerError: unknown key 'policy.min_shares' in the config; fix: the keys of [policy] \
 are: by_cpu, capacity, clients, fill, heavy_client_factor, horizon, hot_flow_hold, hot_flow_share, \
-hysteresis, kind, max_step, min_share
+hot_guard, hysteresis, kind, max_step, min_share
 """
 
 from __future__ import annotations
@@ -112,6 +112,14 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         "decide by each worker's predicted mean load over the horizon (model.horizon_windows) "
         "instead of the next window's; better on nginx's shifting hotspot, where a connection "
         "lives about ten windows (experiments/README.md)",
+    ),
+    "policy.hot_guard": (
+        float,
+        0.0,
+        (0.0, 64.0),
+        "with policy.horizon: a worker whose next window's predicted load is at least this "
+        "is decided by that prediction when it is the higher, so a worker hot now gets few "
+        "new connections even when its mean over the horizon is low; 0: off",
     ),
     "policy.by_cpu": (
         bool,
