@@ -82,7 +82,7 @@ static __always_inline void add(u64 *field, u64 v)
 
 /* Claims a task's time up to `sum` (its sum_exec_runtime) for its slot: what was not yet
  * charged, against a flush on another CPU charging the same task meanwhile. The task's own
- * account, not its CPU's: a switch the probe did not see (it happens, see docs/probes/sched.md)
+ * account, not its CPU's: a switch the kernel did not trace (it happens, see docs/probes/sched.md)
  * leaves a CPU's entry naming another task, and would lose the time of the task it missed. */
 static __always_inline u64 claim(struct task_slot *ts, u64 sum)
 {
