@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import textwrap
 
 import pytest
@@ -40,6 +41,13 @@ def test_doctor_json_is_ok_on_this_machine(tuner_cli):
         assert need in names
     for c in report["checks"]:
         assert set(c) >= {"name", "ok", "detail", "fix"}
+    # the tracepoint's calls against the kernel's own count of switches, over one second
+    row = next(c for c in report["checks"] if c["name"] == "sched_switch coverage")
+    seen, kernel = map(
+        int, re.match(r"(\d+) of the kernel's (\d+) context", row["detail"]).groups()
+    )
+    assert not row["required"] and 0 < seen <= kernel + 5  # (the two counts are read apart)
+    assert row["ok"] == (kernel - seen <= 0.01 * kernel)
 
 
 def test_missing_tracefs_is_a_failed_row_with_a_fix(tuner_cli):

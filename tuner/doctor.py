@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import errno
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -121,6 +122,21 @@ PROGRAMS: tuple[ProgramSpec, ...] = (
     ),
 )
 
+#: counts the sched_switch tracepoint's calls, beside the kernel's own count of switches
+SWITCH_COUNTER = """
+BPF_ARRAY(doctor_switches, u64, 1);
+RAW_TRACEPOINT_PROBE(sched_switch)
+{
+    u32 k = 0;
+    u64 *n = doctor_switches.lookup(&k);
+    if (n)
+        __sync_fetch_and_add(n, 1);
+    return 0;
+}
+"""
+#: a shortfall of switches above this share fails the (informational) coverage row
+SWITCH_SHORTFALL = 0.01
+
 #: (row name, map type, key size, value size, max entries)
 MAPS: tuple[tuple[str, MapType, int, int, int], ...] = (
     ("map: ringbuf", MapType.RINGBUF, 0, 0, 4096),
@@ -151,12 +167,16 @@ class Doctor:
         Where the kernel shows its jiffies (the steering lease is calibrated from it).
     programs : sequence of ProgramSpec, optional
         The program types to prove by loading (default :data:`PROGRAMS`).
+    switch_sample_s : float
+        How long to count context switches at the ``sched_switch`` tracepoint against the
+        kernel's own count (the coverage row); 0 leaves the row out.
     """
 
     tracefs: str = "/sys/kernel/tracing"
     bpffs: str = "/sys/fs/bpf"
     timer_list: str = "/proc/timer_list"
     programs: Sequence[ProgramSpec] | None = None
+    switch_sample_s: float = 1.0
     progress: Callable[[str], None] | None = field(default=None, repr=False)
 
     def run(self) -> Report:
@@ -172,6 +192,9 @@ class Doctor:
         ):
             checks.append(step())
         checks.extend(self._bcc_and_programs())
+        raw_tp = any(c.name == "program: raw_tracepoint" and c.ok for c in checks)
+        if self.switch_sample_s > 0 and raw_tp:
+            checks.append(self._switch_coverage())
         checks.extend(self._map(*spec) for spec in MAPS)
         checks.append(self._netns())
         return Report(checks)
@@ -287,6 +310,36 @@ class Doctor:
         except Exception as e:  # BCC attach errors are plain Exceptions
             return Check(spec.name, False, f"{type(e).__name__}: {e}", fix)
         return Check(spec.name, True, detail)
+
+    def _switch_coverage(self) -> Check:
+        """How many of the kernel's context switches reach the ``sched_switch`` tracepoint:
+        the scheduler probe's CPU rows miss the runs of those that do not (per-task times
+        are whole; docs/probes/sched.md). Informational: nothing the tuner can fix."""
+        name = "sched_switch coverage"
+        try:
+            bpf = bcc_runtime.compile_program(text=SWITCH_COUNTER, where="the switch counter")
+        except TunerError as e:
+            return Check(name, False, e.problem, e.fix or SETUP_FIX, required=False)
+        try:
+            counter = bpf["doctor_switches"]
+            kernel0, seen0 = system.context_switches(), counter[0].value
+            time.sleep(self.switch_sample_s)
+            seen1, kernel1 = counter[0].value, system.context_switches()
+        finally:
+            bpf.cleanup()
+        kernel, seen = kernel1 - kernel0, seen1 - seen0
+        short = max(kernel - seen, 0)
+        detail = (f"{seen} of the kernel's {kernel} context switches in "
+                  f"{self.switch_sample_s:g} s reached the tracepoint")  # fmt: skip
+        if short:
+            detail += f"; {short} did not (their runs are missing from CPU rows)"
+        ok = short <= SWITCH_SHORTFALL * max(kernel, 1)
+        fix = (
+            ""
+            if ok
+            else "none in the tuner: CPU loads read low by that share (see docs/probes/sched.md)"
+        )
+        return Check(name, ok, detail, fix, required=False)
 
     # -- maps and namespaces --------------------------------------------------------------
     def _map(self, name: str, map_type: MapType, key: int, value: int, entries: int) -> Check:

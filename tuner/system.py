@@ -103,6 +103,19 @@ def mount_type(path: str, mounts_path: str = "/proc/self/mounts") -> str | None:
     return found
 
 
+def context_switches(stat_path: str = "/proc/stat") -> int:
+    """The kernel's count of context switches since boot (``ctxt`` in ``/proc/stat``).
+
+    >>> context_switches() > 0
+    True
+    """
+    with open(stat_path) as f:
+        for line in f:
+            if line.startswith("ctxt "):
+                return int(line.split()[1])
+    raise TunerError(f"{stat_path} has no ctxt line", "mount procfs on /proc")
+
+
 def require_root(what: str) -> None:
     """Raise a one-line error when not running as root.
 
