@@ -172,3 +172,15 @@ def test_batch_history_gives_the_features_history_gives():
                 list(got.values()), [want[k] for k in got]
             ), (w, e)
     assert batch.season.period == 16 and "season" in want
+
+
+def test_hot_guard_without_the_horizon_policy_is_refused():
+    """policy.hot_guard changes only the horizon policy's decisions: alone it would do
+    nothing, so the config says so."""
+    from tuner.agent.config import AgentConfig
+    from tuner.errors import TunerError
+
+    with pytest.raises(TunerError, match="set policy.horizon = true as well"):
+        AgentConfig.from_dict({"policy": {"hot_guard": 0.8}})
+    cfg = AgentConfig.from_dict({"policy": {"hot_guard": 0.8, "horizon": True}})
+    assert cfg.get("policy.hot_guard") == 0.8

@@ -241,6 +241,11 @@ class AgentConfig:
                 f"policy.clients in {source} learns from the workers' connections",
                 "set agent.sockets = true as well",
             )
+        if values["policy.hot_guard"] > 0 and not values["policy.horizon"]:
+            raise TunerError(
+                f"policy.hot_guard in {source} guards the horizon policy, which is off",
+                "set policy.horizon = true as well, or remove policy.hot_guard",
+            )
         return cls(values, source)
 
     @classmethod
