@@ -86,7 +86,7 @@ class ExperimentSpec:
         ServiceTime.parse(values["workload.service"])
         spec = cls(values, agent, source, None, list(values["arms"]))
         if "variant" in data:
-            spec = spec.with_variant(data["variant"], f"[variant] of {source}", tuner)
+            spec = spec.with_variant(data["variant"], f"[variant] of {source}")
         _check_variant(spec, source)
         return spec
 
@@ -128,30 +128,27 @@ fix: set workload.utilization (e.g. 0.7)
         _check_of_limit(values, flag)
         return replace(self, values=values, arms=list(self.arms))
 
-    def with_variant(
-        self, changes: dict[str, Any], source: str, tuner: dict[str, Any] | None = None
-    ) -> ExperimentSpec:
+    def with_variant(self, changes: dict[str, Any], source: str) -> ExperimentSpec:
         """The same spec with the variant arm's agent settings: ``changes`` (sections of agent
-        settings, as in ``[variant]``) over ``[tuner]``'s (``tuner``: those as written, else
-        the values in force), checked as an agent's config.
+        settings, as in ``[variant]``) over the variant's settings so far (``[variant]`` then
+        ``--variant`` add up), or over ``[tuner]``'s, checked as an agent's config.
 
         >>> s = ExperimentSpec.from_dict({"tuner": {"policy": {"min_share": 0.1}}})
         >>> v = s.with_variant({"policy": {"horizon": True}}, "--variant")
         >>> v.variant_changes(), v.variant.get("policy.min_share")
         ({'policy.horizon': True}, 0.1)
+        >>> v.with_variant({"policy": {"hot_guard": 0.8}}, "--variant").variant_changes()
+        {'policy.horizon': True, 'policy.hot_guard': 0.8}
         >>> s.with_variant({"horizon": True}, "--variant")
         Traceback (most recent call last):
         ...
         tuner.errors.TunerError: --variant holds sections of agent settings, and 'horizon' is \
 not one; fix: e.g. [variant.policy] horizon = true
         """
-        merged: dict[str, Any] = {}
-        if tuner is None:
-            for key, value in self.tuner.values.items():
-                sec, _, name = key.partition(".")
-                merged.setdefault(sec, {})[name] = value
-        else:
-            merged = {sec: dict(t) if isinstance(t, dict) else t for sec, t in tuner.items()}
+        merged: dict[str, dict[str, Any]] = {}
+        for key, value in (self.variant or self.tuner).values.items():
+            sec, _, name = key.partition(".")
+            merged.setdefault(sec, {})[name] = value
         for sec, table in changes.items():
             if not isinstance(table, dict):
                 raise TunerError(
