@@ -83,6 +83,9 @@ def test_bench_overhead_json(tuner_cli):
     if r["syscall_floor_ns"] > 0:
         assert isinstance(r["syscall_probe_over_floor"], float)
     assert r["syscall_interest_ratio"] > 0 and r["syscall_duty_ratio"] > 0
+    # a new connection a 64-byte exchange: its rate, and the sockets the probes refused
+    assert r["churn_bare_ops_per_s"] > 100 and r["churn_throughput_ratio"] > 0
+    assert r["churn_refused_per_s"] >= 0 and r["churn_events_per_s"] > 0
     # nginx from Debian, started by the bench: bare, the agent's probes, all probes, and the
     # empty programs on all their attach points
     assert r["nginx_bare_rps"] > 100 and r["nginx_agent_ratio"] > 0

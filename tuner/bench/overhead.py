@@ -1,6 +1,7 @@
 """``tuner bench overhead``: what the probes cost the workload they observe.
 
-For a syscall-heavy, a context-switch-heavy and a TCP request-response workload, runs each
+For a syscall-heavy, a context-switch-heavy, a TCP request-response and a TCP connection-churn
+workload (a new connection per exchange), runs each
 bare, with empty programs on the probes' attach points (all of them, and the syscall probe's
 alone), and with all probes attached and observing it (also with the syscall probe sampling
 latency, counting only an interest set, or attached for a duty cycle), rotating the arms
@@ -8,7 +9,8 @@ round by round so that drifts in machine load hit all alike (each arm attached o
 the workloads run under it in turn); then nginx
 (:mod:`tuner.bench.nginx`). Reports the throughput ratios (with / without), the nanoseconds
 each arm adds to one operation, the raw events per second the BPF side saw, summary records
-delivered and records lost; then the nanoseconds per event of each attach point, from one
+delivered, records lost, and entities refused (no slot free: sockets or tasks the probes did
+not observe); then the nanoseconds per event of each attach point, from one
 more run of each workload with the kernel's run-time statistics on
 (:mod:`tuner.bench.per_event`).
 
@@ -67,6 +69,7 @@ class Run:
     records: int = 0
     lost: int = 0
     seconds: float = 0.0
+    refused: int = 0
 
 
 #: The arms of each workload: what is attached while it runs. ``floor`` is empty programs on the
@@ -77,6 +80,7 @@ ARMS = {
     "syscall": ("bare", "floor", "sysfloor", "probed", "sampled", "interest", "duty"),
     "ctxswitch": ("bare", "floor", "sysfloor", "probed"),
     "tcp": ("bare", "floor", "sysfloor", "probed", "interest"),
+    "churn": ("bare", "floor", "sysfloor", "probed"),
 }
 #: ``interest``: all probes, the syscall probe counting only :data:`INTEREST` (getppid is
 #: "other": dropped by its first instructions); ``duty``: all probes, the syscall probe
@@ -84,7 +88,7 @@ ARMS = {
 INTEREST = ("net", "poll")
 DUTY = 0.2
 #: (argument of workload.c, label in the results)
-WORKLOADS = (("sys", "syscall"), ("ctx", "ctxswitch"), ("tcp", "tcp"))
+WORKLOADS = (("sys", "syscall"), ("ctx", "ctxswitch"), ("tcp", "tcp"), ("churn", "churn"))
 SAMPLED_LATENCY = 16
 
 
@@ -145,10 +149,11 @@ def run_workload(
     after = stream.stats()
     rate, elapsed = _ops(out)
     d = [
-        (a.events - b.events, a.records - b.records, a.lost - b.lost)
+        (a.events - b.events, a.records - b.records, a.lost - b.lost, a.overflow - b.overflow)
         for a, b in ((after[k], before[k]) for k in after)
     ]
-    return Run(rate, *(sum(v[i] for v in d) for i in range(3)), elapsed)
+    events, records, lost, refused = (sum(v[i] for v in d) for i in range(4))
+    return Run(rate, events, records, lost, elapsed, refused)
 
 
 def run(seconds: float = 2.0, rounds: int = 3, progress=None) -> dict:
@@ -225,6 +230,7 @@ def _figures(label: str, runs: dict[str, list[Run]]) -> dict:
         f"{label}_events_per_s": round(median([p.events / p.seconds for p in probed])),
         f"{label}_records": sum(p.records for p in probed),
         f"{label}_records_lost": sum(x.lost for v in runs.values() for x in v),
+        f"{label}_refused_per_s": round(median([p.refused / p.seconds for p in probed])),
     }
     for arm in ("sampled", "interest", "duty"):
         if arm in rate:
@@ -259,10 +265,11 @@ def render(r: dict) -> str:
     ...   "syscall_sysfloor_ratio": 0.6, "syscall_throughput_ratio": 0.4,
     ...   "syscall_sampled_ratio": 0.45, "latency_sample": 16, "syscall_interest_ratio": 0.58,
     ...   "syscall_events_per_s": 800, "syscall_records": 9, "syscall_records_lost": 0,
+    ...   "syscall_refused_per_s": 0,
     ...   "syscall_floor_ns": 1000.0, "syscall_probed_ns": 1500.0,
     ...   "syscall_probe_over_floor": 1.5}))
-    workload   bare ops/s sysfloor  floor probed sampled interest duty  events/s lost
-    syscall         1,000    0.600  0.500  0.400   0.450    0.580    -       800    0
+    workload   bare ops/s sysfloor  floor probed sampled interest duty  events/s lost refused/s
+    syscall         1,000    0.600  0.500  0.400   0.450    0.580    -       800    0         0
     ns added per op: sysfloor  floor probed sampled interest   duty probe/floor
     syscall                 -   1000   1500       -        -      -       1.500
     sysfloor: empty programs on raw_syscalls; floor: on all the probes' attach points;
@@ -271,7 +278,7 @@ def render(r: dict) -> str:
     arms = ("sysfloor", "floor", "throughput", "sampled", "interest", "duty")
     widths = (8, 6, 6, 7, 8, 4)
     lines = [f"{'workload':<10} {'bare ops/s':>10} sysfloor  floor probed sampled interest "
-             f"duty {'events/s':>9} lost"]  # fmt: skip
+             f"duty {'events/s':>9} lost refused/s"]  # fmt: skip
     ns_lines = ["ns added per op: sysfloor  floor probed sampled interest   duty probe/floor"]
     for _kind, label in WORKLOADS:
         if label + "_bare_ops_per_s" not in r:
@@ -281,7 +288,8 @@ def render(r: dict) -> str:
         ]
         lines.append(
             f"{label:<10} {r[label + '_bare_ops_per_s']:>10,} {' '.join(cells)} "
-            f"{r[label + '_events_per_s']:>9,} {r[label + '_records_lost']:>4}"
+            f"{r[label + '_events_per_s']:>9,} {r[label + '_records_lost']:>4} "
+            f"{r.get(label + '_refused_per_s', 0):>9,}"
         )
         ns = [_cell(r.get(f"{label}_{a}_ns"), w, ".0f")
               for a, w in zip(("sysfloor", "floor", "probed", "sampled", "interest", "duty"),

@@ -5,6 +5,9 @@
  *                          every round trip is two context switches and two wakeups
  *   tuner_wl tcp SECONDS   the same over a TCP connection on loopback (64-byte messages):
  *                          socket sends and receives, which the network probe follows
+ *   tuner_wl churn SECONDS a new TCP connection on loopback for each 64-byte exchange
+ *                          (connect, send, receive, close): every operation is a socket
+ *                          the network probe meets for the first time, then sees close
  *
  * Prints "<operations> <elapsed seconds>". The binary is named tuner_wl so that the probes
  * can select it by command name. */
@@ -41,7 +44,7 @@ static void pin(int cpu)
 int main(int argc, char **argv)
 {
     if (argc != 3) {
-        fprintf(stderr, "usage: tuner_wl sys|ctx SECONDS\n");
+        fprintf(stderr, "usage: tuner_wl sys|ctx|tcp|churn SECONDS\n");
         return 2;
     }
     double secs = atof(argv[2]), start = now(), end = start + secs;
@@ -107,6 +110,47 @@ int main(int argc, char **argv)
             ops += 100;
         }
         close(s);
+        kill(child, SIGKILL);
+        waitpid(child, 0, 0);
+    } else if (!strcmp(argv[1], "churn")) {
+        /* The client closes first with SO_LINGER 0 (a reset): no TIME_WAIT, so the ephemeral
+         * ports last however fast connections come. The server echoes, waits for the reset,
+         * and closes its side. */
+        char msg[64] = {0};
+        struct sockaddr_in addr = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+        struct linger rst = {.l_onoff = 1, .l_linger = 0};
+        socklen_t len = sizeof(addr);
+        int lst = socket(AF_INET, SOCK_STREAM, 0);
+        if (lst < 0 || bind(lst, (struct sockaddr *)&addr, len) || listen(lst, 128) ||
+            getsockname(lst, (struct sockaddr *)&addr, &len))
+            return 1;
+        pin(0);
+        pid_t child = fork();
+        if (child == 0) {
+            for (;;) {
+                int s = accept(lst, 0, 0);
+                if (s < 0)
+                    _exit(1);
+                if (recv(s, msg, sizeof(msg), MSG_WAITALL) == sizeof(msg) &&
+                    send(s, msg, sizeof(msg), 0) == sizeof(msg))
+                    recv(s, msg, sizeof(msg), 0);  /* 0 or the reset */
+                close(s);
+            }
+        }
+        start = now();
+        end = start + secs;
+        while (now() < end) {
+            for (int i = 0; i < 10; i++) {
+                int s = socket(AF_INET, SOCK_STREAM, 0);
+                if (s < 0 || connect(s, (struct sockaddr *)&addr, len) ||
+                    send(s, msg, sizeof(msg), 0) != sizeof(msg) ||
+                    recv(s, msg, sizeof(msg), MSG_WAITALL) != sizeof(msg))
+                    return 1;
+                setsockopt(s, SOL_SOCKET, SO_LINGER, &rst, sizeof(rst));
+                close(s);
+            }
+            ops += 10;
+        }
         kill(child, SIGKILL);
         waitpid(child, 0, 0);
     } else {
