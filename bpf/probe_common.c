@@ -68,7 +68,7 @@ static __always_inline u32 tuner_filter_gen(void)
 BPF_QUEUE(free_slots, u32, MAX_ENTITIES);
 BPF_QUEUE(closing, u32, MAX_ENTITIES);
 BPF_ARRAY(recycled, u64, 1);  /* slots handed out again from free_slots */
-#define FREE_PER_FLUSH 64     /* ended slots freed per flush, at most */
+#define FREE_PER_FLUSH 128    /* ended slots freed per flush, at most */
 
 /* Hand out a freed slot, else the next one, or SLOT_EXCLUDED when all are taken. */
 static __always_inline int tuner_alloc_slot(void)

@@ -12,9 +12,10 @@ from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids, w
 
 from tuner.errors import TunerError
 from tuner.probes.base import ProbeStats, wait_for_window
-from tuner.probes.config import ProbeConfig
+from tuner.probes.config import MAX_SLOTS, ProbeConfig
 from tuner.probes.net import NetProbe
 from tuner.probes.sched import SchedProbe, SchedRecord
+from tuner.probes.stream import FeatureStream
 from tuner.probes.syscalls import SyscallProbe
 
 pytestmark = pytest.mark.kernel
@@ -659,6 +660,67 @@ def test_net_recycles_the_slots_of_closed_sockets():
     assert stats.overflow == 0, stats
     assert recycled >= conns - 256, recycled
     assert len(socks) == conns and sent == conns * 15
+
+
+def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
+    # about 100 connections a 50-ms window, each opened and closed at once: more than the 64
+    # closed sockets a flush used to free (the slots then ran out within a few windows), fewer
+    # than the 256 slots the sockets of two windows can hold
+    conns, per_s = 3000, 2000
+    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+        server = Gated(
+            f"""
+            import socket
+            s = socket.socket()
+            s.bind(("{addr_a}", 7004))
+            s.listen(1024)
+            print("ready", flush=True)
+            while True:
+                c, _ = s.accept()
+                c.recv(16)
+                c.close()
+            """,
+            netns=ns_a,
+        )
+        client = Gated(
+            f"""
+            import socket, time
+            start = time.perf_counter()
+            for i in range({conns}):
+                while time.perf_counter() < start + i / {per_s}:
+                    pass
+                c = socket.create_connection(("{addr_a}", 7004))
+                c.sendall(b"x" * 15)
+                c.close()
+            print(round({conns} / (time.perf_counter() - start)), flush=True)
+            """,
+            netns=ns_b,
+        )
+        try:
+            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(client.pid,))) as p:
+                server.go()
+                assert server.proc.stdout.readline() == b"ready\n"
+                client.go()
+                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
+                stats = p.stats()
+            rate = int(client.wait())
+        finally:
+            server.kill()
+            client.kill()
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:")}
+    sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
+    assert stats.overflow == 0, (stats, f"{rate} connections a second")
+    assert len(socks) == conns and sent == conns * 15
+
+
+def test_every_probe_loads_with_the_most_slots_the_config_allows():
+    # the verifier walks each flush loop (every slot, up to FREE_PER_FLUSH ended ones): the
+    # bound ProbeConfig checks must be one every probe loads with
+    with FeatureStream(ProbeConfig(window_ms=WINDOW, max_entities=MAX_SLOTS, pids=(os.getpid(),)),
+                       ("sched", "net", "syscalls")) as stream:  # fmt: skip
+        assert set(stream.stats()) == {"sched", "net", "syscalls"}
+    with pytest.raises(TunerError, match=f"range \\[1, {MAX_SLOTS}\\]"):
+        ProbeConfig(max_entities=MAX_SLOTS + 1).validate()
 
 
 def test_net_recycles_the_slots_of_idle_udp_sockets():

@@ -167,10 +167,21 @@ def compile_program(
         except Exception as e:  # BCC raises plain Exception
             failure = e
     where = where or (src_file.name if src_file else "BPF program")
-    raise TunerError(
-        f"cannot compile {where}: {first_error_line(err.text or str(failure))}",
-        "check kernel headers with `tuner doctor`",
-    )
+    line = first_error_line(err.text or str(failure))
+    raise TunerError(f"cannot compile {where}: {line}", compile_fix(line))
+
+
+def compile_fix(line: str) -> str:
+    """What to do about a program that did not compile or load, by its first error line.
+
+    >>> compile_fix("The sequence of 8193 jumps is too complex.")
+    "the kernel's verifier found it too complex: fewer entity slots (max_entities)"
+    >>> compile_fix("fatal error: 'linux/sched.h' file not found")
+    'check kernel headers with `tuner doctor`'
+    """
+    if "too complex" in line or "too large" in line:
+        return "the kernel's verifier found it too complex: fewer entity slots (max_entities)"
+    return "check kernel headers with `tuner doctor`"
 
 
 def attached_programs(bpf: Any) -> dict[str, int]:

@@ -17,6 +17,11 @@ from dataclasses import dataclass, field
 from tuner.errors import TunerError
 
 CGROUP2_ROOTS = ("/sys/fs/cgroup/unified", "/sys/fs/cgroup")
+#: The most entity slots a probe can have: each window's flush walks every slot and frees up
+#: to FREE_PER_FLUSH (bpf/probe_common.c) ended ones in bounded loops, and the verifier
+#: (6.18) refuses the network probe's beyond this ("the sequence of 8193 jumps is too
+#: complex"). tests/test_probes.py loads every probe with it.
+MAX_SLOTS = 384
 SYSCALL_CLASSES = ("other", "net", "file", "poll", "mem")  # bpf/syscalls.h, in its order
 
 
@@ -43,7 +48,8 @@ class ProbeConfig:
     cgroup : str or None
         Observe tasks in this cgroup v2 directory (not its descendants).
     max_entities : int
-        Entity slots per probe; entities beyond it are counted as overflow and not observed.
+        Entity slots per probe (at most :data:`MAX_SLOTS`); entities beyond it are counted as
+        overflow and not observed.
     ringbuf_pages : int
         Ring buffer size in pages (a power of two).
     latency_sample : int
@@ -79,8 +85,8 @@ class ProbeConfig:
         """Check every option before anything is loaded; return self."""
         if not isinstance(self.window_ms, int) or not 10 <= self.window_ms <= 10000:
             raise _range_error("window_ms", 10, 10000, self.window_ms)
-        if not isinstance(self.max_entities, int) or not 1 <= self.max_entities <= 4096:
-            raise _range_error("max_entities", 1, 4096, self.max_entities)
+        if not isinstance(self.max_entities, int) or not 1 <= self.max_entities <= MAX_SLOTS:
+            raise _range_error("max_entities", 1, MAX_SLOTS, self.max_entities)
         for name, hi in (("ringbuf_pages", 65536), ("latency_sample", 1024)):
             p = getattr(self, name)
             if not isinstance(p, int) or p < 1 or p & (p - 1) or p > hi:
