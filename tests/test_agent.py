@@ -287,3 +287,24 @@ def test_socket_entities_follow_connections_and_give_live_load(served, tmp_path)
     t = read_trace(str(trace))
     live = t.matrix("live_load")
     assert (live >= 0).sum() >= t.windows * 4 * 0.9  # recorded for (almost) every window, worker
+
+
+def test_sockets_refused_for_want_of_slots_are_said_counted_and_logged(served, tmp_path):
+    # 32 connections re-opened every ~0.1 s against 16 slots: the network probe cannot
+    # observe them all; the agent must say so (stderr, decision log) and count them
+    c, pids, load = served
+    agent = Agent(tmp_path, pids, "shadow", agent={"sockets": True, "max_entities": 16})
+    gen = load(120, connections=32, lifetime_s=0.1)
+    try:
+        wait_for(lambda: agent.status()["refused"].get("net", 0) > 0, seconds=60)
+        text = run_tuner("status", "--socket", agent.sock, check=True).stdout
+        assert "refused" in text and "net " in text
+        wait_for(lambda: any("changes" in e for e in agent.entries()))  # flushed at once
+    finally:
+        done = agent.stop()
+        gen.kill()
+    assert done.returncode == 0, done.stderr
+    said = "sockets not observed, all 16 slots taken; fix: raise agent.max_entities"
+    assert said in done.stderr
+    logged = [ch for e in agent.entries() for ch in e.get("changes", [])]
+    assert any(said in ch for ch in logged), logged

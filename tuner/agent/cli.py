@@ -282,7 +282,8 @@ def _status_text(reply: dict[str, Any]) -> str:
         f"{last.get('why', '-')}",
         f"guard       {reply['guard']}",
         f"loop        p50 {reply['loop_ms_p50']} ms  p99 {reply['loop_ms_p99']} ms;"
-        f" records lost {reply['records_lost']}",
+        f" records lost {reply['records_lost']}; refused"
+        f" {', '.join(f'{p} {n}' for p, n in reply['refused'].items()) or '-'}",
     ]
     c = reply.get("clients")
     if c:

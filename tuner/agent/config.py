@@ -16,12 +16,14 @@ hot_guard, hysteresis, kind, max_step, min_share
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from tuner.actuate.pins import NAME_RE, NAME_RULE
 from tuner.errors import TunerError
+from tuner.probes.config import MAX_SLOTS, ProbeConfig
 from tuner.schema import check_value, read_toml
 
 # key: (type, default, allowed: (lo, hi) for numbers or a tuple of choices, help with unit)
@@ -73,6 +75,14 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
         None,
         "follow the workers' TCP connections (network probe): predict each one's load, and "
         "give the learner the load of connections still open (feature live_load)",
+    ),
+    "agent.max_entities": (
+        int,
+        256,
+        (16, MAX_SLOTS),
+        "tasks (sched probe) or sockets (network probe) observed at once; more are counted as "
+        "refused and not observed (raise it for a server with more threads, or for "
+        "agent.sockets under connection churn)",
     ),
     "model.kind": (str, "linear", ("linear", "tree", "last"), "load model"),
     "model.path": (str, "", None, "model saved by `tuner train` ('': none); replaces model.kind"),
@@ -265,6 +275,19 @@ class AgentConfig:
         'models/web'
         """
         return self.get("model.path") or self.get("model.kind")
+
+    def probe_config(self, pids: Sequence[int]) -> ProbeConfig:
+        """What the agent's probes are loaded with: its window, the workers' processes, and
+        ``agent.max_entities`` slots.
+
+        >>> AgentConfig.from_dict({"agent": {"max_entities": 320}}).probe_config([7])
+        ProbeConfig(window_ms=100, pids=(7,), ..., max_entities=320, ...)
+        """
+        return ProbeConfig(
+            window_ms=self.get("agent.window_ms"),
+            pids=tuple(pids),
+            max_entities=self.get("agent.max_entities"),
+        )
 
     def with_values(self, **changes: Any) -> AgentConfig:
         """A copy with ``section__key=value`` changes, validated.

@@ -40,6 +40,7 @@ from tuner.actuate.steering import check_mode
 from tuner.agent.channel import Channel, Measurement, SteeredChannel, Step
 from tuner.agent.channels import WorkerChannel
 from tuner.agent.config import AgentConfig
+from tuner.agent.counters import ProbeCounters
 from tuner.agent.decisions import DecisionLog
 from tuner.agent.reload import ModelReload
 from tuner.agent.scoring import Guard, ShadowScores
@@ -47,7 +48,7 @@ from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
 from tuner.learn.clients import ClientScores
 from tuner.learn.scores import SkillSummary
-from tuner.probes.base import Frame
+from tuner.probes.base import Frame, ProbeStats
 from tuner.window import WindowRecord
 
 STALE_WINDOWS = 3
@@ -67,6 +68,7 @@ class Snapshot:
     last: WindowRecord | None
     skill: SkillSummary  # the workers' learner's record since the start
     guard_trips: int = 0  # times the regression guard sent the agent back to shadow
+    refused: tuple[tuple[str, int], ...] = ()  # (probe, entities refused: no slot free)
 
 
 class Agent:
@@ -93,7 +95,7 @@ class Agent:
         self.lock = threading.Lock()
         self.windows = 0
         self.stale = 0
-        self.records_lost = 0
+        self.counters = ProbeCounters(config.get("agent.max_entities"))
         self.latency_ms: deque[float] = deque(maxlen=1000)
         self.last: WindowRecord | None = None
         self.log: DecisionLog | None = None
@@ -171,6 +173,14 @@ class Agent:
         again): the worker map is uncertain while a server replaces its workers."""
         self._hold = reason
 
+    def count_probes(self, stats: Mapping[str, ProbeStats]) -> list[str]:
+        """Take a reading of the probes' counters (records lost, entities refused); return
+        the lines to say, which also go into the next window's changes."""
+        with self.lock:
+            lines = self.counters.update(stats)
+            self._changes.extend(lines)
+        return lines
+
     def retarget(self, workers: WorkerMap, why: str) -> None:
         """Steer to another set of workers from the next window (the server replaced some):
         what was learned of a replaced worker is dropped, and the tables start afresh."""
@@ -209,9 +219,10 @@ class Agent:
         model_mae, base_mae = self.workers.learner.recent_mae()
         with self.lock:
             return Snapshot(
-                self.windows, self.decisions_written(), self.records_lost, self.mode,
+                self.windows, self.decisions_written(), self.counters.lost, self.mode,
                 model_mae, base_mae, tuple(self.latency_ms), self.last,
                 self.workers.learner.skill(), self.guard.trips,
+                tuple(self.counters.refused.items()),
             )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
@@ -243,6 +254,7 @@ class Agent:
             "shadow": self.shadow.summary(),
             "guard": self.guard.text(),
             "records_lost": snap.records_lost,
+            "refused": dict(snap.refused),
             "cpu_s": round(sum(os.times()[:2]), 3),
             "loop_ms_p50": round(lat[len(lat) // 2], 3) if lat else None,
             "loop_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,

@@ -98,6 +98,8 @@ def render(snap: Snapshot) -> str:
         f"tuner_decisions_written_total {snap.decisions_written}",
         "# TYPE tuner_records_lost_total counter",
         f"tuner_records_lost_total {snap.records_lost}",
+        "# TYPE tuner_entities_refused_total counter",  # no slot free: not observed
+        *(f'tuner_entities_refused_total{{probe="{p}"}} {n}' for p, n in snap.refused),
         "# TYPE tuner_active gauge",
         f"tuner_active {int(snap.mode == 'active')}",
         "# TYPE tuner_fallback gauge",  # the last window left the kernel's placement in force

@@ -92,7 +92,6 @@ def open_writer(config: AgentConfig, path: str, workers: WorkerMap) -> TraceWrit
 def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None) -> TraceWriter:
     """Record until ``seconds`` pass (forever when None), Ctrl-C or SIGTERM; returns the
     closed writer (its ``windows``, ``rows`` and ``parts``)."""
-    from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import FeatureStream
 
     workers = WorkerMap.from_pids(pids)
@@ -101,7 +100,7 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
         writer = stack.enter_context(open_writer(config, out, workers))
         stream = stack.enter_context(
             FeatureStream(
-                ProbeConfig(window_ms=config.get("agent.window_ms"), pids=tuple(pids)),
+                config.probe_config(pids),
                 ("sched", "net") if config.get("agent.sockets") else ("sched",),
             )
         )

@@ -24,13 +24,13 @@ from tuner.agent.config import AgentConfig
 from tuner.agent.control import ControlServer, claim_path
 from tuner.agent.loop import Agent
 from tuner.agent.targets import Backends, resolve_backends, resolve_group, target_netns
-from tuner.agent.watch import WorkerWatch
+from tuner.agent.watch import WorkerWatch, say
 from tuner.agent.workers import WorkerMap
 from tuner.errors import TunerError
 from tuner.group import Group
 from tuner.system import require_root
 
-LOST_EVERY = 10  # windows between reads of the probes' lost-record counters
+COUNT_EVERY = 10  # windows between reads of the probes' counters (lost, refused)
 
 
 def run_agent(
@@ -42,7 +42,6 @@ def run_agent(
     """Run the agent until ``seconds`` pass (forever when None) or it is interrupted."""
     from tuner.agent.decisions import DecisionLog
     from tuner.agent.metrics import MetricsServer
-    from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import FeatureStream
 
     require_root("tuner run")
@@ -76,10 +75,7 @@ def run_agent(
             )
         agent = build_agent(config, workers, steering, mode, xdp, model=model)
         probes = ("sched", "net") if config.get("agent.sockets") else ("sched",)
-        window_ms = config.get("agent.window_ms")
-        stream = stack.enter_context(
-            FeatureStream(ProbeConfig(window_ms=window_ms, pids=tuple(workers.pids())), probes)
-        )
+        stream = stack.enter_context(FeatureStream(config.probe_config(workers.pids()), probes))
         if config.get("agent.decision_log"):
             agent.log = DecisionLog(config.get("agent.decision_log"))
             stack.callback(agent.log.close)
@@ -104,8 +100,9 @@ def run_agent(
                 elif backends is not None:
                     _check_alive(backends.workers)
                 record = agent.step(window.frames, window.closed)
-                if record.window % LOST_EVERY == 1:
-                    agent.records_lost = stream.lost()  # per-CPU counters: not every window
+                if record.window % COUNT_EVERY == 1:  # per-CPU counters: not every window
+                    for line in agent.count_probes(stream.stats()):
+                        say(line)
                 if writer is not None:
                     writer.add(record)
         except KeyboardInterrupt:
