@@ -36,12 +36,33 @@ def test_observe_table_fits_80_columns(tuner_cli):
     assert max(len(line) for line in proc.stdout.splitlines()) <= 80
 
 
+def test_observe_says_what_it_refused_for_want_of_slots(tuner_cli):
+    children = [Gated("import os\nwhile True: os.getppid()\n") for _ in range(3)]
+    try:
+        for child in children:
+            child.go()
+        pids = [a for c in children for a in ("--pid", str(c.pid))]
+        proc = tuner_cli("observe", *pids, "--max-entities", "2", "--probes", "sched",
+                         "--seconds", "1.5", "--interval", "0.5")  # fmt: skip
+    finally:
+        for child in children:
+            child.kill()
+    assert proc.returncode == 0, proc.stderr
+    assert "refused (no slot; --max-entities): sched " in proc.stdout
+    refused = int(proc.stderr.split(" refused")[0].rsplit(" ", 1)[1])
+    assert refused >= 1, proc.stderr  # the third child: counted, not observed
+
+
 @pytest.mark.parametrize(
     "args,message",
     [
         (["--pid", "999999999"], "process 999999999 does not exist"),
         (["--port", "1"], "no process listens on port 1"),
         (["--window-ms", "0"], "'window_ms' parameter"),
+        (
+            ["--max-entities", "1000"],
+            "'max_entities' parameter of ProbeConfig must be an int in the range [1, 384]",
+        ),
         (["--probes", "nope"], "unknown probe 'nope'"),
         (["--cgroup", "/no/such/cgroup"], "cgroup '/no/such/cgroup' not found"),
     ],

@@ -17,7 +17,8 @@ from collections import defaultdict
 from dataclasses import asdict
 from typing import Any, TextIO
 
-from tuner.probes.base import Frame
+from tuner.probes.base import Frame, ProbeStats
+from tuner.probes.config import MAX_SLOTS
 
 COLUMNS = (
     ("entity", 20),
@@ -125,6 +126,7 @@ def run_observe(args) -> int:
         comm=args.comm,
         cgroup=args.cgroup,
         latency_sample=args.latency_sample,
+        max_entities=args.max_entities,
         syscall_classes=tuple(c.strip() for c in args.syscall_classes.split(",") if c.strip()),
         syscall_duty=args.syscall_duty,
     ).validate()
@@ -144,8 +146,7 @@ def run_observe(args) -> int:
                     continue
                 summary.add(window.frames)
                 if time.monotonic() - shown >= args.interval:
-                    lost = stream.lost()
-                    header = time.strftime("%H:%M:%S") + f"  records lost: {lost}"
+                    header = time.strftime("%H:%M:%S") + "  " + counts(stream.stats())
                     print(render(summary.rows(), header) + "\n", flush=True)
                     summary, shown = Summary(args.interval), time.monotonic()
         except KeyboardInterrupt:
@@ -154,11 +155,27 @@ def run_observe(args) -> int:
     print(
         "tuner: detached; "
         + "; ".join(
-            f"{n}: {s.events} events, {s.records} records, {s.lost} lost" for n, s in stats.items()
+            f"{n}: {s.events} events, {s.records} records, {s.lost} lost, {s.overflow} refused"
+            for n, s in stats.items()
         ),
         file=sys.stderr,
     )
     return 0
+
+
+def counts(stats: dict[str, ProbeStats]) -> str:
+    """The table's header: records lost, and entities refused (no slot free) by probe.
+
+    >>> counts({"sched": ProbeStats(9, 9, 0, 40, 3), "net": ProbeStats(9, 9, 2, 0, 3)})
+    'records lost: 2  refused (no slot; --max-entities): sched 40'
+    >>> counts({"sched": ProbeStats(9, 9, 0, 0, 3)})
+    'records lost: 0'
+    """
+    lost = sum(s.lost for s in stats.values())
+    refused = ", ".join(f"{n} {s.overflow}" for n, s in stats.items() if s.overflow)
+    if not refused:
+        return f"records lost: {lost}"
+    return f"records lost: {lost}  refused (no slot; --max-entities): {refused}"
 
 
 def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
@@ -205,6 +222,14 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         default=100,
         metavar="MS",
         help="aggregation window in the kernel, in milliseconds (default: %(default)s)",
+    )
+    p.add_argument(
+        "--max-entities",
+        type=int,
+        default=256,
+        metavar="N",
+        help=f"tasks, processes, sockets each probe follows at once (at most {MAX_SLOTS}); "
+        "more are refused: not observed, counted in the header (default: %(default)s)",
     )
     p.add_argument(
         "--latency-sample",
