@@ -148,6 +148,9 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_
         assert m["errors"] == 0 and m["requests"] > 500, (arm, m)
     assert summary["arms"]["kernel"]["tuner_cpu_s"] == 0
     assert summary["arms"]["active"]["tuner_cpu_s"] > 0
+    for arm in ("reactive", "shadow", "active"):  # the agents' probes' counters, read
+        assert summary["arms"][arm]["refused"] == 0  # 4 workers: slots for all
+        assert summary["arms"][arm]["records_lost"] >= 0
     table = pq.read_table(out / "samples.parquet")
     arms = {"kernel", "kernel-again", "reactive", "shadow", "active"}
     assert set(table.column("arm").to_pylist()) == arms

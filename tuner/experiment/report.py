@@ -88,6 +88,8 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out.update(learner_metrics(r.agent_status.get("scores", {})))
         out.update(client_metrics(r.agent_status.get("clients")))
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
+        out["records_lost"] = int(r.agent_status.get("records_lost") or 0)
+        out["refused"] = sum((r.agent_status.get("refused") or {}).values())
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
     if spec.get("cluster.groups") > 1:  # arms side by side: where and when each ran

@@ -49,7 +49,7 @@ from tuner.experiment.stats import median_ci
 from tuner.experiment.tables import learning_table, notes, table, variant_line
 
 #: figures summed over rounds rather than taken as a median
-TOTALS = ("requests", "errors")
+TOTALS = ("requests", "errors", "records_lost", "refused")
 #: per-round ratios given as a median with its 95 % interval over rounds
 RATIOS = (
     *(f"p99_vs_{b}" for b in BASES),

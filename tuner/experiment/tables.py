@@ -95,6 +95,9 @@ def notes(summary: dict[str, Any]) -> list[str]:
 
     >>> notes({"arms": {"active": {"failed": "the agent exited"}, "kernel": {}}})
     ['- **active FAILED**: the agent exited; its figures are not a result']
+    >>> print(*notes({"arms": {"active": {"refused": 40, "records_lost": 0}}}))
+    - **active's agent saw part of the load**: its probes refused 40 tasks or sockets (all \
+slots taken; agent.max_entities) and lost 0 records
     """
     out = []
     for arm, m in summary["arms"].items():
@@ -107,6 +110,11 @@ def notes(summary: dict[str, Any]) -> list[str]:
             out.append(f"- **{arm} ran overloaded**{rounds}: the server could not keep up; "
                        "ratios against it are not comparable (medians over rounds leave "
                        "them out)")  # fmt: skip
+        if m.get("refused") or m.get("records_lost"):
+            refused, lost = m.get("refused", 0), m.get("records_lost", 0)
+            out.append(f"- **{arm}'s agent saw part of the load**: its probes refused {refused} "
+                       "tasks or sockets (all slots taken; agent.max_entities) and lost "
+                       f"{lost} records")  # fmt: skip
     return out
 
 
