@@ -1,7 +1,7 @@
 """Real server shapes on the real kernel (issue 17): threads that each own a socket (the
 reference server's --threads, TCP and UDP, and HAProxy from Debian), and nginx's pre-fork
 workers, found by discovery, steered by the agent, and followed when they change (a thread
-pool that grows, an nginx reload). Each test starts its own server in a test namespace and
+pool that grows, an nginx reload, a crashed nginx worker respawned). Each test starts its own server in a test namespace and
 stops it, and checks that nothing is left.
 
 Steering is checked by counting: with ``policy.kind = "pin-first"`` every new connection goes
@@ -220,6 +220,44 @@ def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path)
                 assert "workers changed" in changes[-1][0]
                 steered(agent)
                 wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {target0(c)})
+            finally:
+                done = agent.stop()
+        finally:
+            nginx.stop()
+    assert done.returncode == 0, done.stderr
+    assert not Path(PIN_ROOT, agent.name).exists()
+    assert nginx.proc.poll() is not None
+
+
+def test_a_crashed_nginx_worker_respawned_by_its_master_is_followed(tmp_path):
+    # the worker of socket 0 (every new connection's target) dies; nginx's master forks a
+    # new one, which serves the same socket: the agent must find it and steer to it (its
+    # target index follows the socket, whatever order discovery lists the sockets in now)
+    with Cluster(clients=1) as c:
+        nginx = Nginx(tmp_path / "nginx", PORT, workers=4, address=c.host("server").address)
+        nginx.start(lambda argv: c.popen("server", argv))
+        try:
+            wait_for(lambda: len(_try_group(c)) == 4)
+            agent = Agent(tmp_path, [], "active", target={"netns": c.host("server").netns},
+                          **PINNED)  # fmt: skip
+            try:
+                steered(agent)
+                first = group(c).sockets[0]
+                victim = str(first.worker.pid)
+                assert set(ask(c, "http", 10, path=FILE)) == {victim}
+                os.kill(first.worker.pid, signal.SIGKILL)
+
+                def server_of_socket0() -> str | None:
+                    by_inode = {s.inode: s.worker.pid for s in _try_group(c)}
+                    pid = by_inode.get(first.inode)
+                    return str(pid) if pid and str(pid) != victim else None
+
+                respawned = wait_for(server_of_socket0, seconds=60)
+                wait_for(lambda: int(respawned) in agent.status()["pids"], seconds=60)
+                assert int(victim) not in agent.status()["pids"]
+                changes = wait_for(lambda: _logged_changes(agent))
+                assert "workers changed" in changes[-1][0] and victim in changes[-1][0]
+                wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {respawned})
             finally:
                 done = agent.stop()
         finally:
