@@ -58,6 +58,7 @@ def test_observe_says_what_it_refused_for_want_of_slots(tuner_cli):
     [
         (["--pid", "999999999"], "process 999999999 does not exist"),
         (["--port", "1"], "no process listens on port 1"),
+        (["--port", "1", "--netns", "no-such-ns"], "network namespace 'no-such-ns' does not exist"),
         (["--window-ms", "0"], "'window_ms' parameter"),
         (
             ["--max-entities", "1000"],

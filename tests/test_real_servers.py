@@ -1,8 +1,8 @@
 """Real server shapes on the real kernel (issue 17): threads that each own a socket (the
 reference server's --threads, TCP and UDP, and HAProxy from Debian), and nginx's pre-fork
 workers, found by discovery, steered by the agent, and followed when they change (a thread
-pool that grows, an nginx reload, a crashed nginx worker respawned). Each test starts its own server in a test namespace and
-stops it, and checks that nothing is left.
+pool that grows, an nginx reload, a crashed nginx worker respawned). Each test starts its
+own server in a test namespace and stops it, and checks that nothing is left.
 
 Steering is checked by counting: with ``policy.kind = "pin-first"`` every new connection goes
 to target 0, so every answer must come from the worker that discovery says serves socket 0.
@@ -265,3 +265,26 @@ def test_a_crashed_nginx_worker_respawned_by_its_master_is_followed(tmp_path):
     assert done.returncode == 0, done.stderr
     assert not Path(PIN_ROOT, agent.name).exists()
     assert nginx.proc.poll() is not None
+
+
+def test_observe_port_watches_the_nginx_workers_not_its_master(tmp_path):
+    # `tuner observe --port` takes its processes from group discovery: nginx's master holds
+    # every socket but serves none, so it is not observed
+    with Cluster(clients=1) as c:
+        nginx = Nginx(tmp_path / "nginx", PORT, workers=2, address=c.host("server").address)
+        nginx.start(lambda argv: c.popen("server", argv))
+        try:
+            wait_for(lambda: len(_try_group(c)) == 2)
+            workers = ", ".join(str(p) for p in sorted(s.worker.pid for s in group(c).sockets))
+            proc = subprocess.run(
+                [sys.executable, "-m", "tuner", "observe", "--port", str(PORT), "--netns",
+                 c.host("server").netns, "--probes", "sched", "--json", "--seconds", "0.5"],
+                cwd=REPO, capture_output=True, text=True, timeout=120,
+            )  # fmt: skip
+            err = proc.stderr
+        finally:
+            nginx.stop()
+    assert proc.returncode == 0, err
+    said = f"port {PORT}: prefork reuseport group over tcp, 2 sockets; observing its workers "
+    assert said + workers + " " in err, err
+    assert str(nginx.proc.pid) not in err.split(said)[1].split("\n")[0]

@@ -96,7 +96,7 @@ def run_observe(args) -> int:
 
     from tuner.errors import TunerError
     from tuner.probes.config import ProbeConfig
-    from tuner.probes.stream import PROBES, FeatureStream, pids_listening_on
+    from tuner.probes.stream import PROBES, FeatureStream
     from tuner.system import require_root
 
     names = [n.strip() for n in args.probes.split(",") if n.strip()]
@@ -111,12 +111,8 @@ def run_observe(args) -> int:
         return 0
     pids = list(args.pid)
     for port in args.port:
-        found = pids_listening_on(port)
-        if not found:
-            raise TunerError(
-                f"no process listens on port {port}",
-                "start the server first, or check the port with `ss -ltnp`",
-            )
+        found, how = port_pids(port, args.netns)
+        print(f"tuner: port {port}: {how}", file=sys.stderr)
         pids.extend(found)
     if args.interval <= 0:
         raise TunerError(f"--interval must be > 0 seconds, got {args.interval}")
@@ -163,6 +159,51 @@ def run_observe(args) -> int:
     return 0
 
 
+def port_pids(port: int, netns: str | None = None) -> tuple[list[int], str]:
+    """The processes ``--port`` observes, and a line that says which: the workers of the
+    port's reuseport group (group discovery, TCP then UDP, in network namespace ``netns``,
+    an ``ip netns`` name, or this one: a master that serves no socket is left out), else,
+    in this namespace, every process holding a listening socket on it (one socket shared by
+    all workers is no group).
+
+    >>> port_pids(1)
+    Traceback (most recent call last):
+    ...
+    tuner.errors.TunerError: no process listens on port 1; fix: start the server first, or \
+check the port with `ss -ltnp`
+    """
+    from tuner.errors import TunerError
+    from tuner.group import discover
+    from tuner.netns import netns_link
+    from tuner.probes.stream import pids_listening_on
+
+    link = netns_link(netns) if netns else None
+    problems = []
+    for protocol in ("tcp", "udp"):
+        try:
+            g = discover(port, protocol, link)
+        except TunerError as e:
+            problems.append(e.problem)
+            continue
+        pids = sorted({w.pid for w in g.workers})
+        return pids, (
+            f"{g.shape} reuseport group over {protocol}, {len(g.sockets)} sockets; observing "
+            f"its workers {', '.join(map(str, pids))} (`tuner group {port}` shows the map)"
+        )
+    if netns:
+        raise TunerError(
+            f"no reuseport group on port {port} in network namespace {netns}: {problems[0]}",
+            "name the server's processes with --pid",
+        )
+    pids = pids_listening_on(port)
+    if not pids:
+        raise TunerError(
+            f"no process listens on port {port}",
+            "start the server first, or check the port with `ss -ltnp`",
+        )
+    return pids, f"no reuseport group; observing its holders {', '.join(map(str, pids))}"
+
+
 def counts(stats: dict[str, ProbeStats]) -> str:
     """The table's header: records lost, and entities refused (no slot free) by probe.
 
@@ -207,7 +248,16 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
         action="append",
         default=[],
         metavar="N",
-        help="observe the processes listening on port N when observe starts",
+        help="observe the workers of port N's reuseport group when observe starts (as "
+        "`tuner group N` finds them: not a master that serves no socket), else the processes "
+        "listening on it",
+    )
+    p.add_argument(
+        "--netns",
+        metavar="NAME",
+        help="look --port up in this network namespace (an `ip netns` name; the probes see "
+        "every namespace's tasks). Run observe itself outside it: `ip netns exec` hides "
+        "tracefs",
     )
     p.add_argument(
         "--interval",
