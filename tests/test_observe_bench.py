@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
-from helpers import Gated, no_prog_left, progs_of, tuner_prog_ids
+from conftest import REPO
+from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids
 
 pytestmark = pytest.mark.kernel
 
@@ -172,3 +175,18 @@ def test_bench_agent_json(tuner_cli):
     assert [len(r["runs"][n]) for n in ("4", "64")] == [2, 1]
     assert all(run["windows"] >= 1 for run in r["runs"]["64"])
     no_prog_left(before)
+
+
+def test_under_ip_netns_exec_the_error_names_the_namespace_to_give_instead():
+    # `ip netns exec` mounts a /sys of its own, without tracefs: the error must say so and
+    # name the namespace to set instead, not tell the user to mount tracefs
+    with netns_pair() as (ns_a, *_):
+        proc = subprocess.run(
+            ["ip", "netns", "exec", ns_a, sys.executable, "-m", "tuner", "observe",
+             "--seconds", "0.2"],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    error = proc.stderr.strip().splitlines()[-1]
+    assert f"`ip netns exec {ns_a}` mounted a /sys of its own" in error, error
+    assert f"--netns {ns_a}" in error

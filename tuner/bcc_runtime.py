@@ -45,10 +45,37 @@ def require_tracefs(paths: Sequence[str] = TRACEFS_PATHS) -> str:
     for path in paths:
         if os.path.isdir(os.path.join(path, "events", "sched", "sched_switch")):
             return path
-    raise TunerError(
-        f"tracefs is not mounted (no tracepoint events under {' or '.join(paths)})",
-        f"mount -t tracefs tracefs {paths[-1]}, or run `make setup`",
-    )
+    problem = f"tracefs is not mounted (no tracepoint events under {' or '.join(paths)})"
+    netns = ip_netns_exec_name()
+    if netns:
+        raise TunerError(
+            f"{problem}: `ip netns exec {netns}` mounted a /sys of its own",
+            f"run tuner outside it and name the namespace instead (target.netns = "
+            f'"{netns}" in the config, --netns {netns} on the command line)',
+        )
+    raise TunerError(problem, f"mount -t tracefs tracefs {paths[-1]}, or run `make setup`")
+
+
+def ip_netns_exec_name(mountinfo: str = "/proc/self/mountinfo") -> str | None:
+    """The network namespace this process runs in under `ip netns exec NAME`, else None.
+    `ip netns exec` mounts a sysfs of its own on /sys with NAME as its source (iproute2's
+    ipnetns.c), which hides tracefs.
+
+    >>> ip_netns_exec_name() is None
+    True
+    """
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                fields, fs = left.split(), right.split()
+                if len(fields) > 4 and fields[4] == "/sys" and len(fs) > 1 and fs[0] == "sysfs":
+                    name = fs[1]
+                    if name != "sysfs" and os.path.exists(f"/run/netns/{name}"):
+                        return name
+    except OSError:
+        return None
+    return None
 
 
 def import_bcc() -> Any:
