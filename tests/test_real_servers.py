@@ -10,11 +10,13 @@ to target 0, so every answer must come from the worker that discovery says serve
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -195,95 +197,89 @@ def _try_group(c: Cluster, port: int = PORT) -> list:
         return []
 
 
-def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path):
+@contextlib.contextmanager
+def nginx_running(tmp_path: Path, workers: int = 4) -> Iterator[tuple[Cluster, Nginx]]:
+    """nginx from Debian with ``workers`` reuseport workers in a test cluster's server host,
+    once discovery finds them all; stopped (and checked stopped) on the way out."""
     with Cluster(clients=1) as c:
-        nginx = Nginx(tmp_path / "nginx", PORT, workers=4, address=c.host("server").address)
+        nginx = Nginx(tmp_path / "nginx", PORT, workers=workers, address=c.host("server").address)
         nginx.start(lambda argv: c.popen("server", argv))
         try:
-            wait_for(lambda: len(_try_group(c)) == 4)
-            g = group(c)
-            pids = sorted(s.worker.pid for s in g.sockets)
-            assert g.shape == "prefork" and nginx.proc.pid not in pids  # the master serves none
-            assert len(set(ask(c, "http", 40, path=FILE))) >= 3  # the kernel's hash spreads them
-            agent = Agent(tmp_path, [], "active", target={"netns": c.host("server").netns},
-                          **PINNED)  # fmt: skip
-            try:
-                steered(agent)
-                assert set(ask(c, "http", 30, path=FILE)) == {target0(c)}
-                # a reload: new workers, the same sockets; requests go on meanwhile
-                during = asker(c, "http", 300, path=FILE)
-                nginx.reload()
-                wait_for(lambda: not set(agent.status()["pids"]) & set(pids), seconds=60)
-                answers = json.loads(during.communicate(timeout=120)[0])
-                assert None not in answers  # no request failed across the reload
-                changes = wait_for(lambda: _logged_changes(agent))
-                assert "workers changed" in changes[-1][0]
-                steered(agent)
-                wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {target0(c)})
-            finally:
-                done = agent.stop()
+            wait_for(lambda: len(_try_group(c)) == workers)
+            yield c, nginx
         finally:
             nginx.stop()
+    assert nginx.proc.poll() is not None
+
+
+@contextlib.contextmanager
+def pinning_agent(tmp_path: Path, c: Cluster) -> Iterator[Agent]:
+    """An active agent on the server host's group sending every new connection to target 0,
+    its table in the kernel; stopped on the way out, which must leave no pin behind."""
+    agent = Agent(tmp_path, [], "active", target={"netns": c.host("server").netns}, **PINNED)
+    try:
+        steered(agent)
+        yield agent
+    finally:
+        done = agent.stop()
     assert done.returncode == 0, done.stderr
     assert not Path(PIN_ROOT, agent.name).exists()
-    assert nginx.proc.poll() is not None
+
+
+def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path):
+    with nginx_running(tmp_path) as (c, nginx):
+        g = group(c)
+        pids = sorted(s.worker.pid for s in g.sockets)
+        assert g.shape == "prefork" and nginx.proc.pid not in pids  # the master serves none
+        assert len(set(ask(c, "http", 40, path=FILE))) >= 3  # the kernel's hash spreads them
+        with pinning_agent(tmp_path, c) as agent:
+            assert set(ask(c, "http", 30, path=FILE)) == {target0(c)}
+            # a reload: new workers, the same sockets; requests go on meanwhile
+            during = asker(c, "http", 300, path=FILE)
+            nginx.reload()
+            wait_for(lambda: not set(agent.status()["pids"]) & set(pids), seconds=60)
+            answers = json.loads(during.communicate(timeout=120)[0])
+            assert None not in answers  # no request failed across the reload
+            changes = wait_for(lambda: _logged_changes(agent))
+            assert "workers changed" in changes[-1][0]
+            steered(agent)
+            wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {target0(c)})
 
 
 def test_a_crashed_nginx_worker_respawned_by_its_master_is_followed(tmp_path):
     # the worker of socket 0 (every new connection's target) dies; nginx's master forks a
     # new one, which serves the same socket: the agent must find it and steer to it (its
     # target index follows the socket, whatever order discovery lists the sockets in now)
-    with Cluster(clients=1) as c:
-        nginx = Nginx(tmp_path / "nginx", PORT, workers=4, address=c.host("server").address)
-        nginx.start(lambda argv: c.popen("server", argv))
-        try:
-            wait_for(lambda: len(_try_group(c)) == 4)
-            agent = Agent(tmp_path, [], "active", target={"netns": c.host("server").netns},
-                          **PINNED)  # fmt: skip
-            try:
-                steered(agent)
-                first = group(c).sockets[0]
-                victim = str(first.worker.pid)
-                assert set(ask(c, "http", 10, path=FILE)) == {victim}
-                os.kill(first.worker.pid, signal.SIGKILL)
+    with nginx_running(tmp_path) as (c, _), pinning_agent(tmp_path, c) as agent:
+        first = group(c).sockets[0]
+        victim = str(first.worker.pid)
+        assert set(ask(c, "http", 10, path=FILE)) == {victim}
+        os.kill(first.worker.pid, signal.SIGKILL)
 
-                def server_of_socket0() -> str | None:
-                    by_inode = {s.inode: s.worker.pid for s in _try_group(c)}
-                    pid = by_inode.get(first.inode)
-                    return str(pid) if pid and str(pid) != victim else None
+        def server_of_socket0() -> str | None:
+            by_inode = {s.inode: s.worker.pid for s in _try_group(c)}
+            pid = by_inode.get(first.inode)
+            return str(pid) if pid and str(pid) != victim else None
 
-                respawned = wait_for(server_of_socket0, seconds=60)
-                wait_for(lambda: int(respawned) in agent.status()["pids"], seconds=60)
-                assert int(victim) not in agent.status()["pids"]
-                changes = wait_for(lambda: _logged_changes(agent))
-                assert "workers changed" in changes[-1][0] and victim in changes[-1][0]
-                wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {respawned})
-            finally:
-                done = agent.stop()
-        finally:
-            nginx.stop()
-    assert done.returncode == 0, done.stderr
-    assert not Path(PIN_ROOT, agent.name).exists()
-    assert nginx.proc.poll() is not None
+        respawned = wait_for(server_of_socket0, seconds=60)
+        wait_for(lambda: int(respawned) in agent.status()["pids"], seconds=60)
+        assert int(victim) not in agent.status()["pids"]
+        changes = wait_for(lambda: _logged_changes(agent))
+        assert "workers changed" in changes[-1][0] and victim in changes[-1][0]
+        wait_for(lambda: set(ask(c, "http", 10, path=FILE)) == {respawned})
 
 
 def test_observe_port_watches_the_nginx_workers_not_its_master(tmp_path):
     # `tuner observe --port` takes its processes from group discovery: nginx's master holds
     # every socket but serves none, so it is not observed
-    with Cluster(clients=1) as c:
-        nginx = Nginx(tmp_path / "nginx", PORT, workers=2, address=c.host("server").address)
-        nginx.start(lambda argv: c.popen("server", argv))
-        try:
-            wait_for(lambda: len(_try_group(c)) == 2)
-            workers = ", ".join(str(p) for p in sorted(s.worker.pid for s in group(c).sockets))
-            proc = subprocess.run(
-                [sys.executable, "-m", "tuner", "observe", "--port", str(PORT), "--netns",
-                 c.host("server").netns, "--probes", "sched", "--json", "--seconds", "0.5"],
-                cwd=REPO, capture_output=True, text=True, timeout=120,
-            )  # fmt: skip
-            err = proc.stderr
-        finally:
-            nginx.stop()
+    with nginx_running(tmp_path, workers=2) as (c, nginx):
+        workers = ", ".join(str(p) for p in sorted(s.worker.pid for s in group(c).sockets))
+        proc = subprocess.run(
+            [sys.executable, "-m", "tuner", "observe", "--port", str(PORT), "--netns",
+             c.host("server").netns, "--probes", "sched", "--json", "--seconds", "0.5"],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+    err = proc.stderr
     assert proc.returncode == 0, err
     said = f"port {PORT}: prefork reuseport group over tcp, 2 sockets; observing its workers "
     assert said + workers + " " in err, err
