@@ -103,6 +103,16 @@ def test_a_thread_watching_two_sockets_is_refused():
         run(data)
 
 
+def test_one_socket_shared_by_every_worker_is_no_group_and_says_how_to_make_one():
+    # nginx's plain `listen 8089;` (recorded with `tuner group 8089 --record`, which also
+    # records when no map can be made): the master opens one socket, all workers share it
+    with pytest.raises(TunerError) as e:
+        run(load("nginx-shared-socket"))
+    assert re.search(r"has one socket \(\d+\), shared by \d+ \(nginx\), .*: no SO_REUSEPORT "
+                     "group", e.value.problem), e.value.problem  # fmt: skip
+    assert "listen ... reuseport;" in e.value.fix
+
+
 def test_nobody_listening_and_several_addresses_are_named():
     data = load("reference-process")
     with pytest.raises(TunerError, match="no process listens on port 1/tcp"):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from typing import Any
 
@@ -45,7 +46,7 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
 def _run(args: argparse.Namespace) -> int:
     from tuner.errors import TunerError
     from tuner.group import discover
-    from tuner.group.procfs import LiveProc, record
+    from tuner.group.discover import holder_pids
     from tuner.netns import netns_link
     from tuner.system import require_root
 
@@ -54,16 +55,30 @@ def _run(args: argparse.Namespace) -> int:
     require_root("tuner group")
     link = netns_link(args.netns) if args.netns else None
     proto = "udp" if args.udp else "tcp"
-    group = discover(args.port, proto, link, args.address)
+    try:
+        group = discover(args.port, proto, link, args.address)
+    except TunerError:
+        if args.record:  # what a bug report needs most: what was read when no map was made
+            _record(args.record, holder_pids(args.port, proto, link, args.address), args.port,
+                    proto)  # fmt: skip
+            print(f"tuner group: what was read from /proc is in {args.record}", file=sys.stderr)
+        raise
     if args.record:
-        proc = LiveProc()
-        holders = sorted({p for s in group.sockets for p, _ in s.holders})
-        data = record(proc, holders)
-        data.update(port=args.port, protocol=proto, netns=proc.readlink(f"{holders[0]}/ns/net"))
-        with open(args.record, "w") as f:
-            json.dump(data, f, indent=1, sort_keys=True)
+        _record(args.record, sorted({p for s in group.sockets for p, _ in s.holders}), args.port,
+                proto)  # fmt: skip
     if args.json:
         print(json.dumps(asdict(group)))
     else:
         print(group.explain())
     return 0
+
+
+def _record(path: str, holders: list[int], port: int, protocol: str) -> None:
+    """Save what ``/proc`` shows of ``holders`` as a fixture for :class:`RecordedProc`."""
+    from tuner.group.procfs import LiveProc, record
+
+    proc = LiveProc()
+    data = record(proc, holders)
+    data.update(port=port, protocol=protocol, netns=proc.readlink(f"{holders[0]}/ns/net"))
+    with open(path, "w") as f:
+        json.dump(data, f, indent=1, sort_keys=True)

@@ -214,6 +214,27 @@ def discover(
     """The reuseport group on ``port`` in network namespace ``netns`` (its ``net:[inode]``
     link text; None: this process's) and the worker of each socket. ``address`` picks one
     group when sockets on the port are bound to several addresses."""
+    scan, holders, fds = _scan_group(port, protocol, netns, address, proc)
+    return _assign(scan, port, protocol, holders, fds, sleep)
+
+
+def holder_pids(
+    port: int,
+    protocol: str = "tcp",
+    netns: str | None = None,
+    address: str | None = None,
+    proc: ProcView | None = None,
+) -> list[int]:
+    """The processes that hold a socket of the group on ``port``, whether or not a map of
+    workers can be made (what ``tuner group --record`` records for a bug report)."""
+    _, holders, _ = _scan_group(port, protocol, netns, address, proc)
+    return sorted({pid for hs in holders.values() for pid, _ in hs})
+
+
+def _scan_group(
+    port: int, protocol: str, netns: str | None, address: str | None, proc: ProcView | None
+) -> tuple[_Scan, dict[int, list[tuple[int, int]]], dict[int, dict[int, str]]]:
+    """The group's sockets on ``port``: who holds each (pid, fd), and each holder's fds."""
     if protocol not in procnet.STATES:
         raise TunerError(f"protocol must be tcp or udp; got {protocol!r}")
     scan = _Scan(proc or LiveProc(), netns)
@@ -242,7 +263,7 @@ def discover(
             m = _SOCKET.fullmatch(target)
             if m and int(m.group(1)) in inodes:
                 holders[int(m.group(1))].append((pid, fd))
-    return _assign(scan, port, protocol, holders, fds, sleep)
+    return scan, holders, fds
 
 
 def _assign(scan, port, protocol, holders, fds, sleep) -> Group:
@@ -272,6 +293,14 @@ def _assign(scan, port, protocol, holders, fds, sleep) -> Group:
     if left:
         worker.update(_by_thread(scan, left, holders, fds, sleep))
     unmapped = sorted(inodes - set(worker))
+    if len(inodes) == 1 and unmapped and len(holders[unmapped[0]]) > 1:
+        raise TunerError(
+            f"port {port}/{protocol} has one socket ({unmapped[0]}), shared by "
+            f"{_who(scan, holders[unmapped[0]])}: no SO_REUSEPORT group, so nothing to "
+            "steer between",
+            "give each worker a socket of its own (nginx: `listen ... reuseport;`); see "
+            "docs/real-servers.md",
+        )
     if unmapped:
         raise TunerError(
             f"cannot tell which worker serves {len(unmapped)} of the {len(inodes)} sockets on "
@@ -344,14 +373,17 @@ def _by_thread(scan, left, holders, fds, sleep) -> dict[int, tuple[int, int | No
     return out
 
 
+def _who(scan, hs: list[tuple[int, int]]) -> str:
+    """The first few processes of (pid, fd) holders, with their command names."""
+    pids = sorted({p for p, _ in hs})
+    more = f" and {len(pids) - 4} more" if len(pids) > 4 else ""
+    return ", ".join(f"{pid} ({scan.worker(pid, None).comm})" for pid in pids[:4]) + more
+
+
 def _seen(scan, unmapped: list[int], holders) -> str:
     """What discovery found of the sockets it could not map, in a few words."""
     parts = []
     for inode in unmapped[:3]:
-        hs = holders[inode]
-        who = ", ".join(
-            f"{pid} ({scan.worker(pid, None).comm})" for pid in sorted({p for p, _ in hs})[:4]
-        )
-        parts.append(f"socket {inode} held by {who or 'no process'}")
+        parts.append(f"socket {inode} held by {_who(scan, holders[inode]) or 'no process'}")
     more = f" and {len(unmapped) - 3} more" if len(unmapped) > 3 else ""
     return "; ".join(parts) + more + "; none watched by one worker alone"
