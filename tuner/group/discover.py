@@ -135,10 +135,13 @@ class Group:
 
     def explain(self) -> str:
         """The map as a table: target, socket, worker, command, CPUs."""
+        n = len(self.sockets)
         head = (
             f"reuseport group {self.sockets[0].address}:{self.port}/{self.protocol}: "
-            f"{len(self.sockets)} sockets, shape {self.shape}"
-        )
+            f"{n} socket{'s' if n > 1 else ''}, shape {self.shape}"
+            + ("; one socket is nothing to steer between (SO_REUSEPORT, one per worker)"
+               if n == 1 else "")
+        )  # fmt: skip
         rows = [head, f"{'target':>6}  {'socket':>10}  {'worker':<14} {'command':<16} cpus"]
         for i, s in enumerate(self.sockets):
             w = s.worker
