@@ -114,9 +114,13 @@ def record(config: AgentConfig, pids: list[int], out: str, seconds: float | None
                 writer.add(agent.step(window.frames, window.closed))
                 if time.monotonic() - last >= 1.0:
                     last = time.monotonic()
+                    said = agent.count_probes(stream.stats())
                     print(
                         f"\rtuner record: {writer.windows} windows, {writer.rows} rows,"
-                        f" {len(writer.parts)} parts closed, records lost {stream.lost()}",
+                        f" {len(writer.parts)} parts closed, records lost"
+                        f" {agent.counters.lost}, refused {sum(agent.counters.refused.values())}",
+                        *(f"\ntuner record: {line}" for line in said),
+                        sep="",
                         end="",
                         file=sys.stderr,
                         flush=True,
