@@ -186,13 +186,16 @@ check the port with `ss -ltnp`
             problems.append(e.problem)
             continue
         pids = sorted({w.pid for w in g.workers})
+        if len(g.sockets) == 1:
+            return pids, f"one {protocol} socket; observing its holder {pids[0]}"
         return pids, (
             f"{g.shape} reuseport group over {protocol}, {len(g.sockets)} sockets; observing "
             f"its workers {', '.join(map(str, pids))} (`tuner group {port}` shows the map)"
         )
-    if netns:
+    if netns:  # the problem of a protocol something listens on, if any
+        telling = next((p for p in problems if not p.startswith("no process")), problems[0])
         raise TunerError(
-            f"no reuseport group on port {port} in network namespace {netns}: {problems[0]}",
+            f"no reuseport group on port {port} in network namespace {netns}: {telling}",
             "name the server's processes with --pid",
         )
     pids = pids_listening_on(port)
