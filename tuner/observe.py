@@ -188,6 +188,13 @@ check the port with `ss -ltnp`
         pids = sorted({w.pid for w in g.workers})
         if len(g.sockets) == 1:
             return pids, f"one {protocol} socket; observing its holder {pids[0]}"
+        if g.shape == "threads":
+            tids = ", ".join(str(w.tid) for w in g.workers)
+            return pids, (
+                f"reuseport group over {protocol}, {len(g.sockets)} sockets served by threads "
+                f"{tids}; observing process {', '.join(map(str, pids))} (`tuner group {port}` "
+                "shows the map)"
+            )
         return pids, (
             f"{g.shape} reuseport group over {protocol}, {len(g.sockets)} sockets; observing "
             f"its workers {', '.join(map(str, pids))} (`tuner group {port}` shows the map)"
