@@ -235,6 +235,10 @@ def test_metrics_endpoint_serves_predictions_errors_and_loop_latency(served, tmp
                 values[name] = float(value)
         assert values["tuner_windows_total"] >= 10 and values["tuner_active"] == 0
         assert values["tuner_records_lost_total"] == 0
+        # shadow: the table placed nothing, the kernel every new connection (no lease)
+        assert sum(values[f'tuner_placed_total{{channel="workers",target="{i}"}}']
+                   for i in range(4)) == 0  # fmt: skip
+        assert values['tuner_left_to_kernel_total{channel="workers",why="no_lease"}'] > 0
         assert values["tuner_guard_trips_total"] == 0 and values["tuner_fallback"] in (0, 1)
         assert values['tuner_loop_latency_ms_bucket{le="+Inf"}'] >= 10
         for i in range(4):

@@ -10,7 +10,7 @@ import socket
 import pytest
 
 from tuner.actuate.reuseport import ReuseportSteering
-from tuner.actuate.steering import NullSteering, Steering
+from tuner.actuate.steering import NullSteering, Placement, Steering
 from tuner.actuate.xdp import XdpSteering
 from tuner.errors import TunerError
 from tuner.learn.features import History
@@ -63,6 +63,13 @@ def steering(request):
 def test_it_is_a_steering(steering):
     s, _ = steering
     assert isinstance(s, Steering) and s.targets() == 2 and s.mode == "shadow"
+
+
+def test_placement_counts_per_target_and_per_reason(steering):
+    s, _ = steering
+    p = s.placement()
+    assert isinstance(p, Placement) and len(p.by_target) == s.targets()
+    assert p.placed == 0 and all(isinstance(n, int) and n >= 0 for n in p.kernel.values())
 
 
 def test_shadow_records_and_active_writes(steering):

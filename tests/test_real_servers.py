@@ -234,6 +234,8 @@ def test_nginx_workers_are_found_steered_and_followed_through_a_reload(tmp_path)
         assert len(set(ask(c, "http", 40, path=FILE))) >= 3  # the kernel's hash spreads them
         with pinning_agent(tmp_path, c) as agent:
             assert set(ask(c, "http", 30, path=FILE)) == {target0(c)}
+            placed = agent.status()["placed"]["workers"]  # the steering program's own count
+            assert placed["by_target"][0] >= 30 and sum(placed["by_target"][1:]) == 0, placed
             # a reload: new workers, the same sockets; requests go on meanwhile
             during = asker(c, "http", 300, path=FILE)
             nginx.reload()

@@ -29,7 +29,7 @@ from tuner.actuate.pins import (
     require_bpffs,
     state_file,
 )
-from tuner.actuate.steering import MODES, Decision, check_mode
+from tuner.actuate.steering import MODES, Decision, Placement, check_mode
 from tuner.errors import TunerError
 from tuner.jiffies import JiffiesClock, read_clock
 from tuner.table import SLOTS, check_table
@@ -69,10 +69,22 @@ class BpfSteering:
     _clock: JiffiesClock | None = field(default=None, init=False, repr=False)
     _lock: NameLock | None = field(default=None, init=False, repr=False)
     _owns_pins: bool = field(default=False, init=False, repr=False)
+    _final: Placement | None = field(default=None, init=False, repr=False)
 
     # -- to be provided by subclasses -----------------------------------------------------
     def targets(self) -> int:
         raise NotImplementedError
+
+    def _placement(self) -> Placement:
+        """The placement counts in the loaded program's maps."""
+        raise NotImplementedError
+
+    def placement(self) -> Placement:
+        """What the program placed by the table and left to the kernel since load; once
+        closed, what it had counted when it was detached."""
+        if self._bpf is None:
+            return self._final or Placement((0,) * self.targets())
+        return self._placement()
 
     def _load(self) -> None:
         raise NotImplementedError
@@ -130,6 +142,10 @@ class BpfSteering:
                 try:
                     self._detach()
                 finally:
+                    try:
+                        self._final = self._placement()  # the counts go with the maps
+                    except Exception:  # a report: never a reason to keep the maps
+                        self._final = None
                     bpf, self._bpf = self._bpf, None
                     bpf.cleanup()
         finally:

@@ -22,6 +22,7 @@ from typing import Any
 
 from tuner import bcc_runtime, bpfsys, procnet, sockdiag
 from tuner.actuate.base import MAX_CLIENTS, MAX_TARGETS, BpfSteering
+from tuner.actuate.steering import Placement
 from tuner.bpfsys import MapType, ProgType
 from tuner.errors import TunerError
 
@@ -231,6 +232,15 @@ class ReuseportSteering(BpfSteering):
             "fallback_select": int(sum(fb[fb.Key(1)])),
             "client_hits": int(sum(hits[hits.Key(0)])),
         }
+
+    def _placement(self) -> Placement:
+        """New connections (UDP: datagrams) the table placed per socket, and those the
+        kernel's hash placed: no lease in force, or the chosen socket gone."""
+        c = self.counters()
+        return Placement(
+            tuple(c["selected"]),
+            {"no_lease": c["fallback_lease"], "socket_gone": c["fallback_select"]},
+        )
 
     @property
     def counts_flows(self) -> bool:

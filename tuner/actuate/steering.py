@@ -54,6 +54,30 @@ class Decision:
     generation: int
 
 
+@dataclass(frozen=True)
+class Placement:
+    """What a steering's kernel side did since it was loaded: what its table placed, per
+    target (new TCP connections, UDP datagrams, or an interface's new flows), and what it
+    left to the kernel's own placement, by reason (no lease in force: shadow mode, a lapsed
+    lease; the chosen socket gone; ...).
+
+    >>> p = Placement((3, 1), {"no_lease": 2, "socket_gone": 0})
+    >>> p.placed, p.left
+    (4, 2)
+    """
+
+    by_target: tuple[int, ...] = ()
+    kernel: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def placed(self) -> int:
+        return sum(self.by_target)
+
+    @property
+    def left(self) -> int:
+        return sum(self.kernel.values())
+
+
 @runtime_checkable
 class Steering(Protocol):
     """What a channel needs of its steering."""
@@ -99,6 +123,10 @@ class Steering(Protocol):
 
     def set_clients(self, clients: Mapping[str, int]) -> bool:
         """Send new connections of IPv4 client addresses to targets; True when written."""
+        ...
+
+    def placement(self) -> Placement:
+        """What the kernel side placed by the table, and left to the kernel, since load."""
         ...
 
     def close(self) -> None: ...
@@ -150,6 +178,9 @@ class NullSteering:
 
     def set_clients(self, clients: Mapping[str, int]) -> bool:
         return False
+
+    def placement(self) -> Placement:
+        return Placement((0,) * self.targets_)
 
     def close(self) -> None:
         pass

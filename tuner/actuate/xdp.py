@@ -28,6 +28,7 @@ from typing import Any
 
 from tuner import bcc_runtime
 from tuner.actuate.base import MAX_TARGETS, BpfSteering
+from tuner.actuate.steering import Placement
 from tuner.bpfsys import ProgType
 from tuner.errors import TunerError
 from tuner.netns import inside
@@ -129,6 +130,11 @@ class XdpSteering(BpfSteering):
             "redirected": [int(sum(red[red.Key(k)])) for k in keys],
             **{f"passed_{r}": int(sum(passed[passed.Key(i)])) for i, r in enumerate(PASS_REASONS)},
         }
+
+    def _placement(self) -> Placement:
+        """Packets redirected per target, and passed to the stack by reason."""
+        c = self.counters()
+        return Placement(tuple(c["redirected"]), {r: c[f"passed_{r}"] for r in PASS_REASONS})
 
     def flows(self) -> int:
         """Flows in the flow table."""

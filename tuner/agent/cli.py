@@ -284,9 +284,24 @@ def _status_text(reply: dict[str, Any]) -> str:
         f"loop        p50 {reply['loop_ms_p50']} ms  p99 {reply['loop_ms_p99']} ms;"
         f" records lost {reply['records_lost']}; refused"
         f" {', '.join(f'{p} {n}' for p, n in reply['refused'].items()) or '-'}",
+        *(_placed_line(ch, p) for ch, p in reply.get("placed", {}).items()),
     ]
     c = reply.get("clients")
     if c:
         lines.insert(3, f"clients     {c['followed']} followed, {c['heavy']} heavy; MAE {c['mae']}"
                         f"  (one cost for all: {c['baseline_mae']})")  # fmt: skip
     return "\n".join(lines)
+
+
+def _placed_line(channel: str, p: dict[str, Any]) -> str:
+    """One steered channel's placement counts for ``tuner status``.
+
+    >>> _placed_line("workers", {"by_target": [30, 10], "kernel": {"no_lease": 5}})
+    'placed      workers: 40 by the table (per target 30, 10); 5 by the kernel (no_lease 5)'
+    """
+    by = p["by_target"]
+    why = ", ".join(f"{k} {n}" for k, n in p["kernel"].items()) or "-"
+    return (
+        f"placed      {channel}: {sum(by)} by the table (per target {', '.join(map(str, by))});"
+        f" {sum(p['kernel'].values())} by the kernel ({why})"
+    )

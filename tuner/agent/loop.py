@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from tuner.actuate.steering import check_mode
+from tuner.actuate.steering import Placement, check_mode
 from tuner.agent.channel import Channel, Measurement, SteeredChannel, Step
 from tuner.agent.channels import WorkerChannel
 from tuner.agent.config import AgentConfig
@@ -69,6 +69,7 @@ class Snapshot:
     skill: SkillSummary  # the workers' learner's record since the start
     guard_trips: int = 0  # times the regression guard sent the agent back to shadow
     refused: tuple[tuple[str, int], ...] = ()  # (probe, entities refused: no slot free)
+    placements: tuple[tuple[str, Placement], ...] = ()  # (steered channel, its kernel side)
 
 
 class Agent:
@@ -215,14 +216,23 @@ class Agent:
         """Tables written (or renewed after a switch to active) by the steered channels."""
         return sum(ch.written for ch in self.channels if isinstance(ch, SteeredChannel))
 
+    def placements(self) -> tuple[tuple[str, Placement], ...]:
+        """Each steered channel's placement counts since its steering was loaded."""
+        return tuple(
+            (ch.name, ch.steering.placement())
+            for ch in self.channels
+            if isinstance(ch, SteeredChannel)
+        )
+
     def snapshot(self) -> Snapshot:
         model_mae, base_mae = self.workers.learner.recent_mae()
+        placements = self.placements()  # map reads: outside the lock
         with self.lock:
             return Snapshot(
                 self.windows, self.decisions_written(), self.counters.lost, self.mode,
                 model_mae, base_mae, tuple(self.latency_ms), self.last,
                 self.workers.learner.skill(), self.guard.trips,
-                tuple(self.counters.refused.items()),
+                tuple(self.counters.refused.items()), placements,
             )  # fmt: skip
 
     def status(self) -> dict[str, Any]:
@@ -255,6 +265,10 @@ class Agent:
             "guard": self.guard.text(),
             "records_lost": snap.records_lost,
             "refused": dict(snap.refused),
+            "placed": {
+                name: {"by_target": list(p.by_target), "kernel": dict(p.kernel)}
+                for name, p in snap.placements
+            },
             "cpu_s": round(sum(os.times()[:2]), 3),
             "loop_ms_p50": round(lat[len(lat) // 2], 3) if lat else None,
             "loop_ms_p99": round(lat[int(len(lat) * 0.99)], 3) if lat else None,

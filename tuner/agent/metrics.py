@@ -100,6 +100,18 @@ def render(snap: Snapshot) -> str:
         f"tuner_records_lost_total {snap.records_lost}",
         "# TYPE tuner_entities_refused_total counter",  # no slot free: not observed
         *(f'tuner_entities_refused_total{{probe="{p}"}} {n}' for p, n in snap.refused),
+        "# TYPE tuner_placed_total counter",  # new connections the table placed, per target
+        *(
+            f'tuner_placed_total{{channel="{ch}",target="{i}"}} {n}'
+            for ch, p in snap.placements
+            for i, n in enumerate(p.by_target)
+        ),
+        "# TYPE tuner_left_to_kernel_total counter",  # ... and those the kernel placed, why
+        *(
+            f'tuner_left_to_kernel_total{{channel="{ch}",why="{why}"}} {n}'
+            for ch, p in snap.placements
+            for why, n in p.kernel.items()
+        ),
         "# TYPE tuner_active gauge",
         f"tuner_active {int(snap.mode == 'active')}",
         "# TYPE tuner_fallback gauge",  # the last window left the kernel's placement in force
