@@ -70,6 +70,8 @@ def test_placement_counts_per_target_and_per_reason(steering):
     p = s.placement()
     assert isinstance(p, Placement) and len(p.by_target) == s.targets()
     assert p.placed == 0 and all(isinstance(n, int) and n >= 0 for n in p.kernel.values())
+    s.close()  # the agent's final status is read after its steering is closed
+    assert s.placement() == p
 
 
 def test_shadow_records_and_active_writes(steering):

@@ -151,6 +151,8 @@ def test_short_experiment_runs_all_arms_and_writes_every_output(tmp_path, tuner_
     for arm in ("reactive", "shadow", "active"):  # the agents' probes' counters, read
         assert summary["arms"][arm]["refused"] == 0  # 4 workers: slots for all
         assert summary["arms"][arm]["records_lost"] >= 0
+    assert summary["arms"]["shadow"]["placed_share"] == 0  # the kernel placed every one
+    assert summary["arms"]["active"]["placed_share"] > 0.5  # the table, once warmed up
     table = pq.read_table(out / "samples.parquet")
     arms = {"kernel", "kernel-again", "reactive", "shadow", "active"}
     assert set(table.column("arm").to_pylist()) == arms

@@ -140,12 +140,12 @@ class BpfSteering:
         try:
             if self._bpf is not None:
                 try:
+                    self._final = self._placement()  # the counts go with the maps
+                except Exception:  # a report: never a reason to stay attached
+                    self._final = None
+                try:
                     self._detach()
                 finally:
-                    try:
-                        self._final = self._placement()  # the counts go with the maps
-                    except Exception:  # a report: never a reason to keep the maps
-                        self._final = None
                     bpf, self._bpf = self._bpf, None
                     bpf.cleanup()
         finally:

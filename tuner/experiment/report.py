@@ -90,6 +90,10 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["loop_ms_p99"] = r.agent_status.get("loop_ms_p99")
         out["records_lost"] = int(r.agent_status.get("records_lost") or 0)
         out["refused"] = sum((r.agent_status.get("refused") or {}).values())
+        workers = (r.agent_status.get("placed") or {}).get("workers")
+        if workers and sum(workers["by_target"]) + sum(workers["kernel"].values()):
+            placed = sum(workers["by_target"])  # by the table, of all new connections
+            out["placed_share"] = round(placed / (placed + sum(workers["kernel"].values())), 3)
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
     if spec.get("cluster.groups") > 1:  # arms side by side: where and when each ran
