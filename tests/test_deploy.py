@@ -57,6 +57,7 @@ def metric_names(expr: str) -> set[str]:
     """The series names a PromQL expression reads (label values and functions left out)."""
     expr = re.sub(r'"[^"]*"', "", expr)  # label values
     expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges
+    expr = re.sub(r"\b(by|without)\s*\([^)]*\)", "", expr)  # grouping labels
     return {w for w in re.findall(r"[a-zA-Z_:][\w:]*", expr) if w not in PROMQL_WORDS}
 
 
