@@ -60,6 +60,9 @@ BPF_HASH(listeners, u16, int, MAX_PORTS);                   /* port -> slot */
 BPF_ARRAY(acc, struct net_acc, MAX_ENTITIES);
 BPF_ARRAY(cpu_acc, struct net_acc, MAX_CPUS);
 BPF_ARRAY(layout, struct net_record, 1);      /* never written: lets the loader check the layout */
+/* entities made since load: each socket entity's id, so that two connections with the same
+ * ports whose struct sock is the same memory (freed and reused) are two entities */
+BPF_ARRAY(serials, u64, 1);
 /* closing, free_slots: sockets that reached TCP_CLOSE, and their slots once emitted */
 
 static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
@@ -76,6 +79,10 @@ static __always_inline struct net_acc *new_entity(u32 kind, u64 sk, int *slot)
     a->tgid = id >> 32;
     a->tid = (u32)id;
     a->sk = sk;
+    int zero = 0;
+    u64 *serial = serials.lookup(&zero);
+    if (serial)
+        a->id = (u32)__sync_fetch_and_add(serial, 1) + 1;
     bpf_get_current_comm(a->comm, sizeof(a->comm));
     return a;
 }

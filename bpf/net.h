@@ -18,7 +18,7 @@ struct net_acc {
     u8 daddr[16];
     char comm[16];
     u32 state;                /* last TCP state seen (include/net/tcp_states.h) */
-    u32 id;                   /* cpu number for NET_KIND_CPU */
+    u32 id;                   /* cpu: its number; sock, listen: the entity's serial since load */
     u32 tid;                  /* sock: thread that last read or wrote it; listen: listen()'s */
     u32 idle;                 /* UDP sock: windows in a row without I/O (bpf/net.c) */
     u64 bytes_in;             /* bytes returned by recvmsg and friends */

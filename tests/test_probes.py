@@ -705,7 +705,7 @@ def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
                 assert server.proc.stdout.readline() == b"ready\n"
                 client.go()
                 frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
-                stats = p.stats()
+                stats, recycled = p.stats(), p.recycled()
             rate = int(client.wait())
         finally:
             server.kill()
@@ -713,7 +713,55 @@ def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
     socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:")}
     sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
     assert stats.overflow == 0, (stats, f"{rate} connections a second")
-    assert len(socks) == conns and sent == conns * 15
+    assert len(socks) == conns and sent == conns * 15, (len(socks), sent, stats, recycled)
+
+
+def test_net_two_connections_with_one_port_and_one_sock_are_two_entities():
+    # 20 connections one after another from one local port, each reset at its close (no
+    # TIME_WAIT), so the kernel may give the next both the port and the freed struct sock's
+    # memory: each must still be an entity of its own (named by the probe's serial)
+    conns = 20
+    with netns_pair() as (ns_a, addr_a, ns_b, addr_b):
+        server = Gated(
+            f"""
+            import socket
+            s = socket.socket()
+            s.bind(("{addr_a}", 7005))
+            s.listen(64)
+            print("ready", flush=True)
+            while True:
+                c, _ = s.accept()
+                c.recv(16)
+                c.close()
+            """,
+            netns=ns_a,
+        )
+        client = Gated(
+            f"""
+            import socket, struct
+            for i in range({conns}):
+                c = socket.socket()
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                c.bind(("{addr_b}", 40000))
+                c.connect(("{addr_a}", 7005))
+                c.sendall(b"x" * 15)
+                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                c.close()
+            """,
+            netns=ns_b,
+        )
+        try:
+            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(client.pid,))) as p:
+                server.go()
+                assert server.proc.stdout.readline() == b"ready\n"
+                client.go()
+                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
+            client.wait()
+        finally:
+            server.kill()
+            client.kill()
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:40000-")}
+    assert len(socks) == conns, sorted(socks)
 
 
 def test_every_probe_loads_with_the_most_slots_the_config_allows():

@@ -181,10 +181,10 @@ class NetProbe(Probe):
         >>> r.acc.kind, r.acc.tgid, r.acc.family, r.acc.protocol = KIND_SOCK, 7, 2, 6
         >>> r.acc.sport, r.acc.dport, r.acc.comm, r.acc.state = 80, 4000, b"nginx", 1
         >>> r.acc.daddr[:4] = [198, 18, 0, 9]
-        >>> r.acc.bytes_in = 512
+        >>> r.acc.bytes_in, r.acc.id = 512, 42
         >>> f = NetProbe.__new__(NetProbe).frame_of(bytes(r))
         >>> f.entity, f.labels["raddr"], f.labels["proto"], f.features["bytes_in"]
-        ('sock:7:80-198.18.0.9:4000#0', '198.18.0.9', 'tcp', 512.0)
+        ('sock:7:80-198.18.0.9:4000#2a', '198.18.0.9', 'tcp', 512.0)
         """
         (start, end, kind, tgid, sk, family, protocol, sport, dport, saddr, daddr, comm, state,
          id_, tid, _idle, *counts) = RECORD.unpack_from(raw)  # fmt: skip
@@ -201,7 +201,7 @@ class NetProbe(Probe):
         else:
             proto = PROTOCOLS.get(protocol, "?")
             raddr = format_addr(family, daddr)
-            entity = f"sock:{tgid}:{sport}-{raddr}:{dport}#{sk & 0xFFFFFF:x}"
+            entity = f"sock:{tgid}:{sport}-{raddr}:{dport}#{id_:x}"
             labels = {
                 "tgid": str(tgid),
                 "tid": str(tid),
