@@ -659,10 +659,9 @@ def test_net_recycles_the_slots_of_closed_sockets():
     sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
     assert stats.overflow == 0, stats
     assert recycled >= conns - 256, recycled
-    # once in a full make test (2026-12-04) 399 of the 400 came out, with no overflow: the
-    # probe's counters and the first and last connections' ports, to tell why if it recurs
-    ports = sorted(int(e.split(":")[2].split("-")[0]) for e in socks)
-    assert len(socks) == conns and sent == conns * 15, (stats, recycled, ports[:3], ports[-3:])
+    # 399 of 400 once in a full make test: two connections with one port and one struct sock
+    # were one entity, before entities were named by a serial (see the test after the next)
+    assert len(socks) == conns and sent == conns * 15, (len(socks), sent, stats, recycled)
 
 
 def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
