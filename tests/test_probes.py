@@ -6,6 +6,7 @@ import ctypes
 import os
 import select
 import time
+from collections.abc import Callable
 
 import pytest
 from helpers import Gated, netns_pair, no_prog_left, progs_of, tuner_prog_ids, wait_for
@@ -664,17 +665,17 @@ def test_net_recycles_the_slots_of_closed_sockets():
     assert len(socks) == conns and sent == conns * 15, (len(socks), sent, stats, recycled)
 
 
-def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
-    # about 100 connections a 50-ms window, each opened and closed at once: more than the 64
-    # closed sockets a flush used to free (the slots then ran out within a few windows), fewer
-    # than the 256 slots the sockets of two windows can hold
-    conns, per_s = 3000, 2000
-    with netns_pair() as (ns_a, addr_a, ns_b, _addr_b):
+def sink_and_client(port: int, client: Callable[[str, str], str]) -> tuple:
+    """A server in one namespace that reads up to 16 bytes of each connection and closes it,
+    and a client in the other running ``client(server address, own address)``, observed by
+    the network probe alone until it exits and three windows more: (frames, the probe's
+    stats, slots recycled, the client's pid, what it printed)."""
+    with netns_pair() as (ns_a, addr_a, ns_b, addr_b):
         server = Gated(
             f"""
             import socket
             s = socket.socket()
-            s.bind(("{addr_a}", 7004))
+            s.bind(("{addr_a}", {port}))
             s.listen(1024)
             print("ready", flush=True)
             while True:
@@ -684,82 +685,61 @@ def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
             """,
             netns=ns_a,
         )
-        client = Gated(
-            f"""
-            import socket, time
-            start = time.perf_counter()
-            for i in range({conns}):
-                while time.perf_counter() < start + i / {per_s}:
-                    pass
-                c = socket.create_connection(("{addr_a}", 7004))
-                c.sendall(b"x" * 15)
-                c.close()
-            print(round({conns} / (time.perf_counter() - start)), flush=True)
-            """,
-            netns=ns_b,
-        )
+        child = Gated(client(addr_a, addr_b), netns=ns_b)
         try:
-            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(client.pid,))) as p:
+            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(child.pid,))) as p:
                 server.go()
                 assert server.proc.stdout.readline() == b"ready\n"
-                client.go()
-                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
+                child.go()
+                frames = collect(p, lambda: child.proc.poll() is not None, extra_windows=3)
                 stats, recycled = p.stats(), p.recycled()
-            rate = int(client.wait())
+            out = child.wait()
         finally:
             server.kill()
-            client.kill()
-    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:")}
+            child.kill()
+    return frames, stats, recycled, child.pid, out
+
+
+def test_net_keeps_up_with_connection_churn_up_to_its_slots_a_window():
+    # about 100 connections a 50-ms window, each opened and closed at once: more than the 64
+    # closed sockets a flush used to free (the slots then ran out within a few windows), fewer
+    # than the 256 slots the sockets of two windows can hold
+    conns, per_s = 3000, 2000
+    frames, stats, recycled, pid, out = sink_and_client(7004, lambda server, _: f"""
+        import socket, time
+        start = time.perf_counter()
+        for i in range({conns}):
+            while time.perf_counter() < start + i / {per_s}:
+                pass
+            c = socket.create_connection(("{server}", 7004))
+            c.sendall(b"x" * 15)
+            c.close()
+        print(round({conns} / (time.perf_counter() - start)), flush=True)
+        """)  # fmt: skip
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{pid}:")}
     sent = sum(f.features["bytes_out"] for f in frames if f.entity in socks)
-    assert stats.overflow == 0, (stats, f"{rate} connections a second")
+    assert stats.overflow == 0, (stats, f"{out.strip()} connections a second")
     assert len(socks) == conns and sent == conns * 15, (len(socks), sent, stats, recycled)
 
 
 def test_net_two_connections_with_one_port_and_one_sock_are_two_entities():
     # 20 connections one after another from one local port, each reset at its close (no
     # TIME_WAIT), so the kernel may give the next both the port and the freed struct sock's
-    # memory: each must still be an entity of its own (named by the probe's serial)
+    # memory: each must still be an entity of its own (named by the probe's serial; named by
+    # the struct sock's address, they came out as 2)
     conns = 20
-    with netns_pair() as (ns_a, addr_a, ns_b, addr_b):
-        server = Gated(
-            f"""
-            import socket
-            s = socket.socket()
-            s.bind(("{addr_a}", 7005))
-            s.listen(64)
-            print("ready", flush=True)
-            while True:
-                c, _ = s.accept()
-                c.recv(16)
-                c.close()
-            """,
-            netns=ns_a,
-        )
-        client = Gated(
-            f"""
-            import socket, struct
-            for i in range({conns}):
-                c = socket.socket()
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                c.bind(("{addr_b}", 40000))
-                c.connect(("{addr_a}", 7005))
-                c.sendall(b"x" * 15)
-                c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-                c.close()
-            """,
-            netns=ns_b,
-        )
-        try:
-            with NetProbe(ProbeConfig(window_ms=WINDOW, pids=(client.pid,))) as p:
-                server.go()
-                assert server.proc.stdout.readline() == b"ready\n"
-                client.go()
-                frames = collect(p, lambda: client.proc.poll() is not None, extra_windows=3)
-            client.wait()
-        finally:
-            server.kill()
-            client.kill()
-    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{client.pid}:40000-")}
+    frames, *_, pid, _ = sink_and_client(7005, lambda server, me: f"""
+        import socket, struct
+        for i in range({conns}):
+            c = socket.socket()
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            c.bind(("{me}", 40000))
+            c.connect(("{server}", 7005))
+            c.sendall(b"x" * 15)
+            c.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            c.close()
+        """)  # fmt: skip
+    socks = {f.entity for f in frames if f.entity.startswith(f"sock:{pid}:40000-")}
     assert len(socks) == conns, sorted(socks)
 
 
