@@ -95,6 +95,9 @@ def notes(summary: dict[str, Any]) -> list[str]:
 
     >>> notes({"arms": {"active": {"failed": "the agent exited"}, "kernel": {}}})
     ['- **active FAILED**: the agent exited; its figures are not a result']
+    >>> print(*notes({"arms": {"shadow": {"placed_share": 0.0}, "active": {"placed_share": 0.3}}}))
+    - **active's table placed 30% of new connections**: the kernel placed the rest (no \
+lease in force: warming up, falling back); its figures are mostly the kernel's placement
     >>> print(*notes({"arms": {"active": {"refused": 40, "records_lost": 0}}}))
     - **active's agent saw part of the load**: its probes refused 40 tasks or sockets (all \
 slots taken; agent.max_entities) and lost 0 records
@@ -110,6 +113,11 @@ slots taken; agent.max_entities) and lost 0 records
             out.append(f"- **{arm} ran overloaded**{rounds}: the server could not keep up; "
                        "ratios against it are not comparable (medians over rounds leave "
                        "them out)")  # fmt: skip
+        share = m.get("placed_share")
+        if arm != "shadow" and share is not None and share < 0.5:
+            out.append(f"- **{arm}'s table placed {share:.0%} of new connections**: the kernel "
+                       "placed the rest (no lease in force: warming up, falling back); its "
+                       "figures are mostly the kernel's placement")  # fmt: skip
         if m.get("refused") or m.get("records_lost"):
             refused, lost = m.get("refused", 0), m.get("records_lost", 0)
             out.append(f"- **{arm}'s agent saw part of the load**: its probes refused {refused} "
