@@ -18,8 +18,16 @@ V4 = frame(ipv4("198.19.9.1", "198.19.9.2", tcp(40000, 80)))
 
 @pytest.fixture
 def steer():
-    with XdpSteering(name=f"t-xdp-{os.getpid()}", devices=["lo", "lo"], mode="active") as s:
-        yield s
+    # the flow cache is per CPU, as a flow's packets come on one CPU (RSS): every test run of
+    # the program must come from one CPU too (a migration between two runs under load sent
+    # a cached flow's next packet to a CPU whose cache had not seen it, and failed a test)
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})
+    try:
+        with XdpSteering(name=f"t-xdp-{os.getpid()}", devices=["lo", "lo"], mode="active") as s:
+            yield s
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def verdict(s: XdpSteering, pkt: bytes) -> int:
