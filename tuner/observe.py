@@ -18,7 +18,7 @@ from dataclasses import asdict
 from typing import Any, TextIO
 
 from tuner.probes.base import Frame, ProbeStats
-from tuner.probes.config import MAX_SLOTS
+from tuner.probes.config import MAX_SLOTS, ProbeConfig
 
 COLUMNS = (
     ("entity", 20),
@@ -95,7 +95,6 @@ def run_observe(args) -> int:
     import time
 
     from tuner.errors import TunerError
-    from tuner.probes.config import ProbeConfig
     from tuner.probes.stream import PROBES, FeatureStream
     from tuner.system import require_root
 
@@ -286,7 +285,7 @@ def register(sub: argparse._SubParsersAction, formatter: Any) -> None:
     p.add_argument(
         "--max-entities",
         type=int,
-        default=256,
+        default=ProbeConfig.max_entities,
         metavar="N",
         help=f"tasks, processes, sockets each probe follows at once (at most {MAX_SLOTS}); "
         "more are refused: not observed, counted in the header (default: %(default)s)",

@@ -78,7 +78,7 @@ SCHEMA: dict[str, tuple[type, Any, Any, str]] = {
     ),
     "agent.max_entities": (
         int,
-        256,
+        ProbeConfig.max_entities,
         (16, MAX_SLOTS),
         "tasks (sched probe) or sockets (network probe) observed at once; more are counted as "
         "refused and not observed (raise it for a server with more threads, or for "

@@ -91,9 +91,10 @@ def arm_metrics(r: ArmResult, spec: ExperimentSpec) -> dict[str, Any]:
         out["records_lost"] = int(r.agent_status.get("records_lost") or 0)
         out["refused"] = sum((r.agent_status.get("refused") or {}).values())
         workers = (r.agent_status.get("placed") or {}).get("workers")
-        if workers and sum(workers["by_target"]) + sum(workers["kernel"].values()):
-            placed = sum(workers["by_target"])  # by the table, of all new connections
-            out["placed_share"] = round(placed / (placed + sum(workers["kernel"].values())), 3)
+        if workers:  # new connections placed by the table, of all
+            placed, left = sum(workers["by_target"]), sum(workers["kernel"].values())
+            if placed + left:
+                out["placed_share"] = round(placed / (placed + left), 3)
     if r.fallback_share is not None:
         out["fallback_share"] = round(r.fallback_share, 3)
     if spec.get("cluster.groups") > 1:  # arms side by side: where and when each ran

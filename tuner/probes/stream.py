@@ -87,10 +87,6 @@ class FeatureStream:
         """Kernel-side counters of each open probe."""
         return {p.name: p.stats() for p in self._open}
 
-    def lost(self) -> int:
-        """Records lost (ring buffer full) by all open probes together."""
-        return sum(s.lost for s in self.stats().values())
-
 
 def pids_listening_on(port: int, proc: str = "/proc") -> list[int]:
     """Processes of this network namespace that own a listening TCP socket (or a bound UDP
