@@ -59,9 +59,14 @@ def _run(args: argparse.Namespace) -> int:
         group = discover(args.port, proto, link, args.address)
     except TunerError:
         if args.record:  # what a bug report needs most: what was read when no map was made
-            _record(args.record, holder_pids(args.port, proto, link, args.address), args.port,
-                    proto)  # fmt: skip
-            print(f"tuner group: what was read from /proc is in {args.record}", file=sys.stderr)
+            pids = holder_pids(args.port, proto, link, args.address)
+            if pids:
+                _record(args.record, pids, args.port, proto)
+                print(f"tuner group: what was read from /proc is in {args.record}",
+                      file=sys.stderr)  # fmt: skip
+            else:  # a record is what /proc shows of the holders: there is none to show
+                print("tuner group: no process holds the sockets; nothing recorded",
+                      file=sys.stderr)  # fmt: skip
         raise
     if args.record:
         _record(args.record, sorted({p for s in group.sockets for p, _ in s.holders}), args.port,
